@@ -1,0 +1,3 @@
+from fusion_lab.cli import main
+
+main()

@@ -1,0 +1,208 @@
+"""Name -> component registries, one per kind (after timm's and fvcore's registries).
+
+A registry is a dict and a decorator::
+
+    from fusion_lab.registries import FUSIONS
+
+    @FUSIONS.register("my_fusion")
+    class MyFusion(nn.Module):
+        \"\"\"One line that `fusionlab list` shows.\"\"\"
+
+Contracts per kind (the assembler wires components by shape, never by config):
+
+- BACKBONES: ``cls(name, pretrained, out_indices)`` -> module returning a list of maps,
+  low level first, with ``.out_channels`` (list[int]) and ``.reductions`` (list[int]).
+- FUSIONS: ``cls(in_channels: list[int], out_channels: int, **kw)`` -> module mapping the
+  list of backbone maps (low level first) to a list of fused maps (low level first),
+  with ``.out_channels`` (list[int]).
+- ATTENTIONS: ``cls(channels: list[int], **kw)`` -> module mapping the fused maps to
+  ``(attended_maps, masks)``, masks a dict of name -> list of tensors (one per level).
+- HEADS: ``cls(channels: list[int], num_classes: int, **kw)`` -> module mapping
+  ``(fused_maps, attended_maps)`` to a dict of head name -> logits.
+- PRESETS: plain dicts of model-config fields, registered with ``PRESETS.add``.
+- DATASETS: see ``fusion_lab.data``.
+
+Lookup of an unknown name raises ``UnknownComponentError`` naming the closest matches and
+every valid name. Third-party components load from the ``fusion_lab.components`` entry-point
+group and from plugin modules or files a study names (``load_plugins``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from fusion_lab.errors import FusionLabError, UnknownComponentError
+
+ENTRY_POINT_GROUP = "fusion_lab.components"
+
+
+def _first_line(doc: str | None) -> str:
+    for line in (doc or "").strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+class Registry:
+    """Holds the components of one kind by name.
+
+    Args:
+        kind: what the registry holds, used in messages ("fusion", "attention", ...).
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, Any] = {}
+        self._docs: dict[str, str] = {}
+
+    def register(self, name: str, description: str | None = None) -> Callable[[Any], Any]:
+        """Decorator registering a class or function under ``name``."""
+
+        def deco(obj: Any) -> Any:
+            self.add(name, obj, description)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: Any, description: str | None = None) -> None:
+        """Register ``obj`` under ``name``; a duplicate name is an error."""
+        if not isinstance(name, str) or not name:
+            raise FusionLabError(f"a {self.kind} must be registered under a non-empty name")
+        if name in self._items:
+            if self._items[name] is obj:
+                return  # the same module imported twice (e.g. plugin file + entry point)
+            old = self._items[name]
+            where = getattr(old, "__module__", "?")
+            raise FusionLabError(
+                f"{self.kind} '{name}' is already registered (by {where}); "
+                f"choose another name for {getattr(obj, '__qualname__', obj)!s}"
+            )
+        self._items[name] = obj
+        if description is None:
+            description = _first_line(getattr(obj, "__doc__", None)) if not isinstance(
+                obj, dict
+            ) else ""
+        self._docs[name] = description
+
+    def get(self, name: str) -> Any:
+        """The component registered as ``name``."""
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UnknownComponentError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: Any) -> str:
+        close = difflib.get_close_matches(str(name), list(self._items), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+        valid = ", ".join(sorted(self._items)) or "(none registered)"
+        return f"unknown {self.kind} {name!r}: {hint}valid names: {valid}"
+
+    def describe(self, name: str) -> str:
+        return self._docs.get(name, "")
+
+    def list(self, pattern: str | None = None) -> list[str]:
+        """Registered names, sorted, optionally filtered by a shell-style wildcard."""
+        names = sorted(self._items)
+        if pattern:
+            names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        return names
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.list()})"
+
+
+BACKBONES = Registry("backbone")
+FUSIONS = Registry("fusion")
+ATTENTIONS = Registry("attention")
+HEADS = Registry("head")
+PRESETS = Registry("preset")
+DATASETS = Registry("dataset")
+
+KINDS: dict[str, Registry] = {
+    "backbones": BACKBONES,
+    "fusions": FUSIONS,
+    "attentions": ATTENTIONS,
+    "heads": HEADS,
+    "presets": PRESETS,
+    "datasets": DATASETS,
+}
+
+_loaded_builtin = False
+_loaded_entry_points = False
+_loaded_plugins: set[str] = set()
+
+
+def load_builtin() -> None:
+    """Import the catalogue (fusion_lab.registry) and the entry-point plugins, once."""
+    global _loaded_builtin, _loaded_entry_points
+    if not _loaded_builtin:
+        importlib.import_module("fusion_lab.registry")
+        _loaded_builtin = True
+    if not _loaded_entry_points:
+        _loaded_entry_points = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                ep.load()
+            except FusionLabError:
+                raise
+            except Exception as e:  # a broken third-party package must say which
+                raise FusionLabError(
+                    f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {e}"
+                ) from e
+
+
+def load_plugins(plugins: list[str], base_dir: str | Path | None = None) -> None:
+    """Import plugin modules (dotted names) or files (paths ending in .py).
+
+    Relative file paths are resolved against ``base_dir`` (the study file's folder) first,
+    then the current directory.
+    """
+    load_builtin()
+    for spec in plugins:
+        if spec in _loaded_plugins:
+            continue
+        if spec.endswith(".py") or "/" in spec or "\\" in spec:
+            candidates = [Path(spec)]
+            if base_dir is not None and not Path(spec).is_absolute():
+                candidates.insert(0, Path(base_dir) / spec)
+            path = next((p for p in candidates if p.is_file()), None)
+            if path is None:
+                looked = ", ".join(str(p) for p in candidates)
+                raise FusionLabError(f"plugin file {spec!r} not found (looked in {looked})")
+            mod_name = "fusion_lab_plugin_" + path.stem
+            module_spec = importlib.util.spec_from_file_location(mod_name, path.resolve())
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[mod_name] = module
+            try:
+                module_spec.loader.exec_module(module)
+            except FusionLabError:
+                raise
+            except Exception as e:
+                del sys.modules[mod_name]
+                raise FusionLabError(f"plugin file {path} failed to import: {e}") from e
+        else:
+            try:
+                importlib.import_module(spec)
+            except ModuleNotFoundError as e:
+                raise FusionLabError(
+                    f"plugin module {spec!r} not found ({e}); is it installed or on PYTHONPATH?"
+                ) from e
+        _loaded_plugins.add(spec)

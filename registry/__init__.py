@@ -1,0 +1,15 @@
+"""The component catalogue, installed as ``fusion_lab.registry``.
+
+Importing this package registers every built-in component. Each file is one idea:
+backbones, fusions, attentions, heads, presets and datasets.
+"""
+
+from fusion_lab.registry import (  # noqa: F401
+    attentions,
+    backbones,
+    datasets,
+    fusion_convlstm,
+    fusion_fpn,
+    heads,
+    presets,
+)
