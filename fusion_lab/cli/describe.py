@@ -1,0 +1,36 @@
+"""`fusionlab describe`: build models and print their structure, size and cost."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("describe")
+@click.argument("presets", nargs=-1)
+@click.option("--backbone", default="resnet50", show_default=True)
+@click.option("--classes", "num_classes", default=200, show_default=True, type=int)
+@click.option("--image-size", default=448, show_default=True, type=int)
+@click.option("--flops/--no-flops", default=True, help="Count forward FLOPs (batch 1).")
+def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_size: int,
+             flops: bool) -> None:
+    """Build PRESETS (default: the paper's four rows) and print parameters and GFLOPs."""
+    import torch
+
+    from fusion_lab.config import ModelConfig
+    from fusion_lab.model import build_model, count_parameters, resolve_parts
+    from fusion_lab.profile import forward_gflops
+
+    presets = presets or ("baseline", "hl", "hl+lh", "cn_cnn")
+    click.echo(f"{'preset':<10} {'fusion':<9} {'attention':<9} {'head':<12} "
+               f"{'params':>12} {'GFLOPs':>8}  heads")
+    for preset in presets:
+        cfg = ModelConfig(preset=preset, backbone=backbone)
+        model = build_model(cfg, num_classes).eval()
+        fusion, attention, head = resolve_parts(cfg)
+        gf = forward_gflops(model, image_size) if flops else float("nan")
+        with torch.no_grad():
+            heads = list(model(torch.zeros(2, 3, 64, 64))["logits"])
+        click.echo(f"{preset:<10} {fusion:<9} {attention:<9} {head:<12} "
+                   f"{count_parameters(model):>12,} {gf:>8.2f}  {','.join(heads)}")
+    click.echo(f"({backbone}, {num_classes} classes, FLOPs at {image_size}x{image_size}, "
+               "batch 1, 2 per multiply-add)")

@@ -1,0 +1,45 @@
+"""`fusionlab list [KIND] [PATTERN]`: registered components with their descriptions."""
+
+from __future__ import annotations
+
+import click
+
+from fusion_lab.errors import FusionLabError
+
+
+@click.command("list")
+@click.argument("kind", required=False)
+@click.argument("pattern", required=False)
+@click.option("--plugin", "plugins", multiple=True, help="Plugin module or .py file to load.")
+def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) -> None:
+    """List registered components of KIND (all kinds if omitted), filtered by PATTERN.
+
+    For backbones, PATTERN also lists timm's model names (e.g. 'convnext*').
+    """
+    from fusion_lab.registries import KINDS, load_plugins
+
+    load_plugins(list(plugins))
+    if kind is not None and kind not in KINDS:
+        singular = {k.rstrip("s"): k for k in KINDS}
+        if kind in singular:
+            kind = singular[kind]
+        else:
+            raise FusionLabError(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+    for name in [kind] if kind else list(KINDS):
+        reg = KINDS[name]
+        names = reg.list(pattern)
+        click.echo(f"{name}:")
+        for n in names:
+            click.echo(f"  {n:<16} {reg.describe(n)}")
+        if pattern and not names and name != "backbones":
+            click.echo(f"  (no {reg.kind} matches {pattern!r})")
+        if name == "backbones":
+            from fusion_lab.registry.backbones import timm_model_names
+
+            timm_names = timm_model_names(pattern)
+            if kind and pattern:
+                for n in timm_names:
+                    click.echo(f"  {n:<16} timm")
+            else:
+                click.echo(f"  (any of timm's {len(timm_names)} models with features_only; "
+                           "`fusionlab list backbones 'resnet*'` lists them)")

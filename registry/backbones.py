@@ -1,0 +1,116 @@
+"""Backbones: any timm model that supports ``features_only``.
+
+The backbone returns the maps of the tapped stages, low level first. For ResNet50 the
+default taps (the last three stages) are S3/S4/S5 of the CN-CNN paper: 512/1024/2048
+channels at strides 8/16/32.
+
+``pretrained`` is False, True (timm's own source, needs internet) or the path of a local
+weights file, which timm loads into the full model before the feature wrapper is built
+(``pretrained_cfg_overlay=dict(file=...)``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+
+import timm
+import torch
+from torch import nn
+
+from fusion_lab.errors import UnknownComponentError, WeightsError
+from fusion_lab.registries import BACKBONES
+
+
+def timm_model_names(pattern: str | None = None) -> list[str]:
+    """timm architectures matching a wildcard (timm's own ``list_models``)."""
+    return timm.list_models(pattern or "*")
+
+
+class TimmBackbone(nn.Module):
+    """Any timm model with features_only (resnet50, convnext_tiny, regnety_008, ...)."""
+
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool | str = False,
+        out_indices: list[int] | tuple[int, ...] = (-3, -2, -1),
+    ):
+        super().__init__()
+        if not timm.is_model(name):
+            close = fnmatch.filter(timm.list_models(), f"*{name[:4]}*")[:5]
+            hint = f" (similar: {', '.join(close)})" if close else ""
+            raise UnknownComponentError(
+                f"unknown backbone {name!r}{hint}; `fusionlab list backbones PATTERN` "
+                "lists timm's models"
+            )
+        kwargs: dict = dict(features_only=True, out_indices=tuple(out_indices))
+        if isinstance(pretrained, str):
+            if not os.path.isfile(pretrained):
+                raise WeightsError(
+                    f"pretrained weights file {pretrained!r} not found; give the path of a "
+                    f"state dict saved from timm's {name!r}, true (download) or false"
+                )
+            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=pretrained))
+        else:
+            kwargs.update(pretrained=bool(pretrained))
+        try:
+            self.body = timm.create_model(name, **kwargs)
+        except RuntimeError as e:
+            if isinstance(pretrained, str):
+                first = str(e).strip().splitlines()
+                detail = "; ".join(line.strip() for line in first[:3])
+                raise WeightsError(
+                    f"weights file {pretrained!r} does not fit backbone {name!r}: {detail}"
+                ) from e
+            raise
+        except (OSError, ValueError) as e:
+            if pretrained is True:
+                raise WeightsError(
+                    f"could not fetch pretrained weights for {name!r} from timm's source "
+                    f"({type(e).__name__}: {e}); without internet, download them elsewhere "
+                    "and set `pretrained:` to the local file's path"
+                ) from e
+            if isinstance(pretrained, str):
+                raise WeightsError(f"cannot read weights file {pretrained!r}: {e}") from e
+            raise
+        except Exception as e:  # timm raises plain Exceptions for bad out_indices etc.
+            if "out_indices" in str(e) or isinstance(e, (IndexError, AssertionError)):
+                raise UnknownComponentError(
+                    f"backbone {name!r} cannot tap stages {list(out_indices)}: {e}"
+                ) from e
+            raise
+        self.name = name
+        self.out_channels: list[int] = list(self.body.feature_info.channels())
+        self.reductions: list[int] = list(self.body.feature_info.reduction())
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.body(x))
+
+
+def build_backbone(
+    name: str, pretrained: bool | str = False, out_indices=(-3, -2, -1)
+) -> nn.Module:
+    """A backbone registered under ``name`` (a user's own), else timm's model of that name.
+
+    Registered backbones take ``(pretrained, out_indices)`` and follow the contract in
+    ``fusion_lab.registries``.
+    """
+    if name in BACKBONES:
+        return BACKBONES.get(name)(pretrained=pretrained, out_indices=out_indices)
+    return TimmBackbone(name, pretrained=pretrained, out_indices=out_indices)
+
+
+def backbone_problem(name: str, pretrained: bool | str) -> str | None:
+    """Why a backbone cannot be built, found without building it (None if it can)."""
+    if name not in BACKBONES and not timm.is_model(name):
+        close = [n for n in timm.list_models(f"*{name}*")][:5] or [
+            n for n in timm.list_models(f"{name[:5]}*")
+        ][:5]
+        hint = f" (similar: {', '.join(close)})" if close else ""
+        return (f"unknown backbone {name!r}{hint}; `fusionlab list backbones PATTERN` "
+                "lists timm's models")
+    if isinstance(pretrained, str) and not os.path.isfile(pretrained):
+        return (f"pretrained weights file {pretrained!r} not found; give the path of a state "
+                f"dict saved from timm's {name!r}, true (download) or false")
+    return None

@@ -1,0 +1,130 @@
+"""``convlstm``: CN-CNN's navigation from high to low level (Sec. 2.2 of the paper).
+
+Every level is brought to the lowest level's spatial size and projected to ``out_channels``
+(the top level by 1x1 conv + BN + ReLU plus a global-pooling branch, the others by a plain
+1x1 conv with bias). The sequence, high level first, runs through one ConvLSTM layer
+(3x3 kernel, zero initial state, gates i, f, o, g from one conv over concat(x, h)); the
+hidden state after step t replaces the level fed at step t.
+
+Cheaper than the authors' code, same parameters and outputs:
+- the 1x1 projections run at each level's own resolution before the nearest-neighbour
+  resize (a pointwise conv commutes with nearest resizing; BN + ReLU run after it, on the
+  resized map, so batch statistics are unchanged);
+- the gate conv is split into its input and hidden halves (same weight tensor): the input
+  halves of all steps run as one batched conv, and the hidden half is skipped at the first
+  step, where the state is zero.
+``impl="plain"`` computes it the authors' way instead (resize then project; concat and the
+full gate conv at every step): the reference that tests and benchmarks compare against.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusion_lab.registries import FUSIONS
+from fusion_lab.registry._common import resize_to
+
+
+class ConvLSTM(nn.Module):
+    """One ConvLSTM layer over a sequence of equally sized maps.
+
+    Args:
+        in_channels: channels of each input map.
+        hidden: channels of the hidden and cell states.
+        kernel_size: size of the gate convolution.
+        impl: "fast" (split, batched gate conv) or "plain" (concat + conv every step).
+    """
+
+    def __init__(self, in_channels: int, hidden: int, kernel_size: int = 3, impl: str = "fast"):
+        super().__init__()
+        if impl not in ("fast", "plain"):
+            raise ValueError(f"impl must be 'fast' or 'plain', got {impl!r}")
+        self.in_channels, self.hidden, self.impl = in_channels, hidden, impl
+        self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size,
+                               padding=kernel_size // 2, bias=True)
+
+    @staticmethod
+    def _update(gates: torch.Tensor, c: torch.Tensor | None):
+        i, f, o, g = gates.chunk(4, dim=1)
+        i, f, o, g = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), torch.tanh(g)
+        c = i * g if c is None else f * c + i * g  # c0 = 0 drops the forget term
+        return o * torch.tanh(c), c
+
+    def step(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None):
+        """One textbook step: gates = conv(concat(x, h)); returns (h, c)."""
+        if state is None:
+            zeros = x.new_zeros(x.shape[0], self.hidden, *x.shape[-2:])
+            state = (zeros, zeros)
+        h, c = state
+        return self._update(self.gates(torch.cat([x, h], dim=1)), c)
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Hidden state after each step, in input order."""
+        if self.impl == "plain":
+            out, state = [], None
+            for x in xs:
+                state = self.step(x, state)
+                out.append(state[0])
+            return out
+        T, B = len(xs), xs[0].shape[0]
+        pad = self.gates.padding
+        w_x = self.gates.weight[:, : self.in_channels]
+        w_h = self.gates.weight[:, self.in_channels :]
+        # Input halves of all steps in one conv: (T*B, C, H, W) -> T chunks of (B, 4h, H, W)
+        gx = F.conv2d(torch.cat(xs, dim=0), w_x, self.gates.bias, padding=pad).split(B, dim=0)
+        out, h, c = [], None, None
+        for t in range(T):
+            gates = gx[t] if h is None else gx[t] + F.conv2d(h, w_h, padding=pad)
+            h, c = self._update(gates, c)
+            out.append(h)
+        return out
+
+
+@FUSIONS.register("convlstm")
+class ConvLSTMFusion(nn.Module):
+    """CN-CNN's HL pathway: levels fused high to low by a ConvLSTM (the paper's method)."""
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        out_channels: int = 256,
+        kernel_size: int = 3,
+        global_branch: bool = True,
+        resize_back: bool = False,
+        impl: str = "fast",
+    ):
+        super().__init__()
+        top = in_channels[-1]
+        self.top_conv = nn.Conv2d(top, out_channels, 1, bias=False)
+        self.top_bn = nn.BatchNorm2d(out_channels)
+        self.global_branch = None
+        if global_branch:
+            self.global_branch = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                nn.Conv2d(top, out_channels, 1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            )
+        self.lower = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels[:-1])
+        self.lstm = ConvLSTM(out_channels, out_channels, kernel_size, impl=impl)
+        self.resize_back, self.impl = resize_back, impl
+        self.out_channels = [out_channels] * len(in_channels)
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        size = feats[0].shape[-2:]  # the lowest level's, e.g. S3: 56x56 at 448 input
+        if self.impl == "plain":  # the authors' order: resize, then project
+            top = self.top_conv(resize_to(feats[-1], size))
+            lower = [conv(resize_to(f, size)) for conv, f in zip(self.lower, feats[:-1])]
+        else:  # project at each level's own resolution, then resize (same result)
+            top = resize_to(self.top_conv(feats[-1]), size)
+            lower = [resize_to(conv(f), size) for conv, f in zip(self.lower, feats[:-1])]
+        top = F.relu(self.top_bn(top))
+        if self.global_branch is not None:
+            top = top + self.global_branch(feats[-1])  # (B, C, 1, 1) broadcast
+        seq = [top, *reversed(lower)]  # high level first: F5, F4, F3
+        fused = self.lstm(seq)[::-1]  # low level first: F3', F4', F5'
+        if self.resize_back:  # the paper: maps resized to their own level's size
+            fused = [resize_to(m, f.shape[-2:], "bilinear") for m, f in zip(fused, feats)]
+        return fused

@@ -1,0 +1,16 @@
+"""Presets named after the rows of the paper's Tables 2 and 3.
+
+A preset fills a model config's ``fusion``, ``attention`` and ``head`` where the study
+leaves them unset; anything the study sets explicitly wins.
+"""
+
+from fusion_lab.registries import PRESETS
+
+PRESETS.add("baseline", {"fusion": "none", "attention": "none", "head": "linear"},
+            "Fine-tuned backbone: global average pooling + one linear layer (Table 2, Baseline)")
+PRESETS.add("hl", {"fusion": "fpn_add", "attention": "none", "head": "multi_level"},
+            "HL pathway by FPN-style addition, no attention (Table 2, HL)")
+PRESETS.add("hl+lh", {"fusion": "fpn_add", "attention": "sa+ca", "head": "multi_level"},
+            "FPN-style addition + SA and CA (Table 2, HL+LH; Table 3, w/o ConvLSTM)")
+PRESETS.add("cn_cnn", {"fusion": "convlstm", "attention": "sa+ca", "head": "multi_level"},
+            "ConvLSTM fusion + SA and CA: the paper's CN-CNN (Table 3, w/ ConvLSTM)")
