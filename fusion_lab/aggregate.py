@@ -1,0 +1,303 @@
+"""Load a study's results store into pandas and aggregate seeds into table rows (no torch).
+
+One table row is one ``group_id`` (one configuration, every seed of it): rows are never
+merged across configurations, even when two share a label. Deltas are taken against the
+study's baseline row with the same grid values, and marked when within noise
+(the rule is in docs/tables.md). The store format is docs/results-format.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fusion_lab.errors import FusionLabError
+from fusion_lab.store import DONE, FAILED, PENDING, RUNNING, read_json, run_status
+
+METRICS = ("final", "best_val")
+COST_KEYS = ("params", "gflops", "train_ips", "infer_ips", "train_ratio", "infer_ratio",
+             "peak_mem_mb")
+NOISE_FACTOR = 2.0  # within noise: |delta| < NOISE_FACTOR x SE of the difference
+
+
+@dataclass
+class StudyResults:
+    """One study's results: its plan, one record per run and one aggregated row per group."""
+
+    name: str
+    study: dict
+    runs: pd.DataFrame  # one row per run, including pending runs named in study.json
+    rows: pd.DataFrame  # one row per group_id, in study order
+    metric: str
+    notes: list[str] = field(default_factory=list)  # facts to print under the table
+    cost: dict | None = None  # cost.json, when asked for and present
+
+
+def study_dirs(studies: list[str], results: str | Path) -> list[Path]:
+    """The results folders of the studies named on the command line (all if none).
+
+    Args:
+        studies: study names, results/<study> folder paths or studies/*.yaml paths.
+        results: the results folder.
+    Returns:
+        One folder per study, each holding a study.json.
+    """
+    results = Path(results)
+    if not studies:
+        if not results.is_dir():
+            raise FusionLabError(f"no results folder {results}/: run `fusionlab run "
+                                 "studies/STUDY.yaml` first, or point --results at one")
+        found = sorted(p.parent for p in results.glob("*/study.json"))
+        if not found:
+            raise FusionLabError(
+                f"no studies in {results}/: run `fusionlab run studies/STUDY.yaml` first, "
+                "or point --results at a results folder"
+            )
+        return found
+    return [_study_dir(arg, results) for arg in studies]
+
+
+def _study_dir(arg: str, results: Path) -> Path:
+    path = Path(arg)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FusionLabError(f"no study file {arg}")
+        import yaml  # only needed for this form of the argument
+
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise FusionLabError(f"{arg} is not valid YAML: {e}") from None
+        name = data.get("name") if isinstance(data, dict) else None
+        path = results / str(name or path.stem)
+    elif not (path.is_dir() and (path / "study.json").is_file()):
+        path = results / arg
+    if (path / "study.json").is_file():
+        return path
+    known = sorted(p.parent.name for p in results.glob("*/study.json"))
+    listing = f" (studies there: {', '.join(known)})" if known else ""
+    raise FusionLabError(
+        f"no results for study {path.name!r} in {results}/{listing}: "
+        f"run `fusionlab run` on its study file first, or pass --results DIR"
+    )
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"a.b.c": value}; lists become JSON text so they compare."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    return out
+
+
+def _run_record(run_dir: Path, metric: str, known: dict | None = None) -> dict:
+    """One run as a flat record (the study.json row fills in what a missing folder lacks)."""
+    cfg = read_json(run_dir / "config.json") or {}
+    summary = read_json(run_dir / "summary.json") or {}
+    rec: dict[str, Any] = dict(known or {})
+    for key in ("run_id", "group_id", "label", "grid", "seed"):
+        if cfg.get(key) is not None:
+            rec[key] = cfg[key]
+    rec.setdefault("run_id", run_dir.name)
+    rec["grid"] = rec.get("grid") or {}
+    conf = cfg.get("config") or {}
+    rec["config"] = flatten(conf)
+    rec["backbone"] = (conf.get("model") or {}).get("backbone")
+    rec["dataset"] = (conf.get("dataset") or {}).get("name")
+    rec["status"] = run_status(run_dir)
+    rec["error"] = summary.get("error")
+    rec["test_size"] = summary.get("test_size")
+    result = summary.get(metric) if rec["status"] == DONE else None
+    rec["acc"] = (result or {}).get("acc")
+    rec["heads"] = (result or {}).get("heads") or {}
+    rec["no_metric"] = rec["status"] == DONE and rec["acc"] is None
+    return rec
+
+
+def load_runs(study_dir: Path, metric: str = "final") -> tuple[dict, pd.DataFrame]:
+    """Every run of a study: those named in study.json, then any other run folder.
+
+    Args:
+        study_dir: results/<study>.
+        metric: "final" (last epoch) or "best_val" (test accuracy at the best-val epoch).
+    Returns:
+        (the study.json dict, one record per run).
+    """
+    study = read_json(study_dir / "study.json")
+    if not isinstance(study, dict):
+        raise FusionLabError(f"{study_dir}/study.json is unreadable: rerun `fusionlab run`")
+    seeds = study.get("seeds") or []
+    records, seen = [], set()
+    for order, row in enumerate(study.get("rows") or []):
+        for i, run_id in enumerate(row.get("run_ids") or []):
+            known = {"run_id": run_id, "group_id": row.get("group_id"),
+                     "label": row.get("label"), "grid": row.get("grid") or {},
+                     "seed": seeds[i] if i < len(seeds) else None}
+            rec = _run_record(study_dir / run_id, metric, known)
+            rec["order"] = order
+            records.append(rec)
+            seen.add(run_id)
+    # Run folders the current plan does not name: other seeds, or rows of an edited study.
+    extra = [p for p in sorted(study_dir.iterdir())
+             if p.name not in seen and (p / "config.json").is_file()]
+    for run_dir in extra:
+        rec = _run_record(run_dir, metric)
+        rec["order"] = math.inf
+        records.append(rec)
+    return study, pd.DataFrame.from_records(records)
+
+
+def aggregate(study: dict, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per group_id: mean, sample std (ddof=1) and n of the finished seeds.
+
+    Args:
+        study: the study.json dict (rows, seeds, reference).
+        runs: records from ``load_runs``.
+    Returns:
+        Rows in study order; groups outside the current plan come last (``in_plan`` False).
+    """
+    planned = {r.get("group_id"): r for r in study.get("rows") or []}
+    n_seeds = len(study.get("seeds") or [])
+    ok = runs[(runs.status == DONE) & runs.acc.notna()] if len(runs) else runs
+    stats = ok.groupby("group_id")["acc"].agg(["mean", "std", "count"]) if len(ok) else None
+    rows = []
+    for gid, grp in runs.groupby("group_id", sort=False):
+        first = grp.iloc[0]
+        plan = planned.get(gid)
+        has_cfg = grp[grp.backbone.notna() | grp.dataset.notna()]
+        src = has_cfg.iloc[0] if len(has_cfg) else first
+        row = {"group_id": gid, "label": first.label, "grid": first.grid,
+               "order": grp.order.min(), "in_plan": plan is not None,
+               "n_expected": len(plan.get("run_ids") or []) if plan else n_seeds,
+               "backbone": src.backbone or (first.grid or {}).get("model.backbone"),
+               "dataset": src.dataset or (first.grid or {}).get("dataset.name"),
+               "config": src.config, "mean": math.nan, "std": math.nan, "n": 0}
+        if stats is not None and gid in stats.index:
+            s = stats.loc[gid]
+            row.update(mean=s["mean"], std=s["std"], n=int(s["count"]))
+        done = grp[grp.index.isin(ok.index)]
+        sizes = done.test_size.dropna()
+        row["test_size"] = float(sizes.mean()) if len(sizes) else math.nan
+        heads = pd.DataFrame(list(done.heads)) if len(done) else pd.DataFrame()
+        row["heads"] = {h: float(heads[h].mean()) for h in heads.columns}
+        rows.append(row)
+    out = pd.DataFrame.from_records(rows)
+    out = out.sort_values("order", kind="stable").reset_index(drop=True)
+    out["display"] = [_display(r, out) for r in out.itertuples()]
+    for source, values in (study.get("reference") or {}).items():
+        out[f"ref.{source}"] = [(values or {}).get(lab, math.nan) for lab in out.label]
+    return out
+
+
+def _display(row: Any, rows: pd.DataFrame) -> str:
+    """Label plus grid values; the group id too when another group has the same text."""
+    grid = ", ".join(str(v) for v in (row.grid or {}).values())
+    text = f"{row.label} ({grid})" if grid else str(row.label)
+    same = rows[(rows.label == row.label) & (rows.grid.map(lambda g: g == row.grid))]
+    if len(same) > 1:
+        text += f" [{str(row.group_id)[:8]}]"
+    return text + ("" if row.in_plan else " ‡")
+
+
+def binomial_se(acc: float, n_test: float) -> float:
+    """Standard error (points) of a percent accuracy measured on ``n_test`` images."""
+    p = acc / 100.0
+    return 100.0 * math.sqrt(p * (1.0 - p) / n_test) if n_test and n_test > 0 else math.nan
+
+
+def difference_se(a: dict, b: dict) -> tuple[float, str]:
+    """SE of mean(a) - mean(b) and its basis: "seeds" or "binomial" (see docs/tables.md).
+
+    Args:
+        a, b: rows with mean, std, n and test_size.
+    Returns:
+        (standard error in points, basis); NaN when it cannot be computed.
+    """
+    if a["n"] >= 2 and b["n"] >= 2:
+        se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+        if se > 0:  # identical seeds (deterministic training) say nothing about noise
+            return se, "seeds"
+    if a["n"] < 1 or b["n"] < 1:
+        return math.nan, ""
+    se = math.hypot(binomial_se(a["mean"], a["test_size"]), binomial_se(b["mean"], b["test_size"]))
+    return se, "binomial"
+
+
+def add_deltas(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """Delta against the baseline row of the same grid cell, its SE and the noise flag.
+
+    Args:
+        rows: from ``aggregate``.
+        baseline: the baseline label (study.json ``baseline``).
+    Returns:
+        ``rows`` with delta, se_diff, noise_basis, within_noise (None when unknown) and
+        is_baseline columns added.
+    """
+    rows = rows.copy()
+    cols: dict[str, list] = {k: [] for k in
+                             ("delta", "se_diff", "noise_basis", "within_noise", "is_baseline")}
+    for _, r in rows.iterrows():
+        base = rows[(rows.label == baseline) & rows.grid.map(lambda g, r=r: g == r.grid)]
+        base = base.sort_values("in_plan", ascending=False, kind="stable")
+        b = base.iloc[0] if len(base) else None
+        is_base = b is not None and b.group_id == r.group_id
+        delta, se, basis, within = math.nan, math.nan, "", None
+        if b is not None and not is_base and r.n > 0 and b.n > 0:
+            delta = r["mean"] - b["mean"]
+            se, basis = difference_se(r, b)
+            if not math.isnan(se):
+                within = bool(abs(delta) < NOISE_FACTOR * se)
+        for key, value in zip(cols, (delta, se, basis, within, is_base)):
+            cols[key].append(value)
+    for key, values in cols.items():
+        rows[key] = pd.Series(values, index=rows.index, dtype=object if key in (
+            "within_noise", "noise_basis") else None)
+    return rows
+
+
+def load_study(study_dir: Path, metric: str = "final", cost: bool = False) -> StudyResults:
+    """Load, aggregate and compare one study.
+
+    Args:
+        study_dir: results/<study>.
+        metric: "final" or "best_val".
+        cost: also read cost.json.
+    Returns:
+        The study's runs, rows (with deltas) and the notes to print under its table.
+    """
+    if metric not in METRICS:
+        raise FusionLabError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    study, runs = load_runs(study_dir, metric)
+    name = study.get("name") or study_dir.name
+    notes: list[str] = []
+    if not len(runs):
+        rows = pd.DataFrame()
+        notes.append("no runs yet: run `fusionlab run` on this study")
+    else:
+        rows = add_deltas(aggregate(study, runs), study.get("baseline"))
+    missing = runs[runs.no_metric] if len(runs) else runs
+    if len(missing):
+        why = ("no best_val (trained without a validation split, dataset.val_fraction = 0)"
+               if metric == "best_val" else "no final accuracy in summary.json")
+        notes.append(f"{len(missing)} finished run(s) have {why}; they are not counted"
+                     + ("; use --metric final" if metric == "best_val" else ""))
+    res = StudyResults(name=name, study=study, runs=runs, rows=rows, metric=metric, notes=notes)
+    if cost:
+        res.cost = read_json(study_dir / "cost.json")
+    return res
+
+
+def not_done(runs: pd.DataFrame) -> pd.DataFrame:
+    """Failed, running and pending runs (run folders without a summary included)."""
+    if not len(runs):
+        return runs
+    return runs[runs.status.isin([FAILED, RUNNING, PENDING])]

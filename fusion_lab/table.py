@@ -1,0 +1,297 @@
+"""Paper-style ablation tables (like CN-CNN's Tables 2 and 3) from the results store.
+
+Loading and statistics live in ``fusion_lab.aggregate``; this module turns them into text:
+plain or GitHub tables (tabulate), booktabs LaTeX, or CSV / JSON records. No torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fusion_lab.aggregate import (
+    COST_KEYS,
+    NOISE_FACTOR,
+    StudyResults,
+    load_study,
+    not_done,
+    study_dirs,
+)
+from fusion_lab.errors import FusionLabError
+
+FORMATS = ("plain", "github", "latex", "csv", "json")
+METRIC_TEXT = {"final": "test accuracy (%) at the last epoch",
+               "best_val": "test accuracy (%) at the epoch with the best validation accuracy"}
+WITHIN, FEW, BASE, UNKNOWN = "≈", "†", "(base)", "?"
+
+
+@dataclass
+class Output:
+    """What `fusionlab table` prints: ``text`` to stdout, ``warnings`` to stderr."""
+
+    text: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def tables(studies: list[str] | None = None, results: str | Path = "results",
+           metric: str = "final", fmt: str = "plain", heads: bool = False,
+           pivot: tuple[str, str] | None = None, cost: bool = False) -> Output:
+    """Render the tables of some studies (all studies in ``results`` if none are named).
+
+    Args:
+        studies: study names, results/<study> folders or studies/*.yaml files.
+        results: the results folder.
+        metric: "final" or "best_val".
+        fmt: plain | github | latex | csv | json.
+        heads: add one column per classifier head.
+        pivot: (ROW, COL) axes for a 2-D table of mean accuracy.
+        cost: join cost.json columns.
+    Returns:
+        The text for stdout and the warnings for stderr.
+    """
+    if fmt not in FORMATS:
+        raise FusionLabError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    loaded = [load_study(d, metric, cost) for d in study_dirs(list(studies or []), results)]
+    out = Output("")
+    records: list[dict] = []
+    blocks: list[str] = []
+    for res in loaded:
+        frame = pivot_frame(res, *pivot) if pivot else res.rows
+        notes = _notes(res, cost and not pivot, pivot=bool(pivot))
+        if fmt in ("csv", "json"):
+            records += [{"study": res.name, **r} for r in _records(res, frame, bool(pivot))]
+            out.warnings += [f"{res.name}: {n}" for n in notes]
+            continue
+        title = f"{res.name}: {res.study.get('describe') or ''}".rstrip(": ")
+        body = (_pivot_cells(frame, *pivot) if pivot
+                else _cells(res, heads, cost and res.cost is not None))
+        if fmt == "latex":
+            blocks.append(_latex(body, title, notes, metric))
+        else:
+            blocks.append("\n".join([f"{title}  [{METRIC_TEXT[metric]}]",
+                                     _tabulate(body, fmt), *notes]))
+    if fmt == "csv":
+        buf = io.StringIO()
+        flat = [{k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()}
+                for r in records]
+        pd.DataFrame.from_records(flat).to_csv(buf, index=False)
+        out.text = buf.getvalue().rstrip("\n")
+    elif fmt == "json":
+        out.text = json.dumps(records, indent=2, default=_json_default)
+    else:
+        out.text = "\n\n".join(blocks)
+    return out
+
+
+def pivot_frame(res: StudyResults, row_key: str, col_key: str) -> pd.DataFrame:
+    """The study's rows with two columns ``pivot_row`` and ``pivot_col``: the values of the axes.
+
+    Args:
+        res: a loaded study.
+        row_key, col_key: a grid axis, ``label`` or a dotted config key.
+    Returns:
+        A copy of ``res.rows``; groups lacking a value are dropped (they have no config).
+    """
+    rows = res.rows.copy()
+    for key, col in ((row_key, "pivot_row"), (col_key, "pivot_col")):
+        if key == "seed":
+            raise FusionLabError("seed is what rows are aggregated over: pivot on a grid axis, "
+                                 "label or a config key such as model.fusion")
+        values = [_axis_value(r, key) for r in rows.itertuples()] if len(rows) else []
+        if not any(v is not None for v in values):
+            axes = ", ".join(res.study.get("grid_axes") or []) or "none"
+            raise FusionLabError(f"unknown pivot key {key!r} in study {res.name!r}: use a grid "
+                                 f"axis ({axes}), label, or a dotted config key such as "
+                                 "model.fusion")
+        rows[col] = values
+    return rows[rows.pivot_row.notna() & rows.pivot_col.notna()]
+
+
+def _axis_value(row: Any, key: str) -> Any:
+    if key == "label":
+        return row.label
+    if key in (row.grid or {}):
+        return row.grid[key]
+    return (row.config or {}).get(key)
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, spec)
+
+
+def _acc(r: Any) -> str:
+    if r.n == 0:
+        return "-"
+    return _fmt(r.mean) + (f" ± {_fmt(r.std)}" if r.n >= 2 else "")
+
+
+def _n(r: Any) -> str:
+    return f"{r.n}/{r.n_expected} {FEW}" if r.n < r.n_expected else str(r.n)
+
+
+def _delta(r: Any) -> str:
+    if r.is_baseline:
+        return BASE
+    if isinstance(r.delta, float) and math.isnan(r.delta):
+        return "-"
+    mark = {True: f" {WITHIN}", False: "", None: f" {UNKNOWN}"}[r.within_noise]
+    return _fmt(r.delta, "+.2f") + mark
+
+
+def _cells(res: StudyResults, heads: bool, cost: bool) -> pd.DataFrame:
+    """The display table of one study: one row per group."""
+    rows = res.rows
+    refs = [c for c in rows.columns if c.startswith("ref.")]
+    out = pd.DataFrame({"Row": rows.display, "Backbone": rows.backbone.fillna("-"),
+                        "Dataset": rows.dataset.fillna("-"),
+                        "Acc": [_acc(r) for r in rows.itertuples()],
+                        "n": [_n(r) for r in rows.itertuples()]})
+    for c in refs:
+        out[c[4:]] = [str(v) if not pd.isna(v) else "-" for v in rows[c]]
+    out[f"Δ vs {res.study.get('baseline')}"] = [_delta(r) for r in rows.itertuples()]
+    if heads:
+        names = list(dict.fromkeys(h for hs in rows.heads for h in hs))
+        for h in names:
+            out[f"head {h}"] = [_fmt(hs.get(h)) for hs in rows.heads]
+    if cost:
+        table = (res.cost or {}).get("rows") or {}
+        c = [table.get(g) or {} for g in rows.group_id]
+        out["Params (M)"] = [_fmt(x.get("params") and x["params"] / 1e6, ".1f") for x in c]
+        out["GFLOPs"] = [_fmt(x.get("gflops")) for x in c]
+        for kind in ("train", "infer"):
+            out[f"{kind} img/s"] = [_fmt(x.get(f"{kind}_ips"), ".1f")
+                                    + (f" (×{x[f'{kind}_ratio']:.2f})"
+                                       if x.get(f"{kind}_ratio") is not None else "") for x in c]
+        out["peak MB"] = [_fmt(x.get("peak_mem_mb"), ".0f") for x in c]
+    return out
+
+
+def _pivot_cells(frame: pd.DataFrame, row_key: str, col_key: str) -> pd.DataFrame:
+    """mean ± std per (row value, column value); a cell holding two configs shows both."""
+    cells: dict[tuple, list[str]] = {}
+    shared = frame.groupby(["pivot_row", "pivot_col"]).group_id.transform("size") > 1
+    for r, many in zip(frame.itertuples(), shared):
+        text = _acc(r) + (f" (n={r.n}/{r.n_expected} {FEW})" if r.n < r.n_expected else "")
+        text += f" [{str(r.group_id)[:8]}]" if many else ""
+        text += "" if r.in_plan else " ‡"
+        cells.setdefault((r.pivot_row, r.pivot_col), []).append(text)
+    row_vals = list(dict.fromkeys(frame.pivot_row))
+    col_vals = list(dict.fromkeys(frame.pivot_col))
+    data = {str(c): [" / ".join(cells.get((rv, c), ["-"])) for rv in row_vals]
+            for c in col_vals}
+    return pd.DataFrame({f"{row_key} \\ {col_key}": [str(v) for v in row_vals], **data})
+
+
+def _notes(res: StudyResults, cost: bool, pivot: bool = False) -> list[str]:
+    """Legend, footnotes and the runs that are not done, printed under the table."""
+    rows, notes = res.rows, []
+    notes.append("Acc: mean ± sample standard deviation (ddof=1) over seeds; "
+                 "n: finished seeds.")
+    if len(rows) and (rows.n < rows.n_expected).any():
+        notes.append(f"{FEW} fewer finished seeds than the study asks for (n = finished/asked).")
+    notes.append("" if pivot else f"Δ: against the baseline row of the same grid cell; {WITHIN} within noise: "
+                 f"|Δ| < {NOISE_FACTOR:g}·SE of the difference (seed SE where both rows have "
+                 "n ≥ 2, else binomial SE of the test accuracy; docs/tables.md).")
+    if not pivot and len(rows) and (rows.delta.notna() & rows.within_noise.isna()).any():
+        notes.append(f"{UNKNOWN} noise not assessed: summary.json has no test_size.")
+    if len(rows) and not rows.in_plan.all():
+        notes.append("‡ not in the current study.json (the study was edited since these ran); "
+                     "[...] is the group id where two rows share a label.")
+    if not pivot and len(rows) and (rows.n > 0).any() and not rows.is_baseline.any():
+        notes.append(f"no finished baseline row ({res.study.get('baseline')!r}): no deltas.")
+    if cost and res.cost is None:
+        notes.append(f"no cost profile: run fusionlab bench {res.name}")
+    elif cost:
+        missing = [g for g in rows.group_id if g not in (res.cost.get("rows") or {})]
+        if missing:
+            notes.append(f"{len(missing)} row(s) missing from cost.json (older profile): "
+                         f"run fusionlab bench {res.name}")
+    notes = [n for n in notes if n] + res.notes
+    bad = not_done(res.runs)
+    if len(bad):
+        notes.append(f"Not done ({len(bad)} run(s), not counted):")
+        width = max(len(str(lab)) for lab in bad.label)
+        for r in bad.itertuples():
+            seed = "-" if r.seed is None or pd.isna(r.seed) else int(r.seed)
+            err = f": {r.error}" if r.status == "failed" and r.error else ""
+            notes.append(f"  {str(r.run_id)[:8]}  {str(r.label):<{width}}  seed {seed:<3} "
+                         f"{r.status}{err}")
+    return notes
+
+
+def _records(res: StudyResults, frame: pd.DataFrame, pivot: bool) -> list[dict]:
+    """Machine-readable rows: numbers unformatted, one record per table row."""
+    out = []
+    cost_rows = (res.cost or {}).get("rows") or {}
+    for r in frame.itertuples():
+        rec = {"label": r.label, "row": r.display.rstrip(" ‡"), "group_id": r.group_id,
+               "grid": r.grid, "backbone": r.backbone, "dataset": r.dataset,
+               "metric": res.metric, "mean": r.mean, "std": r.std, "n": r.n,
+               "n_expected": r.n_expected, "in_plan": r.in_plan,
+               "delta": r.delta, "se_diff": r.se_diff, "noise_basis": r.noise_basis or None,
+               "within_noise": r.within_noise, "is_baseline": r.is_baseline}
+        for c in frame.columns:
+            if c.startswith("ref."):
+                rec[c] = frame.at[r.Index, c]
+        rec.update({f"head.{h}": v for h, v in r.heads.items()})
+        if pivot:
+            rec["pivot_row"], rec["pivot_col"] = r.pivot_row, r.pivot_col
+        if res.cost is not None:
+            rec.update({k: (cost_rows.get(r.group_id) or {}).get(k) for k in COST_KEYS})
+        out.append({k: _plain(v) for k, v in rec.items()})
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if hasattr(v, "item"):  # numpy scalars
+        return v.item()
+    return v
+
+
+def _json_default(v: Any) -> Any:
+    return _plain(v) if hasattr(v, "item") else str(v)
+
+
+def _tabulate(body: pd.DataFrame, fmt: str) -> str:
+    from tabulate import tabulate
+
+    return tabulate(body.values.tolist(), headers=list(body.columns),
+                    tablefmt="github" if fmt == "github" else "simple",
+                    disable_numparse=True)
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", WITHIN: r"$\approx$", FEW: r"$^\dagger$",
+                 "‡": r"$^\ddagger$", "≥": r"$\geq$", "×": r"$\times$", "·": r"$\cdot$"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters and spell our symbols in math mode."""
+    out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    for sym, tex in LATEX_SYMBOLS.items():
+        out = out.replace(sym, tex)
+    return out
+
+
+def _latex(body: pd.DataFrame, title: str, notes: list[str], metric: str) -> str:
+    """A booktabs tabular; the title and the notes follow as LaTeX comments."""
+    align = "".join("l" if i == 0 or c in ("Backbone", "Dataset") else "r"
+                    for i, c in enumerate(body.columns))
+    lines = [f"% {title}: {METRIC_TEXT[metric]}", f"\\begin{{tabular}}{{{align}}}", r"\toprule",
+             " & ".join(latex_escape(c) for c in body.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in body.values.tolist()]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [f"% {n}" for n in notes]
+    return "\n".join(lines)

@@ -1,0 +1,415 @@
+"""`fusionlab table` on results folders written by hand after docs/results-format.md.
+
+Expected numbers are computed here from the accuracies written into the fixtures
+(statistics.mean / stdev, the binomial formula), never copied from the table's output.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import socket
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fusion_lab.cli.table import table as table_cmd
+from fusion_lab.errors import FusionLabError
+from fusion_lab.table import latex_escape, tables
+
+TEST_SIZE = 1000
+
+
+# --- writing a results store by hand ---------------------------------------------------
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+                          ).hexdigest()
+
+
+def _config(seed: int, backbone="resnet18", dataset="cub200", fusion="fpn_add", lr=1e-3):
+    return {"dataset": {"name": dataset, "root": None, "val_fraction": 0.0},
+            "model": {"backbone": backbone, "fusion": fusion, "attention": "sa+ca"},
+            "train": {"epochs": 2, "lr_new": lr}, "seed": seed}
+
+
+def _ids(cfg: dict) -> tuple[str, str]:
+    return _digest(cfg), _digest({k: v for k, v in cfg.items() if k != "seed"})
+
+
+class StudyWriter:
+    """Writes results/<name>/ : study.json, run folders and their files."""
+
+    def __init__(self, results: Path, name: str, seeds, baseline="Baseline", reference=None,
+                 grid_axes=()):
+        self.dir = results / name
+        self.dir.mkdir(parents=True)
+        self.study = {"name": name, "describe": f"{name} study", "baseline": baseline,
+                      "seeds": list(seeds), "grid_axes": list(grid_axes),
+                      "reference": reference or {}, "rows": [],
+                      "updated": "2026-11-27T10:00:00+00:00"}
+
+    def row(self, label, runs, grid=None, in_plan=True, **cfg_kw):
+        """runs: one (status, acc) per seed; status done | failed | running | pending | none
+        (none: no folder at all) | config (config.json only, no summary)."""
+        grid = grid or {}
+        run_ids, group_id = [], None
+        for seed, spec in zip(self.study["seeds"], runs):
+            cfg = _config(seed, **cfg_kw)
+            run_id, group_id = _ids(cfg)
+            run_ids.append(run_id)
+            self._run(run_id, group_id, label, grid, seed, cfg, *spec)
+        if in_plan:
+            self.study["rows"].append({"label": label, "grid": grid, "group_id": group_id,
+                                       "run_ids": run_ids})
+        return group_id
+
+    def _run(self, run_id, group_id, label, grid, seed, cfg, status, acc=None, heads=None,
+             best_val=None, error=None):
+        if status == "none":
+            return
+        d = self.dir / run_id
+        d.mkdir()
+        ident = {"run_id": run_id, "group_id": group_id, "study": self.study["name"],
+                 "label": label, "grid": grid, "seed": seed}
+        (d / "config.json").write_text(json.dumps({**ident, "config": cfg}))
+        if status == "running":  # claimed on another machine: counts as running
+            (d / "claim").write_text(json.dumps({"pid": 1, "host": "elsewhere-" +
+                                                 socket.gethostname(), "time": "x"}))
+        if status not in ("done", "failed"):
+            return
+        final = {"acc": acc, "heads": heads or {}} if status == "done" else None
+        (d / "summary.json").write_text(json.dumps({
+            **ident, "status": status, "error": error, "final": final,
+            "best_val": best_val if status == "done" else None,
+            "test_size": TEST_SIZE, "val_size": 0, "num_classes": 200, "epochs": 2,
+            "wall_time_s": 1.0, "device": "cpu", "versions": {}, "git_commit": None,
+            "skipped_images": 0, "finished": "2026-11-27T10:00:00+00:00"}))
+
+    def save(self):
+        (self.dir / "study.json").write_text(json.dumps(self.study))
+
+
+def binom_se(acc: float) -> float:
+    p = acc / 100
+    return 100 * math.sqrt(p * (1 - p) / TEST_SIZE)
+
+
+# accuracies written into the fixtures
+BASE = [80.0, 81.0, 82.0]
+HL = [84.0, 85.0, 86.0]  # delta +4 against a seed SE of sqrt(1/3 + 1/3): real
+HLLH = [80.5, 81.5, 82.5]  # delta +0.5: within noise
+CN = 82.0  # one seed: binomial SE, delta +1 within noise
+CONV = 88.0  # one seed: delta +7, beyond the binomial noise
+STALE = 70.0  # an edited study's old Baseline config
+HEADS = {0: {"l3": 70.0, "l4": 75.0}, 1: {"l3": 72.0, "l4": 76.0}, 2: {"l3": 74.0, "l4": 80.0}}
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    return build_results(tmp_path / "results")
+
+
+def build_results(res: Path) -> Path:
+    """Two studies: "ablation" (complete, incomplete, failed, edited) and "grid"."""
+    w = StudyWriter(res, "ablation", seeds=[0, 1, 2],
+                    reference={"paper": {"Baseline": 84.1, "CN-CNN": 87.3}})
+    w.row("Baseline", [("done", a, HEADS[i]) for i, a in enumerate(BASE)])
+    w.row("HL", [("done", a) for a in HL], fusion="hl")
+    w.row("HL+LH", [("done", a) for a in HLLH], fusion="hl+lh")
+    w.row("CN-CNN", [("done", CN), ("failed", None, None, None, "RuntimeError: CUDA OOM"),
+                     ("running",)], fusion="cn")
+    w.row("w/ ConvLSTM", [("done", CONV), ("none",), ("config",)], fusion="convlstm")
+    w.row("Baseline", [("done", STALE)], in_plan=False, lr=0.5)  # edited study leftover
+    w.save()
+    g = StudyWriter(res, "grid", seeds=[0, 1], grid_axes=["model.backbone"])
+    for backbone, base, cn in (("resnet18", [70.0, 72.0], [75.0, 77.0]),
+                               ("resnet50", [80.0, 80.4], [80.2, 80.8])):
+        g.row("Baseline", [("done", a) for a in base], grid={"model.backbone": backbone},
+              backbone=backbone)
+        g.row("CN-CNN", [("done", a) for a in cn], grid={"model.backbone": backbone},
+              backbone=backbone, fusion="convlstm")
+    g.save()
+    return res
+
+
+GRID = {("Baseline", "resnet18"): [70.0, 72.0], ("CN-CNN", "resnet18"): [75.0, 77.0],
+        ("Baseline", "resnet50"): [80.0, 80.4], ("CN-CNN", "resnet50"): [80.2, 80.8]}
+
+
+def records(results: Path, *studies, **kw) -> dict[str, dict]:
+    """Rows of the current plan by "study/label (grid)"."""
+    out = tables(list(studies), results=results, fmt="json", **kw)
+    grid = lambda r: f" ({', '.join(r['grid'].values())})" if r["grid"] else ""  # noqa: E731
+    return {f"{r['study']}/{r['label']}{grid(r)}": r for r in json.loads(out.text)
+            if r["in_plan"]}
+
+
+def line(text: str, start: str, skip: str = "‡") -> str:
+    """The one line starting with ``start`` (lines containing ``skip`` left out)."""
+    hits = [ln for ln in text.splitlines()
+            if ln.strip().startswith(start + " ") and skip not in ln]
+    assert len(hits) == 1, (start, text)
+    return hits[0]
+
+
+def pm(values) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+# --- the table ----------------------------------------------------------------------
+
+def test_plain_table_shows_mean_sample_std_n_reference_and_deltas(results):
+    text = tables(["ablation"], results=results).text
+    base = line(text, "Baseline")
+    assert pm(BASE) in base and "resnet18" in base and "cub200" in base and "84.1" in base
+    assert "(base)" in base
+    hl = line(text, "HL")
+    assert pm(HL) in hl
+    assert f"{statistics.mean(HL) - statistics.mean(BASE):+.2f}" in hl and "≈" not in hl
+    hllh = line(text, "HL+LH")
+    assert f"{statistics.mean(HLLH) - statistics.mean(BASE):+.2f} ≈" in hllh
+    cn = line(text, "CN-CNN")
+    assert f"{CN:.2f}" in cn and "±" not in cn and "1/3 †" in cn and "87.3" in cn
+    assert f"{CN - statistics.mean(BASE):+.2f} ≈" in cn
+    conv = line(text, "w/ ConvLSTM")
+    assert f"{CONV - statistics.mean(BASE):+.2f}" in conv and "≈" not in conv
+    assert "ddof=1" in text and "†" in text and "within noise" in text
+
+
+def test_noise_flags_follow_the_rule(results):
+    recs = records(results, "ablation")
+    b = statistics.mean(BASE)
+    # both rows n >= 2: seed SE of the difference of means
+    se = math.sqrt(statistics.variance(HL) / 3 + statistics.variance(BASE) / 3)
+    assert recs["ablation/HL"]["se_diff"] == pytest.approx(se)
+    assert recs["ablation/HL"]["within_noise"] is (abs(statistics.mean(HL) - b) < 2 * se)
+    assert recs["ablation/HL"]["within_noise"] is False
+    assert recs["ablation/HL+LH"]["within_noise"] is True
+    assert recs["ablation/HL"]["noise_basis"] == "seeds"
+    # one seed: binomial SE of each row's accuracy, combined
+    se1 = math.sqrt(binom_se(CN) ** 2 + binom_se(b) ** 2)
+    cn = recs["ablation/CN-CNN"]
+    assert cn["se_diff"] == pytest.approx(se1) and cn["noise_basis"] == "binomial"
+    assert cn["delta"] == pytest.approx(CN - b) and cn["within_noise"] is True
+    conv = recs["ablation/w/ ConvLSTM"]
+    assert conv["within_noise"] is (abs(CONV - b) < 2 * math.sqrt(binom_se(CONV) ** 2
+                                                                  + binom_se(b) ** 2))
+    assert conv["within_noise"] is False
+    assert recs["ablation/Baseline"]["is_baseline"] and recs["ablation/Baseline"]["delta"] is None
+
+
+def test_failed_and_unfinished_runs_are_listed(results):
+    text = tables(["ablation"], results=results).text
+    notes = text.split("Not done")[1]
+    assert "failed: RuntimeError: CUDA OOM" in line(notes, _prefix(results, "CN-CNN", 1))
+    assert "running" in line(notes, _prefix(results, "CN-CNN", 2))
+    assert "pending" in line(notes, _prefix(results, "w/ ConvLSTM", 1))  # no folder at all
+    assert "pending" in line(notes, _prefix(results, "w/ ConvLSTM", 2))  # config, no summary
+    assert "seed 1" in line(notes, _prefix(results, "CN-CNN", 1))
+
+
+def _prefix(results: Path, label: str, seed_index: int) -> str:
+    study = json.loads((results / "ablation/study.json").read_text())
+    row = next(r for r in study["rows"] if r["label"] == label)
+    return row["run_ids"][seed_index][:8]
+
+
+def test_two_configs_with_one_label_stay_separate_rows(results):
+    recs = json.loads(tables(["ablation"], results=results, fmt="json").text)
+    bases = [r for r in recs if r["label"] == "Baseline"]
+    assert len(bases) == 2 and bases[0]["group_id"] != bases[1]["group_id"]
+    stale = next(r for r in bases if not r["in_plan"])
+    assert stale["mean"] == STALE and stale["n"] == 1
+    current = next(r for r in bases if r["in_plan"])
+    assert current["mean"] == pytest.approx(statistics.mean(BASE)) and current["n"] == 3
+    text = tables(["ablation"], results=results).text
+    assert f"[{stale['group_id'][:8]}] ‡" in text and f"[{current['group_id'][:8]}]" in text
+
+
+def test_grid_rows_take_deltas_within_their_grid_cell(results):
+    recs = records(results, "grid")
+    for bb in ("resnet18", "resnet50"):
+        cn, base = GRID[("CN-CNN", bb)], GRID[("Baseline", bb)]
+        r = recs[f"grid/CN-CNN ({bb})"]
+        assert r["backbone"] == bb and r["std"] == pytest.approx(statistics.stdev(cn))
+        assert r["delta"] == pytest.approx(statistics.mean(cn) - statistics.mean(base))
+        se = math.sqrt(statistics.variance(cn) / 2 + statistics.variance(base) / 2)
+        assert r["within_noise"] is (abs(r["delta"]) < 2 * se)
+    assert recs["grid/CN-CNN (resnet18)"]["within_noise"] is False
+    assert recs["grid/CN-CNN (resnet50)"]["within_noise"] is True
+
+
+def test_all_studies_when_none_named(results):
+    text = tables([], results=results).text
+    assert text.index("ablation: ablation study") < text.index("grid: grid study")
+
+
+def test_heads_are_seed_means(results):
+    text = tables(["ablation"], results=results, heads=True).text
+    assert "head l3" in text.splitlines()[1] and "head l4" in text.splitlines()[1]
+    base = line(text, "Baseline")
+    assert f"{statistics.mean(h['l3'] for h in HEADS.values()):.2f}" in base
+    assert f"{statistics.mean(h['l4'] for h in HEADS.values()):.2f}" in base
+
+
+# --- pivot --------------------------------------------------------------------------
+
+def test_pivot_on_label_and_grid_axis(results):
+    text = tables(["grid"], results=results, pivot=("label", "model.backbone")).text
+    header = line(text, "label \\ model.backbone")
+    assert header.index("resnet18") < header.index("resnet50")
+    for label in ("Baseline", "CN-CNN"):
+        row = line(text, label)
+        assert row.index(pm(GRID[(label, "resnet18")])) < row.index(pm(GRID[(label, "resnet50")]))
+
+
+def test_pivot_on_a_config_key(results):
+    text = tables(["grid"], results=results, pivot=("model.fusion", "model.backbone")).text
+    assert pm(GRID[("CN-CNN", "resnet50")]) in line(text, "convlstm")
+    assert pm(GRID[("Baseline", "resnet18")]) in line(text, "fpn_add")
+
+
+def test_pivot_json_gives_one_record_per_config(results):
+    out = json.loads(tables(["grid"], results=results, fmt="json",
+                            pivot=("label", "model.backbone")).text)
+    cells = {(r["pivot_row"], r["pivot_col"]): r["mean"] for r in out}
+    assert cells == {k: pytest.approx(statistics.mean(v)) for k, v in GRID.items()}
+
+
+def test_pivot_unknown_key_is_a_user_error(results):
+    with pytest.raises(FusionLabError, match="unknown pivot key 'model.fusoin'.*model.backbone"):
+        tables(["grid"], results=results, pivot=("model.fusoin", "label"))
+
+
+# --- metric -------------------------------------------------------------------------
+
+def test_best_val_uses_best_val_acc_and_says_when_missing(tmp_path):
+    w = StudyWriter(tmp_path, "val", seeds=[0, 1])
+    bv = [{"epoch": 3, "val_acc": 90.0, "acc": 77.0, "heads": {}},
+          {"epoch": 5, "val_acc": 91.0, "acc": 79.0, "heads": {}}]
+    w.row("Baseline", [("done", 80.0, None, bv[0]), ("done", 81.0, None, bv[1])])
+    w.row("CN-CNN", [("done", 85.0), ("done", 86.0)], fusion="cn")  # no validation split
+    w.save()
+    recs = records(tmp_path, "val", metric="best_val")
+    assert recs["val/Baseline"]["mean"] == pytest.approx(78.0)
+    assert recs["val/CN-CNN"]["mean"] is None and recs["val/CN-CNN"]["n"] == 0
+    text = tables(["val"], results=tmp_path, metric="best_val").text
+    assert "2 finished run(s) have no best_val" in text and "at the epoch with the best" in text
+    assert records(tmp_path, "val")["val/CN-CNN"]["mean"] == pytest.approx(85.5)
+
+
+# --- cost ---------------------------------------------------------------------------
+
+def test_cost_columns_join_by_group_id(results):
+    study = json.loads((results / "ablation/study.json").read_text())
+    gid = study["rows"][0]["group_id"]
+    (results / "ablation/cost.json").write_text(json.dumps({
+        "device": "cpu", "measured": "x", "image_size": 448, "batch_size": 4,
+        "baseline": "Baseline", "rows": {gid: {"label": "Baseline", "grid": {},
+                                               "params": 23917832, "gflops": 32.7,
+                                               "train_ips": 10.1, "infer_ips": 30.2,
+                                               "train_ratio": 1.0, "infer_ratio": 1.0,
+                                               "peak_mem_mb": 812.0}}}))
+    text = tables(["ablation"], results=results, cost=True).text
+    base = line(text, "Baseline")
+    assert "23.9" in base and "32.70" in base and "10.1 (×1.00)" in base and "812" in base
+    assert "missing from cost.json" in text
+    rec = records(results, "ablation", cost=True)["ablation/HL"]
+    assert rec["params"] is None
+    text = tables(["grid"], results=results, cost=True).text
+    assert "no cost profile: run fusionlab bench grid" in text
+
+
+# --- formats ------------------------------------------------------------------------
+
+def test_csv_is_machine_readable(results):
+    out = tables(["ablation", "grid"], results=results, fmt="csv")
+    rows = list(csv.DictReader(io.StringIO(out.text)))
+    hl = next(r for r in rows if r["row"] == "HL")
+    assert float(hl["mean"]) == pytest.approx(statistics.mean(HL))
+    assert float(hl["std"]) == pytest.approx(statistics.stdev(HL))
+    assert hl["n"] == "3" and hl["within_noise"] == "False" and hl["study"] == "ablation"
+    assert {r["study"] for r in rows} == {"ablation", "grid"}
+    assert any("Not done" in w for w in out.warnings)  # notes go to stderr
+
+
+def test_github_and_latex(results):
+    gh = tables(["ablation"], results=results, fmt="github").text
+    assert gh.splitlines()[1].startswith("| Row") and "|-" in gh.splitlines()[2]
+    tex = tables(["ablation"], results=results, fmt="latex").text
+    for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}"):
+        assert cmd in tex
+    assert r"$\pm$" in tex and "HL+LH" in tex
+    assert latex_escape("50% a_b & #1 ~") == r"50\% a\_b \& \#1 \textasciitilde{}"
+
+
+def test_latex_escapes_labels(tmp_path):
+    w = StudyWriter(tmp_path, "esc", seeds=[0])
+    w.row("Baseline", [("done", 80.0)])
+    w.row("drop 50% & a_b #1", [("done", 81.0)], fusion="x")
+    w.save()
+    tex = tables(["esc"], results=tmp_path, fmt="latex").text
+    assert r"drop 50\% \& a\_b \#1" in tex
+
+
+# --- arguments, errors, CLI ---------------------------------------------------------
+
+def test_study_by_folder_and_by_yaml(results, tmp_path):
+    by_folder = tables([str(results / "grid")], results=tmp_path / "elsewhere").text
+    assert "grid: grid study" in by_folder
+    yml = tmp_path / "studies" / "g.yaml"
+    yml.parent.mkdir()
+    yml.write_text("name: grid\nseeds: [0, 1]\n")
+    assert "grid: grid study" in tables([str(yml)], results=results).text
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"studies": ["nope"]}, "no results for study 'nope'.*ablation, grid"),
+    ({"fmt": "xlsx"}, "unknown format 'xlsx'"),
+    ({"metric": "best"}, "unknown metric 'best'"),
+])
+def test_user_errors(results, kw, match):
+    with pytest.raises(FusionLabError, match=match):
+        tables(results=results, **{"studies": ["grid"], **kw})
+
+
+def test_empty_results_folder(tmp_path):
+    with pytest.raises(FusionLabError, match="no studies in"):
+        tables([], results=tmp_path)
+
+
+def test_cli(results):
+    runner = CliRunner()
+    res = runner.invoke(table_cmd, ["ablation", "--results", str(results), "--heads"])
+    assert res.exit_code == 0, res.output
+    assert pm(BASE) in line(res.output, "Baseline") and "head l3" in res.output
+    res = runner.invoke(table_cmd, ["grid", "--results", str(results),
+                                    "--pivot", "label", "model.backbone", "--format", "json"])
+    assert res.exit_code == 0 and len(json.loads(res.stdout)) == 4
+    assert "Not done" not in res.stdout
+    res = runner.invoke(table_cmd, ["nope", "--results", str(results)])
+    assert isinstance(res.exception, FusionLabError)
+
+
+def test_cli_main_prints_user_error_as_one_line(results, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "fusion_lab", "table", "nope",
+                           "--results", str(results)], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: no results for study 'nope'")
+
+
+def test_table_path_does_not_import_torch(results):
+    code = ("import sys, fusion_lab.cli.table, fusion_lab.table, fusion_lab.aggregate;"
+            f"fusion_lab.table.tables([], results={str(results)!r});"
+            "bad = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules];"
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
