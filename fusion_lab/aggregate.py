@@ -279,11 +279,8 @@ def load_study(study_dir: Path, metric: str = "final", cost: bool = False) -> St
     study, runs = load_runs(study_dir, metric)
     name = study.get("name") or study_dir.name
     notes: list[str] = []
-    if not len(runs):
-        rows = pd.DataFrame()
-        notes.append("no runs yet: run `fusionlab run` on this study")
-    else:
-        rows = add_deltas(aggregate(study, runs), study.get("baseline"))
+    rows = add_deltas(aggregate(study, runs), study.get("baseline")) if len(runs) else (
+        pd.DataFrame())
     missing = runs[runs.no_metric] if len(runs) else runs
     if len(missing):
         why = ("no best_val (trained without a validation split, dataset.val_fraction = 0)"

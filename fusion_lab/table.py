@@ -62,6 +62,10 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
     records: list[dict] = []
     blocks: list[str] = []
     for res in loaded:
+        if not len(res.rows):
+            empty = f"{res.name}: no runs yet: run `fusionlab run` on its study file"
+            (out.warnings if fmt in ("csv", "json") else blocks).append(empty)
+            continue
         frame = pivot_frame(res, *pivot) if pivot else res.rows
         notes = _notes(res, cost and not pivot, pivot=bool(pivot))
         if fmt in ("csv", "json"):
@@ -80,7 +84,8 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
         buf = io.StringIO()
         flat = [{k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()}
                 for r in records]
-        pd.DataFrame.from_records(flat).to_csv(buf, index=False)
+        if flat:
+            pd.DataFrame.from_records(flat).to_csv(buf, index=False)
         out.text = buf.getvalue().rstrip("\n")
     elif fmt == "json":
         out.text = json.dumps(records, indent=2, default=_json_default)
