@@ -242,26 +242,23 @@ def add_deltas(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
         ``rows`` with delta, se_diff, noise_basis, within_noise (None when unknown) and
         is_baseline columns added.
     """
-    rows = rows.copy()
-    cols: dict[str, list] = {k: [] for k in
-                             ("delta", "se_diff", "noise_basis", "within_noise", "is_baseline")}
+    extra = []
     for _, r in rows.iterrows():
         base = rows[(rows.label == baseline) & rows.grid.map(lambda g, r=r: g == r.grid)]
-        base = base.sort_values("in_plan", ascending=False, kind="stable")
+        base = base.sort_values("in_plan", ascending=False, kind="stable")  # current plan first
         b = base.iloc[0] if len(base) else None
         is_base = b is not None and b.group_id == r.group_id
-        delta, se, basis, within = math.nan, math.nan, "", None
+        delta, se, basis, within = math.nan, math.nan, None, None
         if b is not None and not is_base and r.n > 0 and b.n > 0:
             delta = r["mean"] - b["mean"]
             se, basis = difference_se(r, b)
             if not math.isnan(se):
                 within = bool(abs(delta) < NOISE_FACTOR * se)
-        for key, value in zip(cols, (delta, se, basis, within, is_base)):
-            cols[key].append(value)
-    for key, values in cols.items():
-        rows[key] = pd.Series(values, index=rows.index, dtype=object if key in (
-            "within_noise", "noise_basis") else None)
-    return rows
+        extra.append({"delta": delta, "se_diff": se, "noise_basis": basis or None,
+                      "within_noise": within, "is_baseline": is_base})
+    cols = pd.DataFrame.from_records(extra, index=rows.index)
+    cols["within_noise"] = cols["within_noise"].astype(object)  # True / False / None
+    return rows.join(cols)
 
 
 def load_study(study_dir: Path, metric: str = "final", cost: bool = False) -> StudyResults:

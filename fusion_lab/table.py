@@ -59,6 +59,8 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
         raise FusionLabError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     loaded = [load_study(d, metric, cost) for d in study_dirs(list(studies or []), results)]
     out = Output("")
+    if pivot and (heads or cost):
+        out.warnings.append("--heads and --cost are not shown in a --pivot table")
     records: list[dict] = []
     blocks: list[str] = []
     for res in loaded:
@@ -241,7 +243,7 @@ def _records(res: StudyResults, frame: pd.DataFrame, pivot: bool) -> list[dict]:
                "grid": r.grid, "backbone": r.backbone, "dataset": r.dataset,
                "metric": res.metric, "mean": r.mean, "std": r.std, "n": r.n,
                "n_expected": r.n_expected, "in_plan": r.in_plan,
-               "delta": r.delta, "se_diff": r.se_diff, "noise_basis": r.noise_basis or None,
+               "delta": r.delta, "se_diff": r.se_diff, "noise_basis": r.noise_basis,
                "within_noise": r.within_noise, "is_baseline": r.is_baseline}
         for c in frame.columns:
             if c.startswith("ref."):
