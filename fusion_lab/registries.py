@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -187,8 +188,14 @@ def load_plugins(plugins: list[str], base_dir: str | Path | None = None) -> None
             if path is None:
                 looked = ", ".join(str(p) for p in candidates)
                 raise FusionLabError(f"plugin file {spec!r} not found (looked in {looked})")
-            mod_name = "fusion_lab_plugin_" + path.stem
-            module_spec = importlib.util.spec_from_file_location(mod_name, path.resolve())
+            # Keyed by the resolved file, not the spec: two studies may both name their own
+            # `plugins.py`, and one file may be named by two relative paths.
+            resolved = path.resolve()
+            if str(resolved) in _loaded_plugins:
+                continue
+            digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
+            mod_name = f"fusion_lab_plugin_{path.stem}_{digest}"
+            module_spec = importlib.util.spec_from_file_location(mod_name, resolved)
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[mod_name] = module
             try:
@@ -198,6 +205,7 @@ def load_plugins(plugins: list[str], base_dir: str | Path | None = None) -> None
             except Exception as e:
                 del sys.modules[mod_name]
                 raise FusionLabError(f"plugin file {path} failed to import: {e}") from e
+            _loaded_plugins.add(str(resolved))
         else:
             try:
                 importlib.import_module(spec)
@@ -205,4 +213,4 @@ def load_plugins(plugins: list[str], base_dir: str | Path | None = None) -> None
                 raise FusionLabError(
                     f"plugin module {spec!r} not found ({e}); is it installed or on PYTHONPATH?"
                 ) from e
-        _loaded_plugins.add(spec)
+            _loaded_plugins.add(spec)
