@@ -1,0 +1,144 @@
+"""Datasets -> DataLoaders: the one entry point the training loop calls (``build_data``).
+
+A dataset is a class registered in ``fusion_lab.registries.DATASETS`` (contract in
+``fusion_lab.data.source``); the catalogue is in ``registry/datasets/``. This module opens
+it, carves the validation split from train (stratified by class, seeded by ``val_seed``),
+and wraps each split in a loader that keeps a GPU fed and skips unreadable images.
+
+Determinism: the train order and each sample's crop and flip come from ``(seed, epoch)``
+only, through seeds the sampler hands to each sample (``fusion_lab.data.sampling``); no
+global RNG is used or consumed, so ``workers=0`` and ``workers>0`` give identical batches.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch import Generator
+from torch.utils.data import DataLoader
+
+from fusion_lab.data.loading import SkipLog, SkippingLoader, SplitDataset
+from fusion_lab.data.sampling import EpochSampler, stratified_split
+from fusion_lab.data.source import ImageSource
+from fusion_lab.data.transforms import FGVCTransform
+from fusion_lab.errors import DatasetError
+
+if TYPE_CHECKING:
+    from fusion_lab.config import DatasetConfig
+
+__all__ = ["DataBundle", "ImageSource", "build_data", "open_source"]
+
+DEFAULT_MAX_UNREADABLE = 0.01  # fraction of a split; option `max_unreadable` of any dataset
+
+
+@dataclass
+class DataBundle:
+    train: DataLoader  # shuffled, drop_last=False
+    val: DataLoader | None  # None when val_fraction == 0
+    test: DataLoader
+    num_classes: int
+    class_names: list[str]
+    train_size: int
+    val_size: int
+    test_size: int
+    _sampler: EpochSampler = field(repr=False, default=None)
+    _log: SkipLog = field(repr=False, default=None)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass over ``train`` the one of ``epoch`` (order and augmentation).
+
+        Without a call, each pass over ``train`` moves on to the next epoch by itself.
+        """
+        self._sampler.set_epoch(epoch)
+
+    def skipped(self) -> int:
+        """Unreadable images skipped so far, all splits together."""
+        return self._log.count()
+
+    def skipped_files(self) -> list[str]:
+        return self._log.files()
+
+
+def open_source(name: str, root: str | None, options: dict[str, Any]) -> tuple[ImageSource, float]:
+    """Instantiate the registered dataset ``name``; returns it and its ``max_unreadable``."""
+    from fusion_lab.registries import DATASETS, load_builtin
+
+    if name not in DATASETS:
+        load_builtin()
+    cls = DATASETS.get(name)
+    options = dict(options or {})
+    max_unreadable = float(options.pop("max_unreadable", DEFAULT_MAX_UNREADABLE))
+    try:
+        inspect.signature(cls).bind(root, **options)
+    except TypeError:
+        params = [p for p in inspect.signature(cls).parameters if p != "root"]
+        valid = ", ".join([*params, "max_unreadable"])
+        raise DatasetError(
+            f"dataset {name!r} does not take options {sorted(options)}; valid options: {valid}"
+        ) from None
+    source = cls(root, **options)
+    for split in ("train", "test"):
+        if not getattr(source, split):
+            raise DatasetError(f"dataset {name!r} at {root}: the {split} split is empty")
+    return source, max_unreadable
+
+
+def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: int,
+               workers: int, seed: int, device: str = "cpu") -> DataBundle:
+    """Loaders for the train, val and test splits of the dataset ``cfg`` names.
+
+    Args:
+        cfg: the study's dataset section (name, root, options, val_fraction, val_seed).
+        image_size: crop fed to the model; resize: square side the image is resized to first.
+        batch_size: per loader; workers: DataLoader processes (0: load in this process).
+        seed: the run's seed (train order and augmentation).
+        device: pinned memory is used when it starts with "cuda".
+    """
+    source, max_unreadable = open_source(cfg.name, cfg.root, cfg.options)
+    train_samples = source.train
+    labels = [y for _, y in train_samples]
+    if cfg.val_fraction > 0:
+        tr, va = stratified_split(labels, cfg.val_fraction, cfg.val_seed)
+        train_samples, val_samples = [source.train[i] for i in tr], [source.train[i] for i in va]
+    else:
+        val_samples = []
+    train_tf = FGVCTransform(image_size, resize, train=True)
+    test_tf = FGVCTransform(image_size, resize, train=False)
+    log = SkipLog(cfg.name, max_unreadable)
+    common: dict[str, Any] = {
+        "batch_size": batch_size,
+        "num_workers": workers,
+        "pin_memory": device.startswith("cuda"),
+        "persistent_workers": workers > 0,
+        "drop_last": False,
+        # Our own generator: DataLoader would otherwise draw its base seed from the
+        # global RNG at each pass, shifting the state the training loop relies on.
+        "generator": Generator().manual_seed(seed),
+    }
+    if workers > 0:
+        common["prefetch_factor"] = 4
+
+    def loader(split: str, samples: list, tf: FGVCTransform, sampler: EpochSampler) -> SkippingLoader:
+        ds = SplitDataset(source, samples, tf)
+        return SkippingLoader(ds, split=split, log=log, sampler=sampler, **common)
+
+    train_sampler = EpochSampler(len(train_samples), seed, shuffle=True)
+    train = loader("train", train_samples, train_tf, train_sampler)
+    val = None
+    if val_samples:
+        val = loader("val", val_samples, test_tf, EpochSampler(len(val_samples), seed, False))
+    test = loader("test", source.test, test_tf, EpochSampler(len(source.test), seed, False))
+    return DataBundle(
+        train=train,
+        val=val,
+        test=test,
+        num_classes=source.num_classes,
+        class_names=list(source.class_names),
+        train_size=len(train_samples),
+        val_size=len(val_samples),
+        test_size=len(source.test),
+        _sampler=train_sampler,
+        _log=log,
+    )

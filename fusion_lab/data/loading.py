@@ -1,0 +1,139 @@
+"""Turning a dataset's (item, label) list into batches, skipping unreadable images.
+
+How skipping works, and why it is safe with DataLoader workers:
+
+1. ``SplitDataset.__getitem__`` catches the errors PIL raises on a corrupt or truncated
+   file and returns a ``Failed`` marker naming the file instead of a sample.
+2. ``collate_skipping`` (run inside the worker) stacks the good samples and passes the
+   names of the failed ones along as a third element of the batch.
+3. ``SkippingLoader.__iter__`` (run in the main process) removes that third element,
+   records the names in a ``SkipLog`` shared by all splits and yields ``(images, labels)``.
+   A batch whose every sample failed is dropped.
+
+The count therefore lives in the main process only, whatever the number of workers and
+whether they are forked, spawned or persistent; no shared memory or manager is needed.
+Batches that lost a sample are smaller than ``batch_size``. When a split's unreadable files
+exceed ``max_unreadable`` (a fraction of that split), iteration raises ``DatasetError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from fusion_lab.data.source import IMAGE_ERRORS, ImageSource
+from fusion_lab.data.transforms import FGVCTransform
+from fusion_lab.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Stands for a sample whose image could not be read."""
+
+    item: str
+
+
+class SplitDataset(Dataset):
+    """One split of a source: indexes into ``samples`` and applies ``transform``.
+
+    An index is either an int or ``(int, sample_seed)`` from ``EpochSampler``; the seed
+    drives the random crop and flip of a train transform.
+    """
+
+    def __init__(self, source: ImageSource, samples: Sequence[tuple[Any, int]],
+                 transform: FGVCTransform):
+        self.source = source
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | Failed:
+        index, sample_seed = key if isinstance(key, tuple) else (key, 0)
+        item, label = self.samples[index]
+        try:
+            image = self.source.load(item)
+        except IMAGE_ERRORS:
+            return Failed(self.source.describe_item(item))
+        generator = None
+        if self.transform.train:
+            generator = torch.Generator().manual_seed(sample_seed)
+        return self.transform(image, generator), int(label)
+
+
+def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Stack the readable samples; return the names of the unreadable ones beside them."""
+    good = [b for b in batch if not isinstance(b, Failed)]
+    failed = [b.item for b in batch if isinstance(b, Failed)]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.int64), failed
+    images, labels = default_collate(good)  # uses shared memory inside a worker
+    return images, labels.to(torch.int64), failed
+
+
+class SkipLog:
+    """Unreadable files met so far, per split, and the limit on how many are tolerated.
+
+    Args:
+        dataset: the dataset's name, for messages.
+        max_unreadable: largest tolerated fraction of unreadable files in one split.
+    """
+
+    def __init__(self, dataset: str, max_unreadable: float = 0.01):
+        self.dataset = dataset
+        self.max_unreadable = max_unreadable
+        self.sizes: dict[str, int] = {}
+        self.failed: dict[str, dict[str, None]] = {}  # split -> ordered set of files
+
+    def add_split(self, split: str, size: int) -> None:
+        self.sizes[split] = size
+        self.failed.setdefault(split, {})
+
+    def record(self, split: str, items: list[str]) -> None:
+        seen = self.failed.setdefault(split, {})
+        for item in items:
+            seen[item] = None
+        limit = self.max_unreadable * self.sizes.get(split, 0)
+        if len(seen) > limit:
+            shown = ", ".join(list(seen)[:3])
+            raise DatasetError(
+                f"dataset {self.dataset!r}: {len(seen)} unreadable images in the {split} split "
+                f"of {self.sizes.get(split, 0)} (more than max_unreadable={self.max_unreadable:g}),"
+                f" e.g. {shown}; run `fusionlab data check` to list them all"
+            )
+
+    def count(self) -> int:
+        return len(self.files())
+
+    def files(self) -> list[str]:
+        out: dict[str, None] = {}
+        for seen in self.failed.values():
+            out.update(seen)
+        return list(out)
+
+
+class SkippingLoader(DataLoader):
+    """A DataLoader yielding ``(images, labels)`` that logs and drops unreadable samples.
+
+    Takes DataLoader's arguments plus ``split`` (its name) and ``log`` (a SkipLog); the
+    collate function is always ``collate_skipping``.
+    """
+
+    def __init__(self, dataset: SplitDataset, *, split: str, log: SkipLog, **kwargs: Any):
+        kwargs["collate_fn"] = collate_skipping
+        super().__init__(dataset, **kwargs)
+        self.split = split
+        self.log = log
+        log.add_split(split, len(dataset))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels, failed in super().__iter__():
+            if failed:
+                self.log.record(self.split, failed)
+            if len(labels):
+                yield images, labels

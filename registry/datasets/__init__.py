@@ -1,0 +1,9 @@
+"""Built-in datasets; importing this package registers them in ``DATASETS``."""
+
+from fusion_lab.registry.datasets import (  # noqa: F401
+    cub200,
+    fgvc_aircraft,
+    imagefolder,
+    stanford_cars,
+    synthetic_fgvc,
+)
