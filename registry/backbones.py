@@ -5,8 +5,8 @@ default taps (the last three stages) are S3/S4/S5 of the CN-CNN paper: 512/1024/
 channels at strides 8/16/32.
 
 ``pretrained`` is False, True (timm's own source, needs internet) or the path of a local
-weights file, which timm loads into the full model before the feature wrapper is built
-(``pretrained_cfg_overlay=dict(file=...)``).
+weights file, which timm loads strictly into the full model (less its classifier) before
+the feature wrapper is built (``pretrained_cfg_overlay=dict(state_dict=...)``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,20 @@ from fusion_lab.registries import BACKBONES
 def timm_model_names(pattern: str | None = None) -> list[str]:
     """timm architectures matching a wildcard (timm's own ``list_models``)."""
     return timm.list_models(pattern or "*")
+
+
+def _read_weights(name: str, path: str) -> dict:
+    """A state dict from ``path`` (timm unwraps checkpoints), without ``name``'s classifier."""
+    try:
+        state = timm.models.load_state_dict(path)
+    except Exception as e:  # not a torch file, truncated, pickled code, ...
+        raise WeightsError(f"cannot read weights file {path!r}: {type(e).__name__}: {e}") from e
+    try:
+        classifier = timm.models.get_pretrained_cfg_value(name, "classifier") or ()
+    except RuntimeError:
+        classifier = ()
+    prefixes = tuple(f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier))
+    return {k: v for k, v in state.items() if not (prefixes and k.startswith(prefixes))}
 
 
 class TimmBackbone(nn.Module):
@@ -51,7 +65,12 @@ class TimmBackbone(nn.Module):
                     f"pretrained weights file {pretrained!r} not found; give the path of a "
                     f"state dict saved from timm's {name!r}, true (download) or false"
                 )
-            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=pretrained))
+            # timm loads a file into a features_only model non-strictly (it drops the
+            # classifier and merely logs the rest), so a file of another architecture would
+            # load silently, or not at all. Hand timm the state dict less its classifier,
+            # with num_classes=0 so that it loads strictly.
+            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(
+                state_dict=_read_weights(name, pretrained), num_classes=0))
         else:
             kwargs.update(pretrained=bool(pretrained))
         try:
@@ -59,7 +78,7 @@ class TimmBackbone(nn.Module):
         except RuntimeError as e:
             if isinstance(pretrained, str):
                 first = str(e).strip().splitlines()
-                detail = "; ".join(line.strip() for line in first[:3])
+                detail = "; ".join(line.strip()[:240] for line in first[:3])  # keys: a few
                 raise WeightsError(
                     f"weights file {pretrained!r} does not fit backbone {name!r}: {detail}"
                 ) from e
