@@ -59,12 +59,14 @@ def check_cmd(name: str, root: str | None, options: tuple[str, ...], val_fractio
     click.echo(f"test:     {report.test_size}")
     if no_decode:
         return
-    click.echo(f"unreadable: {len(report.unreadable)} of {report.scanned}")
-    for item in report.unreadable:
+    bad = [item for items in report.unreadable.values() for item in items]
+    click.echo(f"unreadable: {len(bad)} of {report.scanned}")
+    for item in bad:
         click.echo(f"  {item}")
-    smallest = min(report.train_size, report.test_size)
-    if len(report.unreadable) > max_unreadable * smallest:
+    over = report.too_many(max_unreadable)
+    if over:
+        counts = ", ".join(f"{len(report.unreadable[s])} in {s}" for s in over)
         raise DatasetError(
-            f"dataset {name!r}: {len(report.unreadable)} unreadable images, more than "
-            f"max_unreadable={max_unreadable:g} of a split; a run would stop"
+            f"dataset {name!r}: too many unreadable images ({counts}), more than "
+            f"max_unreadable={max_unreadable:g} of the split; a run would stop"
         )

@@ -22,8 +22,13 @@ class CheckReport:
     num_classes: int
     train_size: int
     test_size: int
-    unreadable: list[str] = field(default_factory=list)  # files that failed to decode
+    unreadable: dict[str, list[str]] = field(default_factory=dict)  # split -> failed files
     scanned: int = 0
+
+    def too_many(self, max_unreadable: float) -> list[str]:
+        """The splits whose unreadable fraction exceeds ``max_unreadable`` (a run stops)."""
+        sizes = {"train": self.train_size, "test": self.test_size}
+        return [s for s, bad in self.unreadable.items() if len(bad) > max_unreadable * sizes[s]]
 
 
 def _readable(source: ImageSource, item: Any) -> bool:
@@ -54,7 +59,8 @@ def check(name: str, source: ImageSource, threads: int = 4, decode: bool = True,
     """Sizes of a dataset and, when ``decode``, its unreadable images."""
     report = CheckReport(name, source.num_classes, len(source.train), len(source.test))
     if decode:
-        items = [item for item, _ in source.train + source.test]
-        report.unreadable = scan(source, items, threads, progress)
-        report.scanned = len(items)
+        for split in ("train", "test"):
+            items = [item for item, _ in getattr(source, split)]
+            report.unreadable[split] = scan(source, items, threads, progress)
+            report.scanned += len(items)
     return report
