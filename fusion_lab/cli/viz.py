@@ -1,0 +1,40 @@
+"""`fusionlab viz RUN_OR_STUDY`: draw Figure 3 (LH maps and SA masks) of a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("viz")
+@click.argument("run_or_study")
+@click.option("--images", "n_images", default=4, show_default=True, type=int,
+              help="Test images to draw, one row each.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="PNG file to write [default: figure3-<study>-<run id>.png].")
+@click.option("--results", default="results", show_default=True,
+              type=click.Path(file_okay=False), help="The results folder.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE",
+              help="Import a plugin first (needed for a run of a study with plugins when "
+                   "it is named by run id or study name instead of its study file).")
+def viz(run_or_study: str, n_images: int, out: str | None, results: str,
+        plugins: tuple[str, ...]) -> None:
+    """Draw the LH pathway's maps and the SA masks of a trained run for a few test images.
+
+    RUN_OR_STUDY: a run folder, a run id (or a unique prefix of one), a study name or a
+    studies/*.yaml file (then its CN-CNN-like run: the last row with spatial attention).
+    """
+    from fusion_lab.registries import load_plugins
+    from fusion_lab.viz import figure3, find_run
+
+    load_plugins(list(plugins))
+    run_dir, picked = find_run(run_or_study, results)
+    if picked:
+        click.echo(picked, err=True)
+    if out is None:
+        out = f"figure3-{Path(run_dir).parent.name}-{Path(run_dir).name[:8]}.png"
+    path, notes = figure3(run_dir, out, n_images)
+    for note in notes:
+        click.echo(note, err=True)
+    click.echo(str(path))

@@ -1,0 +1,155 @@
+"""`fusionlab viz`: Figure 3 of a trained run (a tiny study trained in a few seconds)."""
+
+from __future__ import annotations
+
+import struct
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fusion_lab.cli import main
+from fusion_lab.errors import FusionLabError
+from fusion_lab.runner import prepare, run_dir, train_study
+from fusion_lab.viz import draw, extract_maps, figure3, find_run, load_trained, sample_images
+
+TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"
+STUDY = f"""
+name: tinyviz
+plugins: [{TINY}]
+base:
+  dataset:
+    name: synthetic_fgvc
+    options: {{num_classes: 3, train_per_class: 4, test_per_class: 3, image_size: 32}}
+  model: {{backbone: tiny_cnn, width: 8, hidden: 8}}
+  train: {{epochs: 1, batch_size: 6, image_size: 32, resize: 36, workers: 0,
+           lr_backbone: 0.01, lr_new: 0.01}}
+variants:
+  - {{label: Baseline, model: {{preset: baseline}}}}
+  - {{label: CN-CNN, model: {{preset: cn_cnn}}}}
+  - {{label: HL, model: {{preset: hl}}}}
+seeds: [0]
+baseline: Baseline
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny study, trained once for the module: (study file, results, {label: run dir})."""
+    tmp = tmp_path_factory.mktemp("viz")
+    study_file = tmp / "tinyviz.yaml"
+    study_file.write_text(textwrap.dedent(STUDY))
+    results = tmp / "results"
+    study, runs = prepare(study_file)
+    out = train_study(study, runs, results, device="cpu")
+    assert not out.failed
+    return study_file, results, {r.label: run_dir(results, study, r) for r in runs}
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_study_file_picks_the_cn_cnn_run(trained):
+    study_file, results, dirs = trained
+    d, note = find_run(str(study_file), results)
+    assert d == dirs["CN-CNN"]  # the last row with SA (HL, after it, has no attention)
+    assert "CN-CNN" in note
+    # a study name, a run id prefix and the folder itself name runs too
+    assert find_run("tinyviz", results)[0] == dirs["CN-CNN"]
+    assert find_run(dirs["HL"].name[:10], results)[0] == dirs["HL"]
+    assert find_run(str(dirs["Baseline"]), results)[0] == dirs["Baseline"]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_png_has_one_row_per_image(trained, tmp_path, n):
+    _, _, dirs = trained
+    path, notes = figure3(dirs["CN-CNN"], tmp_path / "f.png", n=n, cell_px=40)
+    assert notes == []
+    # image + 3 LH maps + 3 SA masks per row, 40 px each
+    assert png_size(path) == (7 * 40, n * 40)
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (7 * 40, n * 40)
+
+
+def test_maps_come_from_the_model(trained):
+    _, _, dirs = trained
+    model, cfg, _ = load_trained(dirs["CN-CNN"])
+    images, labels = sample_images(cfg, 3)
+    assert images.shape == (3, 3, 32, 32) and len(set(labels)) > 1  # spread over classes
+    maps = extract_maps(model, images)
+    assert maps.levels == ["s5", "s4", "s3"]  # high level first
+    assert maps.attended.shape == (3, 3, 32, 32) and maps.sa.shape == (3, 3, 32, 32)
+    assert np.isfinite(maps.attended).all() and (maps.sa >= 0).all() and (maps.sa <= 1).all()
+    for kind in (maps.attended, maps.sa):
+        assert not np.allclose(kind[0], kind[1])  # between images
+        assert not np.allclose(kind[:, 0], kind[:, 2])  # between levels
+    # what is drawn for s3 is the network's s3 map (stride 8: 4x4), only enlarged
+    with torch.no_grad():
+        raw = model(images, return_maps=True)["attended"][0].norm(dim=1).numpy()
+    assert raw.shape == (3, 4, 4)
+    assert np.allclose(maps.attended[:, 2].mean(axis=(1, 2)), raw.mean(axis=(1, 2)), rtol=0.1)
+    assert maps.attended[:, 2].max() <= raw.max() + 1e-5
+
+
+def test_drawing_changes_with_the_weights(trained, tmp_path):
+    _, _, dirs = trained
+    model, cfg, _ = load_trained(dirs["CN-CNN"])
+    images, _ = sample_images(cfg, 2)
+    first = draw(images, extract_maps(model, images), tmp_path / "a.png", cell_px=40)
+    again = draw(images, extract_maps(model, images), tmp_path / "b.png", cell_px=40)
+    with torch.no_grad():
+        for p in model.attention.parameters():
+            p.add_(torch.randn_like(p))
+    changed = draw(images, extract_maps(model, images), tmp_path / "c.png", cell_px=40)
+
+    def pixels(p):
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.int16)
+
+    assert np.array_equal(pixels(first), pixels(again))  # deterministic
+    assert np.abs(pixels(first) - pixels(changed)).sum() > 0
+
+
+def test_run_without_sa_draws_what_exists(trained, tmp_path):
+    _, _, dirs = trained
+    path, notes = figure3(dirs["Baseline"], tmp_path / "b.png", n=2, cell_px=40)
+    assert png_size(path) == (2 * 40, 2 * 40)  # image + the one level's map
+    assert "no SA masks" in notes[0]
+
+
+def test_cli_writes_png_and_says_which_run(trained, tmp_path, capsys):
+    study_file, results, dirs = trained
+    out = tmp_path / "fig.png"
+    main(["viz", str(study_file), "--images", "2", "--out", str(out), "--results", str(results)])
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(out)
+    assert dirs["CN-CNN"].name[:12] in captured.err
+    assert png_size(out)[1] == 2 * 160
+
+
+def test_run_without_checkpoint_is_one_error(trained, tmp_path, capsys):
+    _, results, dirs = trained
+    ckpt = dirs["HL"] / "checkpoint.pt"
+    ckpt.rename(tmp_path / "moved.pt")
+    try:
+        with pytest.raises(FusionLabError, match="fusionlab run.*keep_checkpoint"):
+            figure3(dirs["HL"], tmp_path / "x.png")
+        with pytest.raises(SystemExit) as e:
+            main(["viz", str(dirs["HL"]), "--out", str(tmp_path / "x.png")])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err
+    finally:
+        (tmp_path / "moved.pt").rename(ckpt)
+
+
+def test_unknown_run_is_an_error(trained):
+    _, results, _ = trained
+    with pytest.raises(FusionLabError, match="no run folder"):
+        find_run("ffffffffzz", results)
