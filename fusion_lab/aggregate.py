@@ -194,14 +194,23 @@ def aggregate(study: dict, runs: pd.DataFrame) -> pd.DataFrame:
     out = out.sort_values("order", kind="stable").reset_index(drop=True)
     out["display"] = [_display(r, out) for r in out.itertuples()]
     for source, values in (study.get("reference") or {}).items():
-        out[f"ref.{source}"] = [(values or {}).get(lab, math.nan) for lab in out.label]
+        values = values or {}
+        # A published number is keyed by the row's label, or by "label (grid values)"
+        # when it differs between grid cells (e.g. one per dataset).
+        out[f"ref.{source}"] = [values.get(_cell_label(r), values.get(r.label, math.nan))
+                                for r in out.itertuples()]
     return out
+
+
+def _cell_label(row: Any) -> str:
+    """Label plus grid values, e.g. "CN-CNN (cub200)"."""
+    grid = ", ".join(str(v) for v in (row.grid or {}).values())
+    return f"{row.label} ({grid})" if grid else str(row.label)
 
 
 def _display(row: Any, rows: pd.DataFrame) -> str:
     """Label plus grid values; the group id too when another group has the same text."""
-    grid = ", ".join(str(v) for v in (row.grid or {}).values())
-    text = f"{row.label} ({grid})" if grid else str(row.label)
+    text = _cell_label(row)
     same = rows[(rows.label == row.label) & (rows.grid.map(lambda g: g == row.grid))]
     if len(same) > 1:
         text += f" [{str(row.group_id)[:8]}]"

@@ -20,7 +20,7 @@ import yaml
 
 from fusion_lab import config as C
 from fusion_lab.errors import ConfigError, FusionLabError
-from fusion_lab.store import run_ids
+from fusion_lab.store import canonical_json, run_ids
 
 STUDY_KEYS = ("name", "describe", "plugins", "base", "variants", "grid", "seeds",
               "baseline", "reference")
@@ -67,6 +67,14 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+
+
+def _get_dotted(d: dict, key: str) -> Any:
+    for p in key.split("."):
+        if not isinstance(d, dict):
+            return None
+        d = d.get(p)
+    return d
 
 
 def set_dotted(d: dict, key: str, value: Any) -> None:
@@ -170,10 +178,14 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
                         "{paper: {Baseline: 84.1}}")
         reference = {}
     else:
+        cells = [", ".join(_grid_text(v) for v in values)
+                 for values in itertools.product(*grid.values())] if grid else []
+        rows_known = set(labels) | {f"{lab} ({c})" for lab in labels for c in cells}
         for src, rows in reference.items():
             for label in rows:
-                if label not in labels:
-                    problems.append(f"reference.{src} names {label!r}, which is no variant")
+                if label not in rows_known:
+                    problems.append(f"reference.{src} names {label!r}, which is no variant "
+                                    "label (or 'label (grid values)')")
     plugins = raw.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         problems.append("plugins must be a list of module names or .py paths")
@@ -191,6 +203,14 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     return Study(name=name, describe=str(raw.get("describe", "")), plugins=plugins, base=base,
                  variants=variants, grid=grid, seeds=seeds, baseline=baseline,
                  reference=reference, path=path)
+
+
+def _grid_text(value: Any) -> str:
+    """How a grid value is shown: a mapping (e.g. a whole dataset section) by its
+    `label` or `name` key, anything else as itself."""
+    if isinstance(value, dict):
+        return str(value.get("label") or value.get("name") or canonical_json(value))
+    return str(value)
 
 
 def _drop_dotted(d: dict, key: str) -> None:
@@ -216,6 +236,11 @@ def expand(study: Study, presets: dict[str, dict] | None = None) -> list[Planned
         for cell in cells or [{}]:
             merged = deep_merge(study.base, patch)
             for key, value in cell.items():
+                if isinstance(value, dict):
+                    value = {k: v for k, v in value.items() if k != "label"}
+                    existing = _get_dotted(merged, key)
+                    if isinstance(existing, dict):
+                        value = deep_merge(existing, value)
                 set_dotted(merged, key, value)
             for seed in study.seeds:
                 merged["seed"] = seed
@@ -229,7 +254,9 @@ def expand(study: Study, presets: dict[str, dict] | None = None) -> list[Planned
                             problems.append(f"{where}: {p}")
                     break
                 run_id, group_id = run_ids(C.result_dict(cfg))
-                runs.append(PlannedRun(run_id, group_id, label, dict(cell), seed, cfg))
+                shown = {k: (_grid_text(v) if isinstance(v, dict) else v)
+                         for k, v in cell.items()}
+                runs.append(PlannedRun(run_id, group_id, label, shown, seed, cfg))
     if problems:
         raise ConfigError(problems, source=str(study.path or study.name))
     ids = [r.run_id for r in runs]
