@@ -1,0 +1,257 @@
+"""Cost profile of a study's variants: parameters, FLOPs, throughput and peak memory.
+
+One variant per group (seeds collapse; every grid cell is a variant). Each is built from its
+resolved config and fed synthetic tensors of the study's image size, so no dataset is read.
+Throughputs are medians over repeats taken round-robin across the variants (drift on a
+shared machine hits all alike) and are reported as ratios to the baseline row of the same
+grid cell, measured in the same process. Peak memory is measured per variant in a fresh
+subprocess (one training step and one inference batch): ``torch.cuda.max_memory_allocated``
+on a GPU; on the CPU, the rise of the process's peak resident set size over its size after
+importing torch (the peak is reset through /proc/self/clear_refs; where that fails, the
+``ru_maxrss`` rise, which misses a peak below the import's own). The result is written to ``results/<study>/cost.json``
+(docs/results-format.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fusion_lab import store as S
+from fusion_lab.config import RunConfig, from_dict, to_dict
+from fusion_lab.errors import FusionLabError
+from fusion_lab.model import build_model, count_parameters, model_loss
+from fusion_lab.profile import forward_gflops
+from fusion_lab.study import PlannedRun, Study
+from fusion_lab.train import precision, resolve_device
+
+KNOWN_CLASSES = {"cub200": 200, "stanford_cars": 196, "fgvc_aircraft": 100}
+
+
+@dataclass
+class Variant:
+    group_id: str
+    label: str
+    grid: dict[str, Any]
+    config: RunConfig
+
+
+def variants(runs: list[PlannedRun]) -> list[Variant]:
+    """One variant per group, in study order (the first seed's config)."""
+    seen: dict[str, Variant] = {}
+    for r in runs:
+        seen.setdefault(r.group_id, Variant(r.group_id, r.label, dict(r.grid), r.config))
+    return list(seen.values())
+
+
+def num_classes(cfg: RunConfig) -> int:
+    """Classes of the dataset, without reading it where the number is known."""
+    from fusion_lab.registries import DATASETS
+
+    d = cfg.dataset
+    if d.name in KNOWN_CLASSES:
+        return KNOWN_CLASSES[d.name]
+    if d.name in DATASETS and "num_classes" in inspect.signature(DATASETS.get(d.name)).parameters:
+        default = inspect.signature(DATASETS.get(d.name)).parameters["num_classes"].default
+        return int(d.options.get("num_classes", default))
+    from fusion_lab.data import open_source
+
+    try:
+        return open_source(d.name, d.root, d.options)[0].num_classes
+    except FusionLabError as e:
+        raise FusionLabError(f"cannot tell the number of classes of {d.name!r} without the "
+                             f"data ({e}); pass --num-classes") from None
+
+
+def _build(cfg: RunConfig, classes: int, dev: torch.device) -> nn.Module:
+    model = build_model(dataclasses.replace(cfg.model, pretrained=False), classes).to(dev)
+    if dev.type == "cuda" and cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if dev.type == "cuda" and cfg.train.compile:
+        model.fusion = torch.compile(model.fusion)
+        model.attention = torch.compile(model.attention)
+    return model
+
+
+def _steps(model: nn.Module, cfg: RunConfig, dev: torch.device, batch: int, size: int,
+           classes: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """A training step (forward, loss, backward, SGD) and an inference batch, as closures."""
+    x = torch.randn(batch, 3, size, size, device=dev)
+    if dev.type == "cuda" and cfg.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (batch,), device=dev)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    prec = precision(cfg.train.amp, dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def train() -> None:
+        model.train()
+        with prec.autocast():
+            loss = model_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        if prec.scaler is not None:
+            prec.scaler.scale(loss).backward()
+            prec.scaler.step(opt)
+            prec.scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        sync()
+
+    def infer() -> None:
+        model.eval()
+        with torch.no_grad(), prec.autocast():
+            model(x)
+        sync()
+
+    return train, infer
+
+
+def peak_memory_mb(cfg: RunConfig, classes: int, device: str, batch: int, size: int,
+                   plugins: list[str], base_dir: str | None) -> float:
+    """Peak memory of one training step and one inference batch, in a fresh process."""
+    job = {"config": to_dict(cfg), "classes": classes, "device": device, "batch": batch,
+           "size": size, "plugins": plugins, "base_dir": base_dir,
+           "threads": torch.get_num_threads()}
+    out = subprocess.run([sys.executable, "-m", "fusion_lab.bench", json.dumps(job)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"peak memory subprocess failed:\n{out.stderr[-2000:]}")
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mem_mb"])
+
+
+def _rss_mb(key: str) -> float:
+    """VmRSS or VmHWM of this process from /proc/self/status, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"no {key} in /proc/self/status")
+
+
+def _peak_child(job: dict) -> dict:
+    from fusion_lab.registries import load_plugins
+
+    torch.set_num_threads(job["threads"])
+    load_plugins(job["plugins"], base_dir=job["base_dir"])
+    cfg, dev = from_dict(job["config"]), torch.device(job["device"])
+    if dev.type == "cpu":
+        before = _rss_mb("VmRSS")  # the runtime: Python, torch, the plugins
+        try:  # reset the peak RSS to the current RSS (Linux >= 4.0)
+            Path("/proc/self/clear_refs").write_text("5")
+            hwm_reset = True
+        except OSError:
+            hwm_reset = False
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model = _build(cfg, job["classes"], dev)
+    train, infer = _steps(model, cfg, dev, job["batch"], job["size"], job["classes"])
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    train()
+    infer()
+    if dev.type == "cuda":
+        return {"peak_mem_mb": torch.cuda.max_memory_allocated(dev) / 2**20}
+    peak = _rss_mb("VmHWM") if hwm_reset else (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KB on Linux
+    return {"peak_mem_mb": max(0.0, peak - before)}
+
+
+def baseline_index(vs: list[Variant], baseline: str | None) -> list[int]:
+    """For each variant, the index of the variant its ratios are taken against."""
+    out = []
+    for v in vs:
+        same = [i for i, b in enumerate(vs) if b.label == baseline and b.grid == v.grid]
+        out.append(same[0] if same else 0)
+    return out
+
+
+def bench_study(study: Study, runs: list[PlannedRun], results: str | Path, device: str = "auto",
+                batch_size: int | None = None, image_size: int | None = None, repeats: int = 5,
+                warmup: int = 1, classes: int | None = None, memory: bool = True,
+                log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Measure every variant of a study and write results/<study>/cost.json; returns it."""
+    if repeats < 1:
+        raise FusionLabError(f"--repeats must be at least 1, got {repeats}")
+    dev = resolve_device(device)
+    vs = variants(runs)
+    base = vs[0].config.train
+    batch = batch_size or base.batch_size
+    size = image_size or base.image_size
+    n_cls = classes or num_classes(vs[0].config)
+    models, steps, rows = [], [], {}
+    for v in vs:
+        torch.manual_seed(0)
+        model = _build(v.config, n_cls, dev)
+        models.append(model)
+        rows[v.group_id] = {"label": v.label, "grid": v.grid,
+                            "params": count_parameters(model),
+                            "gflops": forward_gflops(model, size)}
+        steps.append(_steps(model, v.config, dev, batch, size, n_cls))
+        log(f"built {v.label}: {rows[v.group_id]['params']:,} parameters, "
+            f"{rows[v.group_id]['gflops']:.2f} GFLOPs")
+    times: list[dict[str, list[float]]] = [{"train": [], "infer": []} for _ in vs]
+    for r in range(warmup + repeats):
+        for i, (train, infer) in enumerate(steps):  # round-robin over the variants
+            for kind, fn in (("train", train), ("infer", infer)):
+                t0 = time.perf_counter()
+                fn()
+                if r >= warmup:
+                    times[i][kind].append(time.perf_counter() - t0)
+        log(f"round {r + 1}/{warmup + repeats}{' (warm-up)' if r < warmup else ''} done")
+    del models, steps
+    for i, v in enumerate(vs):
+        for kind in ("train", "infer"):
+            rows[v.group_id][f"{kind}_ips"] = batch / statistics.median(times[i][kind])
+    for v, b in zip(vs, baseline_index(vs, study.baseline)):
+        ref = rows[vs[b].group_id]
+        for kind in ("train", "infer"):
+            rows[v.group_id][f"{kind}_ratio"] = rows[v.group_id][f"{kind}_ips"] / ref[f"{kind}_ips"]
+    for v in vs:
+        mem = None
+        if memory:
+            base_dir = str(study.path.parent) if study.path else None
+            mem = peak_memory_mb(v.config, n_cls, str(dev), batch, size, study.plugins, base_dir)
+            log(f"peak memory of {v.label}: {mem:.0f} MB")
+        rows[v.group_id]["peak_mem_mb"] = mem
+    if dev.type == "cuda":
+        dev_name = f"{dev} ({torch.cuda.get_device_name(dev)})"
+    else:
+        dev_name = f"cpu ({torch.get_num_threads()} threads)"
+    cost = {"device": dev_name, "measured": S.now(), "image_size": size, "batch_size": batch,
+            "baseline": study.baseline or vs[0].label, "rows": rows}
+    S.write_json(Path(results) / study.name / "cost.json", cost)
+    return cost
+
+
+def format_cost(cost: dict[str, Any]) -> str:
+    """A plain-text table of a cost profile."""
+    head = (f"{'variant':<28}{'params (M)':>11}{'GFLOPs':>9}{'train img/s':>17}"
+            f"{'infer img/s':>17}{'peak MB':>9}")
+    lines = [f"{cost['device']}, {cost['image_size']}x{cost['image_size']}, batch "
+             f"{cost['batch_size']}; ratios against {cost['baseline']}", head]
+    for row in cost["rows"].values():
+        cell = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in row["grid"].items())
+        name = f"{row['label']} [{cell}]" if cell else row["label"]
+        mem = row["peak_mem_mb"]
+        lines.append(
+            f"{name[:27]:<28}{row['params'] / 1e6:>11.2f}{row['gflops']:>9.2f}"
+            f"{row['train_ips']:>9.1f} (x{row['train_ratio']:.2f})"
+            f"{row['infer_ips']:>9.1f} (x{row['infer_ratio']:.2f})"
+            f"{'-' if mem is None else f'{mem:.0f}':>9}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the peak-memory subprocess: python -m fusion_lab.bench JOB
+    print(json.dumps(_peak_child(json.loads(sys.argv[1]))))
