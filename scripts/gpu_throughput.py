@@ -1,0 +1,109 @@
+"""Training images/s of the bare ResNet50 baseline and CN-CNN, with and without torch.compile.
+
+Synthetic tensors, SGD steps as in fusion_lab.train (mixed precision on CUDA, channels_last),
+median over timed steps after a warm-up. The four configurations are timed round-robin
+(one step each in turn) so drift hits all alike. Targets on an H100 at 448x448:
+CN-CNN >= 300 images/s, bare ResNet50 >= 1,000.
+
+    python scripts/gpu_throughput.py                       # CUDA: 448, batch 32, 20 steps
+    python scripts/gpu_throughput.py --device cpu --image-size 64 --batch-size 2 --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from fusion_lab.config import ModelConfig
+from fusion_lab.model import build_model, model_loss
+from fusion_lab.train import precision
+
+TARGETS = {"baseline": 1000.0, "cn_cnn": 300.0}  # images/s on an H100 at 448
+
+
+def setup(preset: str, compiled: bool, dev: torch.device, args: argparse.Namespace):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(preset=preset, backbone="resnet50"), args.classes).to(dev)
+    cl = dev.type == "cuda"
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    if compiled:  # what train.compile does: the fusion and attention modules
+        model.fusion = torch.compile(model.fusion)
+        model.attention = torch.compile(model.attention)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    prec = precision(args.amp, dev)
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=dev)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, args.classes, (args.batch_size,), device=dev)
+    model.train()
+
+    def step() -> None:
+        with prec.autocast():
+            loss = model_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        if prec.scaler is not None:
+            prec.scaler.scale(loss).backward()
+            prec.scaler.step(opt)
+            prec.scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+
+    return step, prec.name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--image-size", type=int, default=448)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation)")
+    ap.add_argument("--classes", type=int, default=200)
+    ap.add_argument("--amp", default="bf16", help="bf16 | fp16 | off (CUDA only)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled runs")
+    args = ap.parse_args()
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    configs = [(p, c) for p in ("baseline", "cn_cnn") for c in (False, True)
+               if not (c and args.no_compile)]
+    steps, prec_name = {}, "fp32"
+    for preset, compiled in configs:
+        steps[(preset, compiled)], prec_name = setup(preset, compiled, dev, args)
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            steps[(preset, compiled)]()
+        sync()
+        print(f"warm-up {preset}{' compiled' if compiled else ''}: "
+              f"{time.perf_counter() - t0:.1f}s", flush=True)
+    times: dict[tuple, list[float]] = {k: [] for k in steps}
+    for _ in range(args.steps):
+        for key, step in steps.items():  # round-robin
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times[key].append(time.perf_counter() - t0)
+    ips = {k: args.batch_size / statistics.median(v) for k, v in times.items()}
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(f"\n{where}, {args.image_size}x{args.image_size}, batch {args.batch_size}, "
+          f"{prec_name}, median of {args.steps} steps")
+    print(f"{'model':<10}{'compile':>9}{'images/s':>11}{'/ baseline':>12}{'target':>9}")
+    for (preset, compiled), v in ips.items():
+        ratio = v / ips[("baseline", compiled)]
+        print(f"{preset:<10}{'yes' if compiled else 'no':>9}{v:>11.1f}{ratio:>12.2f}"
+              f"{TARGETS[preset]:>9.0f}")
+    for preset in ("baseline", "cn_cnn"):
+        if (preset, True) in ips:
+            print(f"{preset}: compiled / eager = "
+                  f"{ips[(preset, True)] / ips[(preset, False)]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
