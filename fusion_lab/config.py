@@ -53,7 +53,8 @@ class TrainConfig:
     resize: int | None = None  # resize before cropping; None: image_size * 600 / 448
     lr_backbone: float | None = None  # None: the recipe's (reference 1e-4, paper 1e-3)
     lr_new: float | None = None  # None: the recipe's (reference 1e-3, paper 0.1)
-    momentum: float = 0.9
+    optimizer: str = "sgd"  # sgd (the paper's) | adamw (faster from scratch, e.g. quickstart)
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # cosine (per epoch) | constant
     warmup_epochs: int = 0

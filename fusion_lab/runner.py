@@ -75,11 +75,22 @@ def dataset_problems(cfg) -> list[str]:
         return [DATASETS.unknown_message(cfg.name)]
     if not 0 <= cfg.val_fraction < 1:
         return [f"val_fraction must be in [0, 1), got {cfg.val_fraction}"]
-    needs_root = getattr(DATASETS.get(cfg.name), "needs_root", cfg.name != "synthetic_fgvc")
-    if needs_root and (cfg.root is None or not Path(cfg.root).expanduser().is_dir()):
-        return [f"{cfg.name}: root folder {cfg.root!r} not found; download the dataset and "
-                f"set dataset.root (e.g. --set dataset.root=/data/...); "
+    cls = DATASETS.get(cfg.name)
+    if cfg.name == "synthetic_fgvc":  # generated in memory: nothing to look for
+        return []
+    if cfg.root is None or not Path(cfg.root).expanduser().is_dir():
+        url = getattr(cls, "url", None)
+        where = f" (published at {url})" if url else ""
+        return [f"{cfg.name}: root folder {cfg.root!r} not found; download the dataset{where} "
+                f"and set dataset.root (e.g. --set dataset.root=/data/...); "
                 f"`fusionlab data check {cfg.name} ROOT` checks a folder"]
+    from fusion_lab.data import open_source  # reads the index files only, no image
+    from fusion_lab.errors import DatasetError
+
+    try:
+        open_source(cfg.name, str(Path(cfg.root).expanduser()), cfg.options)
+    except DatasetError as e:
+        return [str(e)]
     return []
 
 

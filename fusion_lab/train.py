@@ -72,13 +72,18 @@ def precision(amp: str, device: torch.device) -> Precision:
 
 
 def make_optimizer(model: FusionModel, cfg: RunConfig):
-    """SGD with the backbone's and the new modules' learning rates; cosine per epoch."""
+    """SGD (or AdamW) with the backbone's and the new modules' learning rates; cosine per epoch."""
     t = cfg.train
     new = [p for m in model.new_modules() for p in m.parameters()]
     groups = [{"params": list(model.backbone.parameters()), "lr": t.lr_backbone},
               {"params": new, "lr": t.lr_new}]
-    opt = torch.optim.SGD(groups, lr=t.lr_new, momentum=t.momentum,
-                          weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=t.lr_new, momentum=t.momentum,
+                              weight_decay=t.weight_decay)
+    elif t.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=t.lr_new, weight_decay=t.weight_decay)
+    else:
+        raise FusionLabError(f"train.optimizer must be sgd or adamw, got {t.optimizer!r}")
 
     def factor(epoch: int) -> float:
         if epoch < t.warmup_epochs:

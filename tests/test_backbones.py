@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from fusion_lab.registry.backbones import TimmBackbone
 
 from fusion_lab.config import ModelConfig
 from fusion_lab.errors import ConfigError, FusionLabError, UnknownComponentError, WeightsError
 from fusion_lab.model import build_model, model_loss
+from fusion_lab.registry.backbones import TimmBackbone
 
 # Four families with different stems, stage layouts and blocks (BN, LayerNorm, SE).
 FAMILIES = ["resnet18", "convnext_atto", "regnetx_002", "mobilenetv3_small_050"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from fusion_lab.registry.fusion_convlstm import ConvLSTM
 
 IMPLS = ["fast", "plain"]

@@ -138,3 +138,33 @@ def test_identical_variants_are_refused(tmp_path):
 
         load_plugins(study.plugins, base_dir=tmp_path)
         expand(study, {n: PRESETS.get(n) for n in PRESETS.list()})
+
+
+STUDIES = Path(__file__).parent.parent / "studies"
+
+
+@pytest.mark.parametrize("name", ["pathways", "convlstm", "attention", "sota"])
+def test_shipped_paper_studies_stop_with_the_missing_dataset_message(name):
+    with pytest.raises(ConfigError) as e:
+        prepare(STUDIES / f"{name}.yaml")
+    msg = str(e.value)
+    assert "root folder" in msg and "not found" in msg and "http" in msg
+    assert all("dataset:" in p for p in e.value.problems)  # nothing else is wrong
+
+
+def test_shipped_studies_expand_to_the_paper_rows():
+    from fusion_lab.registries import PRESETS, load_builtin
+
+    load_builtin()
+    presets = {n: PRESETS.get(n) for n in PRESETS.list()}
+    sota = expand(load_study(STUDIES / "sota.yaml"), presets)
+    assert len(sota) == 2 * 3 * 3
+    cells = {(r.label, r.grid["dataset"], r.config.dataset.name) for r in sota}
+    assert ("CN-CNN", "stanford_cars", "stanford_cars") in cells
+    assert all(r.config.dataset.val_fraction == 0.1 for r in sota)
+    table3 = expand(load_study(STUDIES / "convlstm.yaml"), presets)
+    assert {r.config.model.fusion for r in table3} == {"fpn_add", "convlstm"}
+    assert {r.config.model.attention for r in table3} == {"sa+ca"}
+    quick = expand(load_study(STUDIES / "quickstart.yaml"), presets)
+    assert [r.config.model.fusion for r in quick[::2]] == ["none", "fpn_add", "fpn_add",
+                                                           "convlstm"]
