@@ -205,6 +205,20 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
                  reference=reference, path=path)
 
 
+def _merge_common(problems: list[tuple[str, str]], n_rows: int) -> list[str]:
+    """(where, problem) pairs as lines; a problem every row has (from base or --set) once."""
+    rows_with: dict[str, int] = {}
+    for _, text in problems:
+        rows_with[text] = rows_with.get(text, 0) + 1
+    out: list[str] = []
+    for where, text in problems:
+        line = (f"every variant: {text}" if n_rows > 1 and rows_with[text] == n_rows
+                else f"{where}: {text}")
+        if line not in out:
+            out.append(line)
+    return out
+
+
 def _grid_text(value: Any) -> str:
     """How a grid value is shown: a mapping (e.g. a whole dataset section) by its
     `label` or `name` key, anything else as itself."""
@@ -251,14 +265,15 @@ def expand(study: Study, presets: dict[str, dict] | None = None) -> list[Planned
                     for p in e.problems:
                         if (where, p) not in seen:
                             seen.add((where, p))
-                            problems.append(f"{where}: {p}")
+                            problems.append((where, p))
                     break
                 run_id, group_id = run_ids(C.result_dict(cfg))
                 shown = {k: (_grid_text(v) if isinstance(v, dict) else v)
                          for k, v in cell.items()}
                 runs.append(PlannedRun(run_id, group_id, label, shown, seed, cfg))
     if problems:
-        raise ConfigError(problems, source=str(study.path or study.name))
+        raise ConfigError(_merge_common(problems, len(study.variants) * max(1, len(cells))),
+                          source=str(study.path or study.name))
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         dup = {r.display for r in runs if ids.count(r.run_id) > 1}

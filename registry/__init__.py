@@ -6,6 +6,7 @@ backbones, fusions, attentions, heads, presets and datasets.
 
 from fusion_lab.registry import (  # noqa: F401
     attentions,
+    backbone_small,
     backbones,
     datasets,
     fusion_convlstm,

@@ -11,6 +11,7 @@ the feature wrapper is built (``pretrained_cfg_overlay=dict(state_dict=...)``).
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import os
 
@@ -52,12 +53,7 @@ class TimmBackbone(nn.Module):
     ):
         super().__init__()
         if not timm.is_model(name):
-            close = fnmatch.filter(timm.list_models(), f"*{name[:4]}*")[:5]
-            hint = f" (similar: {', '.join(close)})" if close else ""
-            raise UnknownComponentError(
-                f"unknown backbone {name!r}{hint}; `fusionlab list backbones PATTERN` "
-                "lists timm's models"
-            )
+            raise UnknownComponentError(_unknown_backbone(name))
         kwargs: dict = dict(features_only=True, out_indices=tuple(out_indices))
         if isinstance(pretrained, str):
             if not os.path.isfile(pretrained):
@@ -123,13 +119,19 @@ def build_backbone(
 def backbone_problem(name: str, pretrained: bool | str) -> str | None:
     """Why a backbone cannot be built, found without building it (None if it can)."""
     if name not in BACKBONES and not timm.is_model(name):
-        close = [n for n in timm.list_models(f"*{name}*")][:5] or [
-            n for n in timm.list_models(f"{name[:5]}*")
-        ][:5]
-        hint = f" (similar: {', '.join(close)})" if close else ""
-        return (f"unknown backbone {name!r}{hint}; `fusionlab list backbones PATTERN` "
-                "lists timm's models")
+        return _unknown_backbone(name)
     if isinstance(pretrained, str) and not os.path.isfile(pretrained):
         return (f"pretrained weights file {pretrained!r} not found; give the path of a state "
                 f"dict saved from timm's {name!r}, true (download) or false")
     return None
+
+
+def _unknown_backbone(name: str) -> str:
+    """The message for a name that is neither registered nor one of timm's models."""
+    names = [*BACKBONES.list(), *timm.list_models()]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+    if not close:
+        close = fnmatch.filter(names, f"*{name[:4]}*")[:5]
+    hint = f" (similar: {', '.join(close)})" if close else ""
+    return (f"unknown backbone {name!r}{hint}; `fusionlab list backbones PATTERN` "
+            "lists timm's models")

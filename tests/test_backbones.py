@@ -130,3 +130,20 @@ def test_unknown_backbone_suggests_names():
     with pytest.raises(ConfigError) as err:
         build_model(ModelConfig(backbone="convnext_tinyy"), 3)
     assert "convnext_tiny" in str(err.value) and "similar" in str(err.value)
+
+
+def test_small_cnn_taps_strides_4_8_16_and_trains():
+    from fusion_lab.registry._common import level_names
+
+    model = build_model(ModelConfig(preset="cn_cnn", backbone="small_cnn", width=16), 5)
+    x = torch.randn(2, 3, 56, 56)
+    feats = model.backbone(x)
+    assert [f.shape[-1] for f in feats] == [14, 7, 3]  # 56/4, 56/8, floor(56/16)
+    assert [f.shape[1] for f in feats] == model.backbone.out_channels
+    assert level_names(model.backbone.reductions) == ["s2", "s3", "s4"]
+    loss = model_loss(model(x), torch.tensor([0, 4]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(WeightsError):
+        build_model(ModelConfig(preset="baseline", backbone="small_cnn", pretrained=True), 5)

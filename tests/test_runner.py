@@ -199,3 +199,27 @@ def test_a_crash_while_writing_never_leaves_half_a_summary(tmp_path, monkeypatch
         S.write_json(path, {"status": "done", "final": {"acc": 99.0}, "pad": "x" * 100000})
     assert json.loads(path.read_text())["final"]["acc"] == 50.0
     assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+
+
+def test_gpus_starts_one_worker_per_gpu_with_its_own_visible_device(study_file, tmp_path,
+                                                                      monkeypatch):
+    from fusion_lab import runner
+
+    started = []
+
+    class FakeProc:
+        def __init__(self, cmd, env):
+            started.append((cmd, env["CUDA_VISIBLE_DEVICES"]))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(runner.subprocess, "Popen", FakeProc)
+    code = runner.launch_workers(str(study_file), ["train.epochs=1"], tmp_path / "r",
+                                 ["0", "3"], fail_fast=True, retry_failed=False)
+    assert code == 0
+    assert [gpu for _, gpu in started] == ["0", "3"]
+    for cmd, _ in started:
+        assert cmd[1:4] == ["-m", "fusion_lab", "run"] and "--device" in cmd
+        assert cmd[cmd.index("--device") + 1] == "cuda"
+        assert "--fail-fast" in cmd and cmd[cmd.index("--set") + 1] == "train.epochs=1"

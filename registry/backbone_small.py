@@ -1,0 +1,51 @@
+"""``small_cnn``: a small plain CNN for CPU studies on tiny images (e.g. the quickstart).
+
+ImageNet backbones downsample by 4 in their stem, which turns the few-pixel details of a
+64 px fine-grained image into less than a pixel; this one halves the resolution once in the
+stem and then once per stage, so its three taps sit at strides 4, 8 and 16 with 48, 96 and
+160 channels. It has no pretrained weights (about 0.3 M parameters, trained from scratch).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fusion_lab.errors import WeightsError
+from fusion_lab.registries import BACKBONES
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+@BACKBONES.register("small_cnn")
+class SmallCNN(nn.Module):
+    """Small plain CNN (strides 4/8/16, ~0.3 M params) for CPU studies on tiny images."""
+
+    widths = (24, 48, 96, 160)
+
+    def __init__(self, pretrained: bool | str = False, out_indices=(-3, -2, -1)):
+        super().__init__()
+        if pretrained:
+            raise WeightsError("small_cnn has no pretrained weights; set pretrained: false")
+        w = self.widths
+        self.stem = _conv_bn(3, w[0], stride=2)  # stride 2
+        self.stages = nn.ModuleList(
+            nn.Sequential(_conv_bn(cin, cout), _conv_bn(cout, cout), nn.MaxPool2d(2))
+            for cin, cout in zip(w[:-1], w[1:])
+        )  # strides 4, 8, 16
+        n = len(self.stages)
+        self.taps = sorted(i % n for i in out_indices)
+        self.out_channels = [w[i + 1] for i in self.taps]
+        self.reductions = [2 ** (i + 2) for i in self.taps]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        out = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.taps:
+                out.append(x)
+        return out
