@@ -98,6 +98,14 @@ def make_optimizer(model: FusionModel, cfg: RunConfig):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+              channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision,
              channels_last: bool) -> dict[str, Any]:
@@ -106,10 +114,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision,
     correct: dict[str, int] = {}
     total = 0
     for images, labels in loader:
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
+        images, labels = to_device(images, labels, device, channels_last)
         with prec.autocast():
             out = model(images)
         preds = {"combined": out["combined"], **out["logits"]}
@@ -209,10 +214,7 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         if progress is not None:
             progress.start_epoch(epoch, t.epochs, len(data.train))
         for step, (images, labels) in enumerate(data.train):
-            images = images.to(dev, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(dev, non_blocking=True)
+            images, labels = to_device(images, labels, dev, channels_last)
             with prec.autocast():
                 out = model(images)
                 loss = model_loss(out, labels, t.label_smoothing)
