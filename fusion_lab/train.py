@@ -214,6 +214,8 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         if progress is not None:
             progress.start_epoch(epoch, t.epochs, len(data.train))
         for step, (images, labels) in enumerate(data.train):
+            if labels.numel() < 2:  # a last batch of one image: BatchNorm cannot train on it
+                continue
             images, labels = to_device(images, labels, dev, channels_last)
             with prec.autocast():
                 out = model(images)

@@ -223,3 +223,10 @@ def test_gpus_starts_one_worker_per_gpu_with_its_own_visible_device(study_file, 
         assert cmd[1:4] == ["-m", "fusion_lab", "run"] and "--device" in cmd
         assert cmd[cmd.index("--device") + 1] == "cuda"
         assert "--fail-fast" in cmd and cmd[cmd.index("--set") + 1] == "train.epochs=1"
+
+
+def test_a_last_training_batch_of_one_image_does_not_crash(study_file, tmp_path):
+    # 3 classes x 6 images = 18 training images; batch 17 leaves a last batch of one.
+    study, runs = prepare(study_file, ["train.batch_size=17", "train.epochs=1"])
+    out = train_study(study, runs, tmp_path / "results", device="cpu")
+    assert len(out.trained) == 2 and not out.failed
