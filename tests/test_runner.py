@@ -230,3 +230,13 @@ def test_a_last_training_batch_of_one_image_does_not_crash(study_file, tmp_path)
     study, runs = prepare(study_file, ["train.batch_size=17", "train.epochs=1"])
     out = train_study(study, runs, tmp_path / "results", device="cpu")
     assert len(out.trained) == 2 and not out.failed
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_device_cuda_without_cuda_is_one_error_before_training(study_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(study_file), "--results", str(tmp_path / "r"), "--device", "cuda"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and "Traceback" not in err
+    assert not list((tmp_path / "r").glob("tiny/*/summary.json"))

@@ -56,7 +56,9 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         _finish(study, runs, results_dir, show_table)
         sys.exit(code)
     from fusion_lab.progress import Progress
+    from fusion_lab.train import resolve_device
 
+    resolve_device(device)  # --device cuda without CUDA: one error before anything trains
     progress = Progress(progress_mode) if progress_mode != "off" else None
     try:
         out = train_study(study, runs, results_dir, device=device, fail_fast=fail_fast,
