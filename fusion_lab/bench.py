@@ -36,7 +36,7 @@ from fusion_lab.errors import FusionLabError
 from fusion_lab.model import build_model, count_parameters, model_loss
 from fusion_lab.profile import forward_gflops
 from fusion_lab.study import PlannedRun, Study
-from fusion_lab.train import precision, resolve_device
+from fusion_lab.train import optimizer_step, precision, resolve_device
 
 KNOWN_CLASSES = {"cub200": 200, "stanford_cars": 196, "fgvc_aircraft": 100}
 
@@ -101,14 +101,7 @@ def _steps(model: nn.Module, cfg: RunConfig, dev: torch.device, batch: int, size
         model.train()
         with prec.autocast():
             loss = model_loss(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        if prec.scaler is not None:
-            prec.scaler.scale(loss).backward()
-            prec.scaler.step(opt)
-            prec.scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        optimizer_step(loss, opt, prec, model)
         sync()
 
     def infer() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -19,3 +22,14 @@ def forward_gflops(model: nn.Module, image_size: int | tuple[int, int], batch: i
     finally:
         model.train(was_training)
     return counter.get_total_flops() / 1e9
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

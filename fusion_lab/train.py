@@ -98,6 +98,24 @@ def make_optimizer(model: FusionModel, cfg: RunConfig):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, prec: Precision,
+                   model: nn.Module, grad_clip: float | None = None) -> None:
+    """Backward and one optimizer step, through the grad scaler when fp16 needs one."""
+    opt.zero_grad(set_to_none=True)
+    if prec.scaler is not None:
+        prec.scaler.scale(loss).backward()
+        if grad_clip:
+            prec.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        prec.scaler.step(opt)
+        prec.scaler.update()
+    else:
+        loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+
+
 def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
               channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     images = images.to(device, non_blocking=True)
@@ -226,19 +244,7 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
                     "the learning rates (train.lr_new, train.lr_backbone), set train.grad_clip, "
                     "or use train.amp=bf16/off"
                 )
-            opt.zero_grad(set_to_none=True)
-            if prec.scaler is not None:
-                prec.scaler.scale(loss).backward()
-                if t.grad_clip:
-                    prec.scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                prec.scaler.step(opt)
-                prec.scaler.update()
-            else:
-                loss.backward()
-                if t.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                opt.step()
+            optimizer_step(loss, opt, prec, model, t.grad_clip)
             n = labels.numel()
             loss_sum += loss.item() * n
             correct += int((out["combined"].argmax(1) == labels).sum())

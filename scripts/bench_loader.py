@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -21,18 +20,11 @@ from PIL import Image, ImageFilter
 
 from fusion_lab.config import DatasetConfig
 from fusion_lab.data import build_data
+from fusion_lab.profile import cpu_model
 
 TARGETS = {"full CN-CNN on an H100": 300, "bare ResNet50 on an H100": 1000}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def write_images(root: Path, n: int, classes: int = 10) -> None:

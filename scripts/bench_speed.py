@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import timm
 import torch
@@ -25,19 +23,11 @@ from torch import nn
 
 from fusion_lab.config import ModelConfig
 from fusion_lab.model import build_model, model_loss
-from fusion_lab.profile import forward_gflops
+from fusion_lab.profile import cpu_model, forward_gflops
 
 NUM_CLASSES = 200
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_models() -> dict[str, nn.Module]:

@@ -19,7 +19,7 @@ import torch
 
 from fusion_lab.config import ModelConfig
 from fusion_lab.model import build_model, model_loss
-from fusion_lab.train import precision
+from fusion_lab.train import optimizer_step, precision
 
 TARGETS = {"baseline": 1000.0, "cn_cnn": 300.0}  # images/s on an H100 at 448
 
@@ -44,14 +44,7 @@ def setup(preset: str, compiled: bool, dev: torch.device, args: argparse.Namespa
     def step() -> None:
         with prec.autocast():
             loss = model_loss(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        if prec.scaler is not None:
-            prec.scaler.scale(loss).backward()
-            prec.scaler.step(opt)
-            prec.scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        optimizer_step(loss, opt, prec, model)
 
     return step, prec.name
 
