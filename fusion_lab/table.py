@@ -163,7 +163,8 @@ def _cells(res: StudyResults, heads: bool, cost: bool) -> pd.DataFrame:
                         "n": [_n(r) for r in rows.itertuples()]})
     for c in refs:
         out[c[4:]] = [str(v) if not pd.isna(v) else "-" for v in rows[c]]
-    out[f"Δ vs {res.study.get('baseline')}"] = [_delta(r) for r in rows.itertuples()]
+    if res.study.get("baseline") is not None:  # no baseline named: no delta column
+        out[f"Δ vs {res.study['baseline']}"] = [_delta(r) for r in rows.itertuples()]
     if heads:
         names = list(dict.fromkeys(h for hs in rows.heads for h in hs))
         for h in names:
@@ -204,7 +205,8 @@ def _notes(res: StudyResults, cost: bool, pivot: bool = False) -> list[str]:
                  "n: finished seeds.")
     if len(rows) and (rows.n < rows.n_expected).any():
         notes.append(f"{FEW} fewer finished seeds than the study asks for (n = finished/asked).")
-    notes.append("" if pivot else f"Δ: against the baseline row of the same grid cell; {WITHIN} within noise: "
+    no_delta = pivot or res.study.get("baseline") is None
+    notes.append("" if no_delta else f"Δ: against the baseline row of the same grid cell; {WITHIN} within noise: "
                  f"|Δ| < {NOISE_FACTOR:g}·SE of the difference (seed SE where both rows have "
                  "n ≥ 2, else binomial SE of the test accuracy; docs/tables.md).")
     if not pivot and len(rows) and (rows.delta.notna() & rows.within_noise.isna()).any():
@@ -212,7 +214,9 @@ def _notes(res: StudyResults, cost: bool, pivot: bool = False) -> list[str]:
     if len(rows) and not rows.in_plan.all():
         notes.append("‡ not in the current study.json (the study was edited since these ran); "
                      "[...] is the group id where two rows share a label.")
-    if not pivot and len(rows) and (rows.n > 0).any() and not rows.is_baseline.any():
+    if res.study.get("baseline") is None:
+        notes.append("the study names no `baseline:` row, so there are no deltas.")
+    elif not pivot and len(rows) and (rows.n > 0).any() and not rows.is_baseline.any():
         notes.append(f"no finished baseline row ({res.study.get('baseline')!r}): no deltas.")
     if cost and res.cost is None:
         notes.append(f"no cost profile: run fusionlab bench {res.name}")
