@@ -465,3 +465,13 @@ def test_study_with_nothing_finished_yet(tmp_path):
     (tmp_path / "blank/study.json").write_text(json.dumps({**w.study, "name": "blank",
                                                             "rows": []}))
     assert "no runs yet" in tables(["blank"], results=tmp_path).text
+
+
+def test_a_study_without_baseline_has_no_delta_column_and_says_why(tmp_path):
+    w = StudyWriter(tmp_path, "nobase", seeds=[0], baseline=None)
+    w.row("A", [("done", 80.0)])
+    w.row("B", [("done", 82.0)], fusion="cn")
+    w.save()
+    text = tables(["nobase"], results=tmp_path).text
+    assert "Δ" not in text.splitlines()[1]  # the header row
+    assert "names no `baseline:` row" in text
