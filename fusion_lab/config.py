@@ -53,6 +53,9 @@ class TrainConfig:
     resize: int | None = None  # resize before cropping; None: image_size * 600 / 448
     lr_backbone: float | None = None  # None: the recipe's (reference 1e-4, paper 1e-3)
     lr_new: float | None = None  # None: the recipe's (reference 1e-3, paper 0.1)
+    # The backbone's last k stages train at lr_new with the new modules, the rest at
+    # lr_backbone (0: the whole backbone at lr_backbone). Stages: BACKBONES contract.
+    backbone_high_lr_stages: int = 0
     optimizer: str = "sgd"  # sgd (the paper's) | adamw (faster from scratch, e.g. quickstart)
     momentum: float = 0.9  # sgd only
     weight_decay: float = 5e-4
@@ -86,6 +89,13 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 # Keys that cannot change a run's result: excluded from its id.
 NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint"}
+
+# Fields added after results existed, with the value that reproduces the behaviour from
+# before they existed (dotted key -> neutral value). At that value such a field is left
+# out of the run id, so adding it changes no existing id; any other value is in the id.
+ID_NEUTRAL: dict[str, Any] = {
+    "train.backbone_high_lr_stages": 0,
+}
 
 SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "train": TrainConfig}
 
@@ -185,6 +195,9 @@ def resolve(cfg: RunConfig, presets: dict[str, dict] | None = None) -> RunConfig
             setattr(t, key, value)
     if t.resize is None:
         t.resize = int(round(t.image_size * 600 / 448))
+    if t.backbone_high_lr_stages < 0:
+        raise ConfigError("train.backbone_high_lr_stages must be 0 or more (the number of "
+                          f"last backbone stages trained at lr_new), got {t.backbone_high_lr_stages}")
     return cfg
 
 
@@ -194,5 +207,9 @@ def result_dict(cfg: RunConfig) -> dict[str, Any]:
     for dotted in NON_RESULT_KEYS:
         section, key = dotted.split(".")
         d[section].pop(key, None)
+    for dotted, neutral in ID_NEUTRAL.items():
+        section, key = dotted.split(".")
+        if key in d[section] and d[section][key] == neutral:
+            del d[section][key]
     d["model"].pop("preset", None)  # the resolved fields say everything the preset said
     return d

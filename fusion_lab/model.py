@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion_lab.config import ModelConfig
-from fusion_lab.errors import ConfigError
+from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.registries import ATTENTIONS, FUSIONS, HEADS, PRESETS, load_builtin
 
 
@@ -48,6 +48,37 @@ class FusionModel(nn.Module):
     def new_modules(self) -> list[nn.Module]:
         """Everything but the (pretrained) backbone: trained with the higher learning rate."""
         return [self.fusion, self.attention, self.head]
+
+
+def backbone_stages(backbone: nn.Module) -> list[list[nn.Parameter]]:
+    """A backbone's parameters by stage, low first (the BACKBONES contract's rule).
+
+    ``backbone.param_stages()`` where the backbone defines it (timm backbones, small_cnn);
+    otherwise each direct child module that holds parameters is one stage.
+    """
+    if hasattr(backbone, "param_stages"):
+        stages = [list(s) for s in backbone.param_stages()]
+    else:
+        stages = [list(m.parameters()) for m in backbone.children()]
+        stages = [s for s in stages if s]
+    seen = {id(p) for s in stages for p in s}
+    if len(seen) != sum(len(s) for s in stages) or seen != {id(p) for p in backbone.parameters()}:
+        raise FusionLabError(f"{type(backbone).__name__}'s stages must hold each of its "
+                             "parameters exactly once")
+    return stages
+
+
+def split_backbone(backbone: nn.Module, high_stages: int
+                   ) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(earlier stages, last ``high_stages`` stages) of a backbone's parameters."""
+    if high_stages == 0:
+        return list(backbone.parameters()), []
+    stages = backbone_stages(backbone)
+    if not 0 <= high_stages <= len(stages):
+        raise ConfigError(f"train.backbone_high_lr_stages is {high_stages}, but the backbone "
+                          f"has {len(stages)} stages; use 0 to {len(stages)}")
+    cut = len(stages) - high_stages
+    return [p for s in stages[:cut] for p in s], [p for s in stages[cut:] for p in s]
 
 
 def model_loss(out: dict[str, Any], target: torch.Tensor,

@@ -10,8 +10,15 @@ A registry is a dict and a decorator::
 
 Contracts per kind (the assembler wires components by shape, never by config):
 
-- BACKBONES: ``cls(name, pretrained, out_indices)`` -> module returning a list of maps,
+- BACKBONES: ``cls(pretrained, out_indices)`` -> module returning a list of maps,
   low level first, with ``.out_channels`` (list[int]) and ``.reductions`` (list[int]).
+  Optionally ``.param_stages()`` -> its parameters by stage, low first, each parameter
+  once: ``train.backbone_high_lr_stages: k`` trains the last k stages at ``lr_new``.
+  Without it, each direct child module that holds parameters is a stage. A timm backbone's
+  stages are its ``feature_info`` levels (tapped or not, as far as the model is built):
+  level i's stage is its module plus the modules before it that belong to no earlier
+  level; for ResNet50 the last stage is ``layer4`` (S5's stage), the ones before it
+  ``conv1``..``layer3``. ``small_cnn``: [stem + stages.0], [stages.1], [stages.2].
 - FUSIONS: ``cls(in_channels: list[int], out_channels: int, **kw)`` -> module mapping the
   list of backbone maps (low level first) to a list of fused maps (low level first),
   with ``.out_channels`` (list[int]).

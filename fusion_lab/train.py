@@ -25,7 +25,7 @@ from torch import nn
 
 from fusion_lab.config import RunConfig, to_dict
 from fusion_lab.errors import DivergedError, FusionLabError
-from fusion_lab.model import FusionModel, build_model, model_loss
+from fusion_lab.model import FusionModel, build_model, model_loss, split_backbone
 from fusion_lab.store import append_jsonl, read_jsonl, write_text
 
 CHECKPOINT = "checkpoint.pt"
@@ -72,11 +72,16 @@ def precision(amp: str, device: torch.device) -> Precision:
 
 
 def make_optimizer(model: FusionModel, cfg: RunConfig):
-    """SGD (or AdamW) with the backbone's and the new modules' learning rates; cosine per epoch."""
+    """SGD (or AdamW) with the backbone's and the new modules' learning rates; cosine per epoch.
+
+    Group 0 (``lr_backbone``): the backbone but its last ``train.backbone_high_lr_stages``
+    stages; group 1 (``lr_new``): those stages and every new module (the released CUB
+    script's split puts ResNet50's layer4 there).
+    """
     t = cfg.train
-    new = [p for m in model.new_modules() for p in m.parameters()]
-    groups = [{"params": list(model.backbone.parameters()), "lr": t.lr_backbone},
-              {"params": new, "lr": t.lr_new}]
+    low, high = split_backbone(model.backbone, t.backbone_high_lr_stages)
+    new = high + [p for m in model.new_modules() for p in m.parameters()]
+    groups = [{"params": low, "lr": t.lr_backbone}, {"params": new, "lr": t.lr_new}]
     if t.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=t.lr_new, momentum=t.momentum,
                               weight_decay=t.weight_decay)

@@ -41,6 +41,12 @@ class SmallCNN(nn.Module):
         self.out_channels = [w[i + 1] for i in self.taps]
         self.reductions = [2 ** (i + 2) for i in self.taps]
 
+    def param_stages(self) -> list[list[nn.Parameter]]:
+        """Parameters by stage, low first: [stem + stages.0], [stages.1], [stages.2]."""
+        out = [list(s.parameters()) for s in self.stages]
+        out[0] = list(self.stem.parameters()) + out[0]
+        return out
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         out = []

@@ -19,7 +19,7 @@ import timm
 import torch
 from torch import nn
 
-from fusion_lab.errors import UnknownComponentError, WeightsError
+from fusion_lab.errors import FusionLabError, UnknownComponentError, WeightsError
 from fusion_lab.registries import BACKBONES
 
 
@@ -101,6 +101,50 @@ class TimmBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))
+
+    def param_stages(self) -> list[list[nn.Parameter]]:
+        """The backbone's parameters by stage, low first (see ``timm_stages``)."""
+        return timm_stages(self.body)
+
+
+def _find_module(body: nn.Module, name: str, modules: dict[str, int]) -> str | None:
+    """The name under which timm's feature wrapper holds the module ``name`` reports."""
+    flat = name.replace(".", "_")  # FeatureListNet flattens "stages.0" into "stages_0"
+    for cand in (name, flat, f"model.{name}", f"model.{flat}"):  # FeatureGetterNet: model.
+        if cand in modules:
+            return cand
+    return None
+
+
+def timm_stages(body: nn.Module) -> list[list[nn.Parameter]]:
+    """A timm ``features_only`` model's parameters split into stages, low first.
+
+    The rule: the stages are the feature levels of ``body.feature_info`` (all of them,
+    tapped or not, as far as the model was built); level i's stage is its module
+    (``feature_info`` "module", e.g. ``layer4``) plus every module before it, in the
+    model's module order, that belongs to no earlier level (stems, downsampling blocks
+    between two reported levels); anything after the last level's module joins the last
+    stage. ResNet50: [conv1 bn1 act1], [maxpool layer1], [layer2], [layer3], [layer4];
+    EfficientNet-B0's last stage is blocks.5 + blocks.6.
+    """
+    modules = {n: i for i, (n, _) in enumerate(body.named_modules())}
+    found = [_find_module(body, f["module"], modules) for f in body.feature_info.info]
+    levels = [(modules[n], n) for n in found if n is not None]
+    if not levels:
+        raise FusionLabError(
+            f"cannot split {type(body).__name__} into stages: none of its feature_info modules "
+            f"({[f['module'] for f in body.feature_info.info]}) is one of its modules")
+    stages: list[list[nn.Parameter]] = [[] for _ in levels]
+    for pname, param in body.named_parameters():
+        owner = pname.rsplit(".", 1)[0] if "." in pname else ""
+        pos = modules.get(owner, 0)
+        idx = len(levels) - 1  # after the last level's module: the last stage
+        for i, (start, lname) in enumerate(levels):
+            if pname.startswith(lname + ".") or pos <= start:
+                idx = i
+                break
+        stages[idx].append(param)
+    return stages
 
 
 def build_backbone(
