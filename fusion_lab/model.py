@@ -125,7 +125,9 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
         if name not in reg:
             problems.append(reg.unknown_message(name))
         else:
-            problems += _check_args(reg.kind, name, reg.get(name), args, fixed)
+            bad_names = _check_args(reg.kind, name, reg.get(name), args, fixed)
+            check = getattr(reg.get(name), "arg_problems", None)
+            problems += bad_names or (list(check(**args)) if check is not None else [])
     if cfg.resize_back and fusion in FUSIONS and not _accepts(FUSIONS.get(fusion), "resize_back"):
         problems.append(f"model.resize_back is not supported by fusion {fusion!r}")
     from fusion_lab.registry.backbones import backbone_problem

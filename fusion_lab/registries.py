@@ -26,6 +26,8 @@ Contracts per kind (the assembler wires components by shape, never by config):
   ``(attended_maps, masks)``, masks a dict of name -> list of tensors (one per level).
 - HEADS: ``cls(channels: list[int], num_classes: int, **kw)`` -> module mapping
   ``(fused_maps, attended_maps)`` to a dict of head name -> logits.
+- FUSIONS, ATTENTIONS, HEADS may define a static ``arg_problems(**kw) -> list[str]``:
+  bad argument values, one line each, reported when a study is validated.
 - PRESETS: plain dicts of model-config fields, registered with ``PRESETS.add``.
 - DATASETS: see ``fusion_lab.data``.
 

@@ -15,6 +15,14 @@ Cheaper than the authors' code, same parameters and outputs:
   step, where the state is zero.
 ``impl="plain"`` computes it the authors' way instead (resize then project; concat and the
 full gate conv at every step): the reference that tests and benchmarks compare against.
+
+``sequence`` chooses the recurrence axis (design/model.md, "What the released code really
+runs"):
+- ``levels`` (the paper's text): time steps are the levels, F5 then F4 then F3, per image.
+- ``batch`` (the authors' released code): per level, the time steps are the images of the
+  minibatch in order, from a zero state at the first image of every batch; the levels never
+  meet inside the LSTM, and image t's output depends on images 0..t-1 of its batch, so
+  its prediction depends on the batch it is evaluated in (``batch_dependent``).
 """
 
 from __future__ import annotations
@@ -23,8 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion_lab.errors import ConfigError
 from fusion_lab.registries import FUSIONS
 from fusion_lab.registry._common import resize_to
+
+SEQUENCES = ("levels", "batch")
 
 
 class ConvLSTM(nn.Module):
@@ -94,8 +105,12 @@ class ConvLSTMFusion(nn.Module):
         global_branch: bool = True,
         resize_back: bool = False,
         impl: str = "fast",
+        sequence: str = "levels",
     ):
         super().__init__()
+        problems = self.arg_problems(impl=impl, sequence=sequence)
+        if problems:
+            raise ConfigError(problems)
         top = in_channels[-1]
         self.top_conv = nn.Conv2d(top, out_channels, 1, bias=False)
         self.top_bn = nn.BatchNorm2d(out_channels)
@@ -109,8 +124,21 @@ class ConvLSTMFusion(nn.Module):
             )
         self.lower = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels[:-1])
         self.lstm = ConvLSTM(out_channels, out_channels, kernel_size, impl=impl)
-        self.resize_back, self.impl = resize_back, impl
+        self.resize_back, self.impl, self.sequence = resize_back, impl, sequence
+        self.batch_dependent = sequence == "batch"  # predictions depend on the batch
         self.out_channels = [out_channels] * len(in_channels)
+
+    @staticmethod
+    def arg_problems(impl: str = "fast", sequence: str = "levels", **_) -> list[str]:
+        """Bad argument values, found before the model is built (one line each)."""
+        problems = []
+        if sequence not in SEQUENCES:
+            problems.append(f"fusion 'convlstm': sequence must be 'levels' (the paper's text: "
+                            f"F5, F4, F3 as time steps) or 'batch' (the released code: per "
+                            f"level over the images of the minibatch), got {sequence!r}")
+        if impl not in ("fast", "plain"):
+            problems.append(f"fusion 'convlstm': impl must be 'fast' or 'plain', got {impl!r}")
+        return problems
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         size = feats[0].shape[-2:]  # the lowest level's, e.g. S3: 56x56 at 448 input
@@ -124,7 +152,12 @@ class ConvLSTMFusion(nn.Module):
         if self.global_branch is not None:
             top = top + self.global_branch(feats[-1])  # (B, C, 1, 1) broadcast
         seq = [top, *reversed(lower)]  # high level first: F5, F4, F3
-        fused = self.lstm(seq)[::-1]  # low level first: F3', F4', F5'
+        if self.sequence == "levels":
+            fused = self.lstm(seq)
+        else:  # per level, over the batch: B steps, each holding image t of every level
+            steps = torch.stack(seq, dim=1).unbind(0)  # B x (L, C, H, W)
+            fused = list(torch.stack(self.lstm(list(steps)), dim=1).unbind(0))  # L x (B, ...)
+        fused = fused[::-1]  # low level first: F3', F4', F5'
         if self.resize_back:  # the paper: maps resized to their own level's size
             fused = [resize_to(m, f.shape[-2:], "bilinear") for m, f in zip(fused, feats)]
         return fused
