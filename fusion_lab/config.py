@@ -7,6 +7,7 @@ The YAML itself is parsed in ``fusion_lab.study`` only.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -28,7 +29,9 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str | None = None  # baseline | hl | hl+lh | cn_cnn: fills fusion/attention/head
+    # baseline | hl | hl+lh | cn_cnn | cn_cnn_released: fills the fields left None and
+    # gives its component arguments (fusion_args, ...) under the study's own
+    preset: str | None = None
     backbone: str = "resnet50"  # any timm model supporting features_only
     pretrained: bool | str = False  # false, true (timm hub) or a local weights file
     out_indices: list[int] = field(default_factory=lambda: [-3, -2, -1])  # stages tapped
@@ -42,6 +45,9 @@ class ModelConfig:
     fusion_args: dict = field(default_factory=dict)
     attention_args: dict = field(default_factory=dict)
     head_args: dict = field(default_factory=dict)
+    # pytorch (each layer's default) | released (the authors' code: N(0, sqrt(2/n)) convs
+    # and BN 1/0 in the new modules); None: the preset's, else pytorch
+    init: str | None = None
 
 
 @dataclass
@@ -95,7 +101,10 @@ NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint"}
 # out of the run id, so adding it changes no existing id; any other value is in the id.
 ID_NEUTRAL: dict[str, Any] = {
     "train.backbone_high_lr_stages": 0,
+    "model.init": "pytorch",
 }
+
+INITS = ("pytorch", "released")
 
 SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "train": TrainConfig}
 
@@ -179,14 +188,12 @@ def resolve(cfg: RunConfig, presets: dict[str, dict] | None = None) -> RunConfig
     cfg = from_dict(to_dict(cfg))
     m, t = cfg.model, cfg.train
     if presets is not None:
-        base = presets.get(m.preset or "cn_cnn")
-        if base is None:
-            raise ConfigError(
-                f"unknown preset {m.preset!r}; valid: {', '.join(sorted(presets))}"
-            )
-        for key in ("fusion", "attention", "head"):
-            if getattr(m, key) is None:
-                setattr(m, key, base[key])
+        apply_preset(m, presets)
+    if m.init is None:
+        m.init = "pytorch"
+    if m.init not in INITS:
+        raise ConfigError(f"model.init must be 'pytorch' (each layer's default) or 'released' "
+                          f"(the authors' code's initialisation), got {m.init!r}")
     recipe = RECIPES.get(t.recipe)
     if recipe is None:
         raise ConfigError(f"unknown recipe {t.recipe!r}; valid: {', '.join(RECIPES)}")
@@ -199,6 +206,30 @@ def resolve(cfg: RunConfig, presets: dict[str, dict] | None = None) -> RunConfig
         raise ConfigError("train.backbone_high_lr_stages must be 0 or more (the number of "
                           f"last backbone stages trained at lr_new), got {t.backbone_high_lr_stages}")
     return cfg
+
+
+def apply_preset(m: ModelConfig, presets: dict[str, dict]) -> None:
+    """Fill ``m`` from its preset (default cn_cnn), in place; idempotent.
+
+    A preset fills the fields the config leaves None (fusion, attention, head, init, ...);
+    its ``fusion_args`` / ``attention_args`` / ``head_args`` go under the config's own
+    (a key the config sets wins) when that component is the preset's.
+    """
+    base = presets.get(m.preset or "cn_cnn")
+    if base is None:
+        raise ConfigError(f"unknown preset {m.preset!r}; valid: {', '.join(sorted(presets))}")
+    hints = typing.get_type_hints(ModelConfig)
+    parts = {"fusion_args": "fusion", "attention_args": "attention", "head_args": "head"}
+    for key, value in base.items():
+        if key in parts:
+            continue
+        if key not in hints or key == "preset":
+            raise ConfigError(f"preset {m.preset!r} sets {key!r}, which is no model field")
+        if getattr(m, key) is None:
+            setattr(m, key, copy.deepcopy(value))
+    for key, part in parts.items():
+        if key in base and getattr(m, part) == base.get(part):
+            setattr(m, key, {**copy.deepcopy(base[key]), **getattr(m, key)})
 
 
 def result_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -6,14 +6,16 @@ shapes (channels per level) and their own explicit arguments.
 
 from __future__ import annotations
 
+import copy
 import inspect
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_lab.config import ModelConfig
+from fusion_lab.config import INITS, ModelConfig, apply_preset
 from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.registries import ATTENTIONS, FUSIONS, HEADS, PRESETS, load_builtin
 
@@ -44,6 +46,12 @@ class FusionModel(nn.Module):
         if return_maps:
             out.update(features=feats, fused=fused, attended=attended, masks=masks)
         return out
+
+    @property
+    def batch_dependent(self) -> bool:
+        """Whether an image's prediction depends on the other images of its batch in eval
+        mode (a component with ``batch_dependent = True``, e.g. convlstm over the batch)."""
+        return any(getattr(m, "batch_dependent", False) for m in self.modules() if m is not self)
 
     def new_modules(self) -> list[nn.Module]:
         """Everything but the (pretrained) backbone: trained with the higher learning rate."""
@@ -103,12 +111,38 @@ def _check_args(kind: str, name: str, cls: Any, args: dict, fixed: int) -> list[
             for k in args if k not in allowed]
 
 
+def resolve_model(cfg: ModelConfig) -> ModelConfig:
+    """A copy of ``cfg`` with its preset applied (``config.apply_preset``)."""
+    load_builtin()
+    cfg = copy.deepcopy(cfg)
+    apply_preset(cfg, {name: PRESETS.get(name) for name in PRESETS.list()})
+    if cfg.init is None:
+        cfg.init = "pytorch"
+    return cfg
+
+
 def resolve_parts(cfg: ModelConfig) -> tuple[str, str, str]:
     """(fusion, attention, head) names, filled from the preset where unset."""
-    load_builtin()
-    preset = PRESETS.get(cfg.preset or "cn_cnn")
-    return (cfg.fusion or preset["fusion"], cfg.attention or preset["attention"],
-            cfg.head or preset["head"])
+    r = resolve_model(cfg)
+    return r.fusion, r.attention, r.head
+
+
+@torch.no_grad()
+def released_init(modules: list[nn.Module]) -> None:
+    """The authors' code's initialisation of its new modules (design/model.md).
+
+    Every ``nn.Conv2d`` weight ~ N(0, sqrt(2/n)), n = kernel height * width * out channels;
+    every ``BatchNorm2d`` weight 1, bias 0. Conv biases, Linear, ConvTranspose2d and
+    BatchNorm1d keep PyTorch's defaults.
+    """
+    for root in modules:
+        for m in root.modules():
+            if type(m) is nn.Conv2d:
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                m.weight.normal_(0.0, math.sqrt(2.0 / n))
+            elif type(m) is nn.BatchNorm2d:
+                m.weight.fill_(1.0)
+                m.bias.zero_()
 
 
 def check_model_config(cfg: ModelConfig) -> list[str]:
@@ -118,7 +152,10 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
     if cfg.preset is not None and cfg.preset not in PRESETS:
         problems.append(PRESETS.unknown_message(cfg.preset))
         return problems
-    fusion, attention, head = resolve_parts(cfg)
+    cfg = resolve_model(cfg)
+    fusion, attention, head = cfg.fusion, cfg.attention, cfg.head
+    if cfg.init not in INITS:
+        problems.append(f"model.init must be one of {', '.join(INITS)}, got {cfg.init!r}")
     for reg, name, args, fixed in ((FUSIONS, fusion, cfg.fusion_args, 2),
                                    (ATTENTIONS, attention, cfg.attention_args, 1),
                                    (HEADS, head, cfg.head_args, 2)):
@@ -146,7 +183,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> FusionModel:
     from fusion_lab.registry._common import level_names
     from fusion_lab.registry.backbones import build_backbone
 
-    fusion_name, attention_name, head_name = resolve_parts(cfg)
+    cfg = resolve_model(cfg)
+    fusion_name, attention_name, head_name = cfg.fusion, cfg.attention, cfg.head
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.out_indices)
     fusion_cls = FUSIONS.get(fusion_name)
     fusion_kw = dict(cfg.fusion_args)
@@ -162,7 +200,10 @@ def build_model(cfg: ModelConfig, num_classes: int) -> FusionModel:
         if _accepts(head_cls, key):
             head_kw.setdefault(key, value)
     head = head_cls(channels, num_classes, **head_kw)
-    return FusionModel(backbone, fusion, attention, head, names)
+    model = FusionModel(backbone, fusion, attention, head, names)
+    if cfg.init == "released":
+        released_init(model.new_modules())
+    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

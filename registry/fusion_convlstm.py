@@ -95,7 +95,18 @@ class ConvLSTM(nn.Module):
 
 @FUSIONS.register("convlstm")
 class ConvLSTMFusion(nn.Module):
-    """CN-CNN's HL pathway: levels fused high to low by a ConvLSTM (the paper's method)."""
+    """CN-CNN's HL pathway: levels fused high to low by a ConvLSTM (the paper's method).
+
+    Args:
+        in_channels: channels of the backbone maps, low level first.
+        out_channels: channels of the projections, hidden state and fused maps.
+        kernel_size: the gate conv's kernel.
+        global_branch: add the top level's global-pooling branch.
+        resize_back: resize the fused maps to their own level's size (the paper).
+        impl: "fast" or "plain" (the authors' order of operations; same function).
+        sequence: "levels" (the paper's text) or "batch" (the released code).
+        bn_momentum: momentum of the top level's two BatchNorms (released code: 0.01).
+    """
 
     def __init__(
         self,
@@ -106,6 +117,7 @@ class ConvLSTMFusion(nn.Module):
         resize_back: bool = False,
         impl: str = "fast",
         sequence: str = "levels",
+        bn_momentum: float = 0.1,
     ):
         super().__init__()
         problems = self.arg_problems(impl=impl, sequence=sequence)
@@ -113,13 +125,13 @@ class ConvLSTMFusion(nn.Module):
             raise ConfigError(problems)
         top = in_channels[-1]
         self.top_conv = nn.Conv2d(top, out_channels, 1, bias=False)
-        self.top_bn = nn.BatchNorm2d(out_channels)
+        self.top_bn = nn.BatchNorm2d(out_channels, momentum=bn_momentum)
         self.global_branch = None
         if global_branch:
             self.global_branch = nn.Sequential(
                 nn.AdaptiveAvgPool2d(1),
                 nn.Conv2d(top, out_channels, 1, bias=False),
-                nn.BatchNorm2d(out_channels),
+                nn.BatchNorm2d(out_channels, momentum=bn_momentum),
                 nn.ReLU(inplace=True),
             )
         self.lower = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels[:-1])

@@ -1,7 +1,9 @@
-"""Presets named after the rows of the paper's Tables 2 and 3.
+"""Presets named after the rows of the paper's Tables 2 and 3, and the released code.
 
-A preset fills a model config's ``fusion``, ``attention`` and ``head`` where the study
-leaves them unset; anything the study sets explicitly wins.
+A preset fills a model config's fields that the study leaves unset (``fusion``,
+``attention``, ``head``, ``init``, ...) and gives its component arguments (``fusion_args``,
+...) under the study's own (``config.apply_preset``); anything the study sets explicitly
+wins. The resolved values are in the run's config, so each preset has its own run ids.
 """
 
 from fusion_lab.registries import PRESETS
@@ -14,3 +16,8 @@ PRESETS.add("hl+lh", {"fusion": "fpn_add", "attention": "sa+ca", "head": "multi_
             "FPN-style addition + SA and CA (Table 2, HL+LH; Table 3, w/o ConvLSTM)")
 PRESETS.add("cn_cnn", {"fusion": "convlstm", "attention": "sa+ca", "head": "multi_level"},
             "ConvLSTM fusion + SA and CA: the paper's CN-CNN (Table 3, w/ ConvLSTM)")
+PRESETS.add("cn_cnn_released", {
+    "fusion": "convlstm", "attention": "sa+ca", "head": "multi_level",
+    "fusion_args": {"sequence": "batch", "bn_momentum": 0.01}, "init": "released"},
+    "CN-CNN as the authors' released code runs it: ConvLSTM over the minibatch, BN momentum "
+    "0.01, their init")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+BATCH = 16  # the released code's test batch on CUB and Aircraft
+
 
 @click.command("describe")
 @click.argument("presets", nargs=-1)
@@ -20,17 +22,31 @@ def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_si
     from fusion_lab.model import build_model, count_parameters, resolve_parts
     from fusion_lab.profile import forward_gflops
 
-    presets = presets or ("baseline", "hl", "hl+lh", "cn_cnn")
-    click.echo(f"{'preset':<10} {'fusion':<9} {'attention':<9} {'head':<12} "
+    presets = presets or ("baseline", "hl", "hl+lh", "cn_cnn", "cn_cnn_released")
+    click.echo(f"{'preset':<16} {'fusion':<9} {'attention':<9} {'head':<12} "
                f"{'params':>12} {'GFLOPs':>8}  heads")
+    notes = []
     for preset in presets:
         cfg = ModelConfig(preset=preset, backbone=backbone)
         model = build_model(cfg, num_classes).eval()
         fusion, attention, head = resolve_parts(cfg)
-        gf = forward_gflops(model, image_size) if flops else float("nan")
+        gf, mark = float("nan"), " "
+        if flops and model.batch_dependent:
+            # Batch 1 would skip the recurrence over the batch: count one batch of
+            # BATCH_DEPENDENT_FLOPS images (shapes only, on the meta device) per image.
+            with torch.device("meta"):
+                meta = build_model(cfg, num_classes)
+            gf = forward_gflops(meta, image_size, batch=BATCH) / BATCH
+            mark = "*"
+            notes.append(f"* {preset}: per image in a batch of {BATCH}; its predictions "
+                         "depend on the batch (ConvLSTM over the minibatch)")
+        elif flops:
+            gf = forward_gflops(model, image_size)
         with torch.no_grad():
             heads = list(model(torch.zeros(2, 3, 64, 64))["logits"])
-        click.echo(f"{preset:<10} {fusion:<9} {attention:<9} {head:<12} "
-                   f"{count_parameters(model):>12,} {gf:>8.2f}  {','.join(heads)}")
+        click.echo(f"{preset:<16} {fusion:<9} {attention:<9} {head:<12} "
+                   f"{count_parameters(model):>12,} {gf:>8.2f}{mark} {','.join(heads)}")
     click.echo(f"({backbone}, {num_classes} classes, FLOPs at {image_size}x{image_size}, "
                "batch 1, 2 per multiply-add)")
+    for note in notes:
+        click.echo(note)
