@@ -22,6 +22,7 @@ from fusion_lab.store import DONE, FAILED, PENDING, RUNNING, read_json, run_stat
 METRICS = ("final", "best_val")
 COST_KEYS = ("params", "gflops", "train_ips", "infer_ips", "train_ratio", "infer_ratio",
              "peak_mem_mb")
+BATCH_MARK = "§"  # a row whose predictions depend on the test batch
 NOISE_FACTOR = 2.0  # within noise: |delta| < NOISE_FACTOR x SE of the difference
 
 
@@ -116,6 +117,9 @@ def _run_record(run_dir: Path, metric: str, known: dict | None = None) -> dict:
     rec["status"] = run_status(run_dir)
     rec["error"] = summary.get("error")
     rec["test_size"] = summary.get("test_size")
+    # predictions that depend on the test batch (e.g. a ConvLSTM over the minibatch)
+    rec["batch_dependent"] = bool(summary.get("batch_dependent"))
+    rec["test_batch_size"] = summary.get("test_batch_size")
     result = summary.get(metric) if rec["status"] == DONE else None
     rec["acc"] = (result or {}).get("acc")
     rec["heads"] = (result or {}).get("heads") or {}
@@ -187,6 +191,9 @@ def aggregate(study: dict, runs: pd.DataFrame) -> pd.DataFrame:
         done = grp[grp.index.isin(ok.index)]
         sizes = done.test_size.dropna()
         row["test_size"] = float(sizes.mean()) if len(sizes) else math.nan
+        dep = done[done.batch_dependent]
+        row["batch_dependent"] = bool(len(dep))
+        row["test_batch_sizes"] = sorted({int(b) for b in dep.test_batch_size.dropna()})
         heads = pd.DataFrame(list(done.heads)) if len(done) else pd.DataFrame()
         row["heads"] = {h: float(heads[h].mean()) for h in heads.columns}
         rows.append(row)
@@ -214,7 +221,8 @@ def _display(row: Any, rows: pd.DataFrame) -> str:
     same = rows[(rows.label == row.label) & (rows.grid.map(lambda g: g == row.grid))]
     if len(same) > 1:
         text += f" [{str(row.group_id)[:8]}]"
-    return text + ("" if row.in_plan else " ‡")
+    return text + ("" if row.in_plan else " ‡") + (f" {BATCH_MARK}" if row.batch_dependent
+                                                    else "")
 
 
 def binomial_se(acc: float, n_test: float) -> float:

@@ -40,3 +40,7 @@ class WeightsError(FusionLabError):
 
 class DivergedError(FusionLabError):
     """Training produced a non-finite loss."""
+
+
+class FusionLabWarning(UserWarning):
+    """Something a user should know that does not stop the command (CLI: one line)."""

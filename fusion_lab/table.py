@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from fusion_lab.aggregate import (
+    BATCH_MARK,
     COST_KEYS,
     NOISE_FACTOR,
     StudyResults,
@@ -190,6 +191,7 @@ def _pivot_cells(frame: pd.DataFrame, row_key: str, col_key: str) -> pd.DataFram
         text = _acc(r) + (f" (n={r.n}/{r.n_expected} {FEW})" if r.n < r.n_expected else "")
         text += f" [{str(r.group_id)[:8]}]" if many else ""
         text += "" if r.in_plan else " ‡"
+        text += f" {BATCH_MARK}" if r.batch_dependent else ""
         cells.setdefault((r.pivot_row, r.pivot_col), []).append(text)
     row_vals = list(dict.fromkeys(frame.pivot_row))
     col_vals = list(dict.fromkeys(frame.pivot_col))
@@ -214,6 +216,11 @@ def _notes(res: StudyResults, cost: bool, pivot: bool = False) -> list[str]:
     if len(rows) and not rows.in_plan.all():
         notes.append("‡ not in the current study.json (the study was edited since these ran); "
                      "[...] is the group id where two rows share a label.")
+    if len(rows) and rows.batch_dependent.any():
+        sizes = sorted({b for bs in rows.test_batch_sizes for b in bs})
+        size = f" (tested in batches of {', '.join(map(str, sizes))}, unshuffled)" if sizes else ""
+        notes.append(f"{BATCH_MARK} predictions depend on the test batch{size}: an image's "
+                     "prediction depends on the images before it in its batch.")
     if res.study.get("baseline") is None:
         notes.append("the study names no `baseline:` row, so there are no deltas.")
     elif not pivot and len(rows) and (rows.n > 0).any() and not rows.is_baseline.any():
@@ -243,12 +250,14 @@ def _records(res: StudyResults, frame: pd.DataFrame, pivot: bool) -> list[dict]:
     out = []
     cost_rows = (res.cost or {}).get("rows") or {}
     for r in frame.itertuples():
-        rec = {"label": r.label, "row": r.display.rstrip(" ‡"), "group_id": r.group_id,
+        row = r.display.removesuffix(f" {BATCH_MARK}").removesuffix(" ‡")
+        rec = {"label": r.label, "row": row, "group_id": r.group_id,
                "grid": r.grid, "backbone": r.backbone, "dataset": r.dataset,
                "metric": res.metric, "mean": r.mean, "std": r.std, "n": r.n,
                "n_expected": r.n_expected, "in_plan": r.in_plan,
                "delta": r.delta, "se_diff": r.se_diff, "noise_basis": r.noise_basis,
-               "within_noise": r.within_noise, "is_baseline": r.is_baseline}
+               "within_noise": r.within_noise, "is_baseline": r.is_baseline,
+               "batch_dependent": r.batch_dependent}
         for c in frame.columns:
             if c.startswith("ref."):
                 rec[c] = frame.at[r.Index, c]
@@ -285,7 +294,8 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                  "^": r"\textasciicircum{}"}
 LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", WITHIN: r"$\approx$", FEW: r"$^\dagger$",
-                 "‡": r"$^\ddagger$", "≥": r"$\geq$", "×": r"$\times$", "·": r"$\cdot$"}
+                 "‡": r"$^\ddagger$", "≥": r"$\geq$", "×": r"$\times$", "·": r"$\cdot$",
+                 BATCH_MARK: r"\S{}"}
 
 
 def latex_escape(text: str) -> str:

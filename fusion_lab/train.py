@@ -13,6 +13,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from fusion_lab.config import RunConfig, to_dict
-from fusion_lab.errors import DivergedError, FusionLabError
+from fusion_lab.errors import DivergedError, FusionLabError, FusionLabWarning
 from fusion_lab.model import FusionModel, build_model, model_loss, split_backbone
 from fusion_lab.store import append_jsonl, read_jsonl, write_text
 
@@ -129,10 +130,21 @@ def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
     return images, labels.to(device, non_blocking=True)
 
 
+def warn_batch_of_one(model: nn.Module, batch_size: int | None) -> None:
+    """Warn when a batch-dependent model is evaluated one image at a time."""
+    if batch_size == 1 and getattr(model, "batch_dependent", False):
+        warnings.warn(FusionLabWarning(
+            "this model's predictions depend on its batch (ConvLSTM over the minibatch) and "
+            "it is evaluated in batches of 1: every image then sees a zero state, unlike "
+            "the released code, which tests in batches of its training batch size"),
+            stacklevel=2)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision,
              channels_last: bool) -> dict[str, Any]:
     """Accuracy (percent) of the combined prediction and of each head."""
+    warn_batch_of_one(model, getattr(loader, "batch_size", None))
     model.eval()
     correct: dict[str, int] = {}
     total = 0
@@ -296,6 +308,9 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         "num_classes": data.num_classes, "epochs": len(rows),
         "device": _device_name(dev), "precision": prec.name,
         "skipped_images": data.skipped(),
+        # the test loader's batches (the training batch size, unshuffled), which a
+        # batch-dependent model's predictions depend on
+        "batch_dependent": model.batch_dependent, "test_batch_size": t.batch_size,
         "train_time_s": train_time, "setup_s": setup_s, "checkpoint_s": checkpoint_s,
         "wall_time_s": before + time.perf_counter() - t_start,
     }

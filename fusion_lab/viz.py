@@ -227,6 +227,13 @@ def figure3(run_dir: str | Path, out: str | Path, n: int = 4,
     images, labels = sample_images(cfg, n)
     maps = extract_maps(model, images)
     notes = []
+    if model.batch_dependent:
+        notes.append(
+            f"this run's predictions depend on the test batch (ConvLSTM over the minibatch): "
+            f"the {len(images)} images drawn ran as one batch, top row first, so each row's "
+            f"maps depend on the rows above it (training tested in batches of "
+            f"{cfg.train.batch_size})" + ("; with one image it sees a zero state"
+                                          if len(images) == 1 else ""))
     if maps.sa is None:
         attention = resolve_parts(cfg.model)[1]
         notes.append(f"this run has no SA masks (attention: {attention}): "

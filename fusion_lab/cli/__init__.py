@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
 from fusion_lab import __version__
-from fusion_lab.errors import FusionLabError
+from fusion_lab.errors import FusionLabError, FusionLabWarning
 
 # name -> (module, attribute, one-line help)
 COMMANDS = {
@@ -48,7 +49,19 @@ def cli() -> None:
     """fusion_lab: ablation studies of multi-layer feature fusion for FGVC."""
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """FusionLabWarning as one `warning: ...` line on stderr; others as Python shows them."""
+    if issubclass(category, FusionLabWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="fusionlab", standalone_mode=False)
     except FusionLabError as e:
