@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from fusion_lab import recipes
 from fusion_lab.errors import ConfigError
 
 
@@ -52,16 +53,20 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    recipe: str = "reference"  # reference | paper: the defaults below come from it
-    epochs: int | None = None  # None: the recipe's (reference 100, paper 300)
-    batch_size: int = 16
+    # reference (the released script's recipe for the run's dataset) | paper | a named
+    # recipe (cub200, stanford_cars, fgvc_aircraft, generic): fusion_lab/recipes.py.
+    # Every None below means "the recipe's".
+    recipe: str = "reference"
+    epochs: int | None = None  # reference 100, paper 300
+    batch_size: int | None = None  # train and test; CUB 16, Cars 8, Aircraft 16
     image_size: int = 448  # crop size
-    resize: int | None = None  # resize before cropping; None: image_size * 600 / 448
-    lr_backbone: float | None = None  # None: the recipe's (reference 1e-4, paper 1e-3)
-    lr_new: float | None = None  # None: the recipe's (reference 1e-3, paper 0.1)
+    resize: int | None = None  # square resize before cropping; CUB image_size * 600 / 448
+    lr_backbone: float | None = None  # CUB 1e-4, Cars and Aircraft 1e-3, paper 1e-3
+    lr_new: float | None = None  # new modules: 1e-3 (reference), 0.1 (paper)
     # The backbone's last k stages train at lr_new with the new modules, the rest at
-    # lr_backbone (0: the whole backbone at lr_backbone). Stages: BACKBONES contract.
-    backbone_high_lr_stages: int = 0
+    # lr_backbone (0: the whole backbone at lr_backbone; CUB's recipe: 1, i.e. ResNet50's
+    # layer4). Stages: the BACKBONES contract in fusion_lab/registries.py.
+    backbone_high_lr_stages: int | None = None
     optimizer: str = "sgd"  # sgd (the paper's) | adamw (faster from scratch, e.g. quickstart)
     momentum: float = 0.9  # sgd only
     weight_decay: float = 5e-4
@@ -85,13 +90,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
 
-
-RECIPES: dict[str, dict[str, Any]] = {
-    # From the authors' code (design/model.md): SGD, cosine per epoch, 100 epochs.
-    "reference": {"epochs": 100, "lr_backbone": 1e-4, "lr_new": 1e-3},
-    # From the paper's text: 300 epochs, lr 0.001 backbone / 0.1 new modules.
-    "paper": {"epochs": 300, "lr_backbone": 1e-3, "lr_new": 0.1},
-}
 
 # Keys that cannot change a run's result: excluded from its id.
 NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint"}
@@ -184,7 +182,11 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def resolve(cfg: RunConfig, presets: dict[str, dict] | None = None) -> RunConfig:
-    """Fill the fields left to the preset and the recipe (returns a new config)."""
+    """Fill the fields left to the preset and the recipe (returns a new config).
+
+    The recipe depends on the dataset (``fusion_lab.recipes``): the registered dataset
+    class names its reference recipe, so load the catalogue (and plugins) first.
+    """
     cfg = from_dict(to_dict(cfg))
     m, t = cfg.model, cfg.train
     if presets is not None:
@@ -194,14 +196,7 @@ def resolve(cfg: RunConfig, presets: dict[str, dict] | None = None) -> RunConfig
     if m.init not in INITS:
         raise ConfigError(f"model.init must be 'pytorch' (each layer's default) or 'released' "
                           f"(the authors' code's initialisation), got {m.init!r}")
-    recipe = RECIPES.get(t.recipe)
-    if recipe is None:
-        raise ConfigError(f"unknown recipe {t.recipe!r}; valid: {', '.join(RECIPES)}")
-    for key, value in recipe.items():
-        if getattr(t, key) is None:
-            setattr(t, key, value)
-    if t.resize is None:
-        t.resize = int(round(t.image_size * 600 / 448))
+    recipes.fill(t, cfg.dataset.name)
     if t.backbone_high_lr_stages < 0:
         raise ConfigError("train.backbone_high_lr_stages must be 0 or more (the number of "
                           f"last backbone stages trained at lr_new), got {t.backbone_high_lr_stages}")

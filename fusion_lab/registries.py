@@ -29,7 +29,8 @@ Contracts per kind (the assembler wires components by shape, never by config):
 - FUSIONS, ATTENTIONS, HEADS may define a static ``arg_problems(**kw) -> list[str]``:
   bad argument values, one line each, reported when a study is validated.
 - PRESETS: plain dicts of model-config fields, registered with ``PRESETS.add``.
-- DATASETS: see ``fusion_lab.data``.
+- DATASETS: see ``fusion_lab.data.source`` (a dataset class may name its training recipe,
+  ``reference_recipe``, see ``fusion_lab.recipes``).
 
 Lookup of an unknown name raises ``UnknownComponentError`` naming the closest matches and
 every valid name. Third-party components load from the ``fusion_lab.components`` entry-point

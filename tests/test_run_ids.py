@@ -3,6 +3,11 @@
 A change that moves one of these ids orphans every result already trained for that run.
 The ids were computed before any refactoring of the code that computes them (issue 11);
 a change that alters them on purpose updates them here and says so in the README.
+
+Changed on purpose (issue 10, per-dataset reference recipes): every CUB run (attention,
+convlstm, pathways, sota's CUB cells) now trains ResNet50's layer4 at lr_new, as the
+released CUB script does; sota's Cars and Aircraft cells take their own batch, resize and
+learning rates. The quickstart's ids did not change.
 """
 
 from __future__ import annotations
@@ -20,42 +25,42 @@ STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 # study -> (number of runs, SHA-256 of [[run_id, group_id], ...] in expansion order)
 ALL_IDS = {
-    "attention": (24, "a54ac065ee8741df9c3fe3c49a8dfab656efd84f70d0f4b9a6eeb3940cbb79ad"),
-    "convlstm": (6, "e1b53ff6bcce9dd38c64241d43207ebcf740b417bcaaaf9fb2002cca04841ec9"),
-    "pathways": (9, "23d39a81c07d077a794eb7400e78a7a0d7916067ed70e7afb7469f3c0fef4fdf"),
+    "attention": (24, "37b668eee3103cebf2a2efed33019253c8167d67152e2284d6d474b555c9d403"),
+    "convlstm": (6, "d89f5d0e0af3107d2e9cb4a9c52aa65d157d3dcf12201fe366e8322a7f703502"),
+    "pathways": (9, "762152edbc9a79b155b5d6d612757aebde58fe1470597be9b842818fb4818ee5"),
     "quickstart": (8, "27bf514d6f4dc545e676244636a765405a7f87f629e55aa7258bc923c8e1deea"),
-    "sota": (18, "14c9be429595ea3d543c96ce265df474708565c71a012c26617d4485d9243afe"),
+    "sota": (18, "6cf01b883f76ec5a6a698088b72f35dc23ca835768a6a3c05cf0e8642dc9c9a4"),
 }
 
 # (study, label, grid shown, seed, run_id, group_id): first, middle and last run of each
 PINNED = [
     ("attention", "none", {"model.fusion": "fpn_add"}, 0,
-     "b97ce50b0a3d340f9c2b0c60d60e2c7c3e6ce646a4e84ee634f492d6986b355c",
-     "bbb566ca51b081e2b1df8f27f726b65e691643950d1b292261338049cd94a51a"),
+     "70832895e8b76ff6635f2204686aae148b63dddf6cdb1eddd245ec927fa96913",
+     "d713e197e4cf7bd3dc5f433e042599f5472d2a6c6fb5c3b545e6032addee6219"),
     ("attention", "CA", {"model.fusion": "fpn_add"}, 0,
-     "5f791f1d6422a5788beefe64464b4aca84868dd5818f3e366be98ea02712a89a",
-     "97cce1828721268108f8e792640ee912d60a8778a793d72f6434d299aeb724ac"),
+     "677cbe5c23ef99837c0999532d734a7c8e96d241ba10911d66bbb3262c91377b",
+     "ecca2cf7ae9ba4cb0610868a3c52c031984a0214cb2acf5d734eeb6d8a2a90b6"),
     ("attention", "SA+CA", {"model.fusion": "convlstm"}, 2,
-     "2424da8c450eb37615bff1b676ad39745c9e1b56362b3b69f81284f8ba3f5a9b",
-     "22351ef8f029a0f3781b3d99895da207bc5d78eeadd1f7e989e10aa28fea6fb6"),
+     "64927e1d59cad3e9f053653d454529e5a84d75ef52783ab84453623b1b098d19",
+     "25e832f236844c9347c095a9d2e98bac4222c15974e5985306a4da1f10ac3db0"),
     ("convlstm", "w/o ConvLSTM", {}, 0,
-     "35b015f2ce37eeaf80b407bceded011052b3729f1af7ad936403cc0b1f713205",
-     "fd9e3cde037b223da8158621e6215b08ef134acadd9908a9dbe60cfd43e9653b"),
+     "fa9fc9ad7449c552ff8723931ca706453b5c35211137d3b298b9a14c1aafaa59",
+     "f6b5e565d38f03977260f781c48c7212beaf9db70a86d155af0a14bbbaf97acc"),
     ("convlstm", "w/ ConvLSTM", {}, 0,
-     "c20c3c268e80e4f7b7d1f268cebded4aab2fb97e804996f2be99a3f51ed52819",
-     "22351ef8f029a0f3781b3d99895da207bc5d78eeadd1f7e989e10aa28fea6fb6"),
+     "4cdafa0972ac5d40f60c0c4d98e0ac9820edb48851d1ba9dbd7de458c4c2fd23",
+     "25e832f236844c9347c095a9d2e98bac4222c15974e5985306a4da1f10ac3db0"),
     ("convlstm", "w/ ConvLSTM", {}, 2,
-     "2424da8c450eb37615bff1b676ad39745c9e1b56362b3b69f81284f8ba3f5a9b",
-     "22351ef8f029a0f3781b3d99895da207bc5d78eeadd1f7e989e10aa28fea6fb6"),
+     "64927e1d59cad3e9f053653d454529e5a84d75ef52783ab84453623b1b098d19",
+     "25e832f236844c9347c095a9d2e98bac4222c15974e5985306a4da1f10ac3db0"),
     ("pathways", "Baseline", {}, 0,
-     "6a0173062eb294190c82eb51a42430319e8bb68e17c9019ad784acdbb3e73688",
-     "d3abb3df51d7b8b7b9fb00bf0ff151102d8d833656140d49598e83bf9ea22995"),
+     "c7288fccefecda332324a32c180bed237ce700c598cd5cd09c12f6bd5f2b74eb",
+     "671017bcabd048744531db1f288bd06b6ecda71455a2fc185ce8175ec5aca8f1"),
     ("pathways", "HL", {}, 1,
-     "e05566c58d1e0378b9e688a33a0e01a9181fa82e7951836a546b74f801010d62",
-     "bbb566ca51b081e2b1df8f27f726b65e691643950d1b292261338049cd94a51a"),
+     "69f0a58753cb1b9eefdfb1e7a1c0011e40e1abda53751b1ad96cfd51b9f1cee3",
+     "d713e197e4cf7bd3dc5f433e042599f5472d2a6c6fb5c3b545e6032addee6219"),
     ("pathways", "HL+LH", {}, 2,
-     "2ea58bfee1098214902dec4edc1cd02e8c10554cdb68405906ce7f579f6989f6",
-     "fd9e3cde037b223da8158621e6215b08ef134acadd9908a9dbe60cfd43e9653b"),
+     "a72ae26ce9e3ead972e459ecae7b4947d9f143d171c410018605319e11235df4",
+     "f6b5e565d38f03977260f781c48c7212beaf9db70a86d155af0a14bbbaf97acc"),
     ("quickstart", "Baseline", {}, 0,
      "e3e32bdd5fc7c8cdd6f5631c4c54454c5bf9ab80817941c77b2c018af2845722",
      "0b1595d4b4f0197ae890a573a46898c707563e9343dadf357dca01977c098c82"),
@@ -66,14 +71,14 @@ PINNED = [
      "8c2ca66af27a1f397bfae0f8617641ed4b5cd5c38aabf17f4340aa70509c8c91",
      "8c1c0f25e0993ebe7a113052a87daf4d6912414db6bd04ae47e7e672353c181f"),
     ("sota", "Baseline", {"dataset": "cub200"}, 0,
-     "6a0173062eb294190c82eb51a42430319e8bb68e17c9019ad784acdbb3e73688",
-     "d3abb3df51d7b8b7b9fb00bf0ff151102d8d833656140d49598e83bf9ea22995"),
+     "c7288fccefecda332324a32c180bed237ce700c598cd5cd09c12f6bd5f2b74eb",
+     "671017bcabd048744531db1f288bd06b6ecda71455a2fc185ce8175ec5aca8f1"),
     ("sota", "CN-CNN", {"dataset": "cub200"}, 0,
-     "c20c3c268e80e4f7b7d1f268cebded4aab2fb97e804996f2be99a3f51ed52819",
-     "22351ef8f029a0f3781b3d99895da207bc5d78eeadd1f7e989e10aa28fea6fb6"),
+     "4cdafa0972ac5d40f60c0c4d98e0ac9820edb48851d1ba9dbd7de458c4c2fd23",
+     "25e832f236844c9347c095a9d2e98bac4222c15974e5985306a4da1f10ac3db0"),
     ("sota", "CN-CNN", {"dataset": "fgvc_aircraft"}, 2,
-     "e87a9ef23c43612b1e3bc1a2408529086ad80a4338586189b1ffbc347b11325f",
-     "68bef4c133935b1227e8485ec64eef20214e96d9689d358409ed5a123f16d1d2"),
+     "a1682e75227118a2396cd330a5952a3dd94c80308aba31d9877e41ccf1c08ce8",
+     "a98e11a2beefab582a5b16450e822b400345f16cea7b4360ef5800df68ad851a"),
 ]
 
 

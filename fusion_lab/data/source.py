@@ -5,7 +5,9 @@ A dataset registered in ``fusion_lab.registries.DATASETS`` is a class called as
 
 - ``class_names``: list[str], label ``i`` is ``class_names[i]``;
 - ``train`` and ``test``: lists of ``(item, label)``; an item is usually an image path;
-- ``load(item) -> PIL.Image.Image`` (RGB); the default opens a path.
+- ``load(item) -> PIL.Image.Image`` (RGB); the default opens a path;
+- optionally the class attribute ``reference_recipe``: the training recipe that
+  ``train.recipe: reference`` gives its runs (a name in ``fusion_lab.recipes``).
 
 Loading, splitting, transforms and skipping unreadable files are done once for every
 dataset by ``fusion_lab.data``; a dataset class only says where its images are.
@@ -36,6 +38,9 @@ class ImageSource:
 
     name = "dataset"  # the registered name, used in messages
     url = ""  # where the dataset is published
+    # the training recipe `train.recipe: reference` gives its runs (fusion_lab/recipes.py);
+    # None: "generic", the CUB recipe's shape
+    reference_recipe: str | None = None
     class_names: list[str]
     train: list[tuple[Any, int]]
     test: list[tuple[Any, int]]

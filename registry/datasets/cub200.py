@@ -36,6 +36,7 @@ class CUB200(ImageSource):
     """CUB-200-2011 birds: 200 classes, official 5,994/5,794 split."""
 
     name = "cub200"
+    reference_recipe = "cub200"  # the released script's recipe (fusion_lab/recipes.py)
     url = URL
 
     def __init__(self, root: str | None):

@@ -26,6 +26,7 @@ class FGVCAircraft(ImageSource):
     """FGVC-Aircraft: variant (100), family (70) or manufacturer (30) level; trainval/test."""
 
     name = "fgvc_aircraft"
+    reference_recipe = "fgvc_aircraft"  # the released script's recipe (fusion_lab/recipes.py)
     url = URL
 
     def __init__(self, root: str | None, level: str = "variant", remove_banner: bool = False):

@@ -53,6 +53,7 @@ class StanfordCars(ImageSource):
     """Stanford Cars: 196 classes, 8,144/8,041 split (devkit or cars_annos.mat layout)."""
 
     name = "stanford_cars"
+    reference_recipe = "stanford_cars"  # the released script's recipe (fusion_lab/recipes.py)
     url = URL
 
     def __init__(self, root: str | None):
