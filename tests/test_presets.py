@@ -131,3 +131,28 @@ def test_describe_lists_the_released_preset():
     assert list(rows) == ["baseline", "hl", "hl+lh", "cn_cnn", "cn_cnn_released"]
     assert rows["cn_cnn_released"][4] == rows["cn_cnn"][4]  # same parameters
     assert rows["cn_cnn_released"][5].endswith("*") and "depend on the batch" in res.output
+
+
+def test_convlstm_study_rows_isolate_the_sequence_axis():
+    from pathlib import Path
+
+    from fusion_lab.aggregate import flatten
+
+    study = load_study(Path(__file__).resolve().parent.parent / "studies" / "convlstm.yaml")
+    rows: dict[str, list] = {}
+    for r in expand(study, _presets()):
+        rows.setdefault(r.label, []).append(r)
+    assert list(rows) == ["w/o ConvLSTM", "w/ ConvLSTM", "w/ ConvLSTM over batch",
+                          "released code"]
+    flat = {label: {k: v for k, v in flatten(result_dict(runs[0].config)).items()
+                    if v != "{}"}  # an empty fusion_args flattens to one "{}" key
+            for label, runs in rows.items()}
+
+    def diff(a, b):
+        return {k for k in flat[a].keys() | flat[b].keys() if flat[a].get(k) != flat[b].get(k)}
+
+    assert diff("w/ ConvLSTM", "w/ ConvLSTM over batch") == {"model.fusion_args.sequence"}
+    assert diff("w/ ConvLSTM", "released code") == {
+        "model.fusion_args.sequence", "model.fusion_args.bn_momentum", "model.init"}
+    assert {tuple(r.seed for r in runs) for runs in rows.values()} == {(0, 1, 2)}
+    assert study.reference["paper"]["released code"] == 88.9

@@ -26,7 +26,7 @@ STUDIES = Path(__file__).resolve().parent.parent / "studies"
 # study -> (number of runs, SHA-256 of [[run_id, group_id], ...] in expansion order)
 ALL_IDS = {
     "attention": (24, "37b668eee3103cebf2a2efed33019253c8167d67152e2284d6d474b555c9d403"),
-    "convlstm": (6, "d89f5d0e0af3107d2e9cb4a9c52aa65d157d3dcf12201fe366e8322a7f703502"),
+    "convlstm": (12, "e6ff0a11f96e8ac64d24861efba9820c682a545a793fdaa98e18545b4039e030"),
     "pathways": (9, "762152edbc9a79b155b5d6d612757aebde58fe1470597be9b842818fb4818ee5"),
     "quickstart": (8, "27bf514d6f4dc545e676244636a765405a7f87f629e55aa7258bc923c8e1deea"),
     "sota": (18, "6cf01b883f76ec5a6a698088b72f35dc23ca835768a6a3c05cf0e8642dc9c9a4"),
