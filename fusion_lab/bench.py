@@ -34,7 +34,7 @@ from fusion_lab.config import RunConfig, from_dict, to_dict
 from fusion_lab.device import device_name, precision, prepare_model, resolve_device
 from fusion_lab.errors import FusionLabError
 from fusion_lab.model import build_model, count_parameters, model_loss
-from fusion_lab.profile import forward_gflops, round_robin
+from fusion_lab.profile import image_gflops, round_robin
 from fusion_lab.study import PlannedRun, Study
 from fusion_lab.train import optimizer_step
 
@@ -185,7 +185,7 @@ def bench_study(study: Study, runs: list[PlannedRun], results: str | Path, devic
         models.append(model)
         rows[v.group_id] = {"label": v.label, "grid": v.grid,
                             "params": count_parameters(model),
-                            "gflops": forward_gflops(model, size)}
+                            "gflops": image_gflops(model, size, batch)}
         steps.append(_steps(model, v.config, dev, batch, size, n_cls))
         log(f"built {v.label}: {rows[v.group_id]['params']:,} parameters, "
             f"{rows[v.group_id]['gflops']:.2f} GFLOPs")

@@ -7,6 +7,7 @@ on a shared machine (other jobs, clocks) hits all of them alike.
 
 from __future__ import annotations
 
+import copy
 import platform
 import time
 from collections.abc import Callable, Hashable
@@ -29,6 +30,17 @@ def forward_gflops(model: nn.Module, image_size: int | tuple[int, int], batch: i
     finally:
         model.train(was_training)
     return counter.get_total_flops() / 1e9
+
+
+def image_gflops(model: nn.Module, image_size: int | tuple[int, int], batch: int = 16) -> float:
+    """Forward GFLOPs per image: at batch 1, or, for a model whose predictions depend on
+    its batch (``batch_dependent``, e.g. a ConvLSTM over the minibatch, which at batch 1
+    would skip its recurrence), per image of a ``batch``-image batch, counted on a
+    meta-device copy (shapes only, nothing computed)."""
+    if not getattr(model, "batch_dependent", False):
+        return forward_gflops(model, image_size)
+    meta = copy.deepcopy(model).to("meta")
+    return forward_gflops(meta, image_size, batch) / batch
 
 
 def cpu_model() -> str:

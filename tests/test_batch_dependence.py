@@ -126,3 +126,16 @@ def test_training_with_a_test_batch_of_one_warns_on_stderr(tmp_path, capsys):
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("warning:")]
     assert lines and "every image then sees a zero state" in lines[0]
+
+
+def test_cost_of_a_batch_dependent_model_is_counted_per_image_of_a_batch():
+    from fusion_lab.profile import forward_gflops, image_gflops
+
+    code = build_model(ModelConfig(preset="cn_cnn_released", backbone="small_cnn", width=16), 5)
+    paper = build_model(ModelConfig(preset="cn_cnn", backbone="small_cnn", width=16), 5)
+    per_image = image_gflops(code, 32, batch=4)
+    assert per_image == pytest.approx(forward_gflops(code, 32, batch=4) / 4)
+    # at batch 1 the recurrence over the batch never runs its hidden-state conv
+    assert per_image > forward_gflops(code, 32)
+    assert image_gflops(paper, 32, batch=4) == forward_gflops(paper, 32)
+    assert next(code.parameters()).device.type == "cpu"  # the meta copy left it alone

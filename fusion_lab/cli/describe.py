@@ -20,7 +20,7 @@ def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_si
 
     from fusion_lab.config import ModelConfig
     from fusion_lab.model import build_model, count_parameters, resolve_parts
-    from fusion_lab.profile import forward_gflops
+    from fusion_lab.profile import image_gflops
 
     presets = presets or ("baseline", "hl", "hl+lh", "cn_cnn", "cn_cnn_released")
     click.echo(f"{'preset':<16} {'fusion':<9} {'attention':<9} {'head':<12} "
@@ -30,18 +30,11 @@ def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_si
         cfg = ModelConfig(preset=preset, backbone=backbone)
         model = build_model(cfg, num_classes).eval()
         fusion, attention, head = resolve_parts(cfg)
-        gf, mark = float("nan"), " "
-        if flops and model.batch_dependent:
-            # Batch 1 would skip the recurrence over the batch: count one batch of
-            # BATCH_DEPENDENT_FLOPS images (shapes only, on the meta device) per image.
-            with torch.device("meta"):
-                meta = build_model(cfg, num_classes)
-            gf = forward_gflops(meta, image_size, batch=BATCH) / BATCH
-            mark = "*"
+        gf = image_gflops(model, image_size, BATCH) if flops else float("nan")
+        mark = "*" if flops and model.batch_dependent else " "
+        if mark == "*":
             notes.append(f"* {preset}: per image in a batch of {BATCH}; its predictions "
                          "depend on the batch (ConvLSTM over the minibatch)")
-        elif flops:
-            gf = forward_gflops(model, image_size)
         with torch.no_grad():
             heads = list(model(torch.zeros(2, 3, 64, 64))["logits"])
         click.echo(f"{preset:<16} {fusion:<9} {attention:<9} {head:<12} "
