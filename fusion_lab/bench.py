@@ -15,7 +15,6 @@ importing torch (the peak is reset through /proc/self/clear_refs; where that fai
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import resource
 import statistics
@@ -38,8 +37,6 @@ from fusion_lab.profile import forward_gflops, round_robin
 from fusion_lab.study import PlannedRun, Study
 from fusion_lab.train import optimizer_step
 
-KNOWN_CLASSES = {"cub200": 200, "stanford_cars": 196, "fgvc_aircraft": 100}
-
 
 @dataclass
 class Variant:
@@ -58,15 +55,14 @@ def variants(runs: list[PlannedRun]) -> list[Variant]:
 
 
 def num_classes(cfg: RunConfig) -> int:
-    """Classes of the dataset, without reading it where the number is known."""
+    """Classes of the dataset: its class's ``classes_for(options)`` where the number is
+    known without the data, else counted from the data."""
     from fusion_lab.registries import DATASETS
 
     d = cfg.dataset
-    if d.name in KNOWN_CLASSES:
-        return KNOWN_CLASSES[d.name]
-    if d.name in DATASETS and "num_classes" in inspect.signature(DATASETS.get(d.name)).parameters:
-        default = inspect.signature(DATASETS.get(d.name)).parameters["num_classes"].default
-        return int(d.options.get("num_classes", default))
+    known = getattr(DATASETS.get(d.name), "classes_for", None) if d.name in DATASETS else None
+    if known is not None and known(d.options) is not None:
+        return int(known(d.options))
     from fusion_lab.data import open_source
 
     try:
