@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fusion_lab import store as S
+from fusion_lab import store
 from fusion_lab.config import RunConfig, from_dict, to_dict
 from fusion_lab.device import device_name, precision, prepare_model, resolve_device
 from fusion_lab.errors import FusionLabError
@@ -204,9 +204,9 @@ def bench_study(study: Study, runs: list[PlannedRun], results: str | Path, devic
             mem = peak_memory_mb(v.config, n_cls, str(dev), batch, size, study.plugins, base_dir)
             log(f"peak memory of {v.label}: {mem:.0f} MB")
         rows[v.group_id]["peak_mem_mb"] = mem
-    cost = {"device": device_name(dev), "measured": S.now(), "image_size": size, "batch_size": batch,
+    cost = {"device": device_name(dev), "measured": store.now(), "image_size": size, "batch_size": batch,
             "baseline": study.baseline or vs[0].label, "rows": rows}
-    S.write_json(S.study_dir(results, study.name) / S.COST_JSON, cost)
+    store.write_json(store.study_dir(results, study.name) / store.COST_JSON, cost)
     return cost
 
 
