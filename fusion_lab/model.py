@@ -7,6 +7,7 @@ shapes (channels per level) and their own explicit arguments.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import math
 from typing import Any
@@ -121,6 +122,25 @@ def resolve_model(cfg: ModelConfig) -> ModelConfig:
     return cfg
 
 
+# Component arguments promoted to top-level model keys: (model key, args section, argument).
+# The top-level key is passed when the component takes the argument; set in both places
+# to different values, it is an error (one setting, one place).
+PROMOTED = (("hidden", "head_args", "hidden"), ("concat_head", "head_args", "concat"),
+            ("resize_back", "fusion_args", "resize_back"))
+
+
+def promotion_conflicts(cfg: ModelConfig) -> list[str]:
+    """A promoted key set both at the top level and in its component's arguments."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    problems = []
+    for key, section, arg in PROMOTED:
+        top, args = getattr(cfg, key), getattr(cfg, section)
+        if top != defaults[key] and arg in args and args[arg] != top:
+            problems.append(f"model.{key} ({top!r}) and model.{section}.{arg} "
+                            f"({args[arg]!r}) are the same setting: set only model.{key}")
+    return problems
+
+
 def resolve_parts(cfg: ModelConfig) -> tuple[str, str, str]:
     """(fusion, attention, head) names, filled from the preset where unset."""
     r = resolve_model(cfg)
@@ -152,6 +172,7 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
     if cfg.preset is not None and cfg.preset not in PRESETS:
         problems.append(PRESETS.unknown_message(cfg.preset))
         return problems
+    problems += promotion_conflicts(cfg)
     cfg = resolve_model(cfg)
     fusion, attention, head = cfg.fusion, cfg.attention, cfg.head
     if cfg.init not in INITS:
@@ -163,16 +184,13 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
             problems.append(reg.unknown_message(name))
         else:
             bad_names = _check_args(reg.kind, name, reg.get(name), args, fixed)
-            check = getattr(reg.get(name), "arg_problems", None)
+            check = getattr(reg.get(name), "check_args", None)
             problems += bad_names or (list(check(**args)) if check is not None else [])
     if cfg.resize_back and fusion in FUSIONS and not _accepts(FUSIONS.get(fusion), "resize_back"):
         problems.append(f"model.resize_back is not supported by fusion {fusion!r}")
-    from fusion_lab.registry.backbones import backbone_problem
+    from fusion_lab.registry.backbones import backbone_problems
 
-    problem = backbone_problem(cfg.backbone, cfg.pretrained)
-    if problem:
-        problems.append(problem)
-    return problems
+    return problems + backbone_problems(cfg.backbone, cfg.pretrained, cfg.out_indices)
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> FusionModel:

@@ -10,11 +10,15 @@ A registry is a dict and a decorator::
 
 Contracts per kind (the assembler wires components by shape, never by config):
 
-- BACKBONES: ``cls(pretrained, out_indices)`` -> module returning a list of maps,
-  low level first, with ``.out_channels`` (list[int]) and ``.reductions`` (list[int]).
-  Optionally ``.param_stages()`` -> its parameters by stage, low first, each parameter
+- BACKBONES: ``cls(pretrained=..., out_indices=...)`` (keyword arguments; the registered
+  name picks the class, so it is not passed) -> module returning a list of maps, low
+  level first, with ``.out_channels`` (list[int]) and ``.reductions`` (list[int]).
+  Optional classmethod ``check_args(pretrained, out_indices) -> list[str]``: problems found
+  without building it (e.g. stages it does not have), reported at validation.
+  Optional ``.param_stages()`` -> its parameters by stage, low first, each parameter
   once: ``train.backbone_high_lr_stages: k`` trains the last k stages at ``lr_new``.
-  Without it, each direct child module that holds parameters is a stage. A timm backbone's
+  Without it, each direct child module that holds parameters is a stage.
+  Any other name is a timm model (``fusion_lab.registry.backbones.TimmBackbone``), whose
   stages are its ``feature_info`` levels (tapped or not, as far as the model is built):
   level i's stage is its module plus the modules before it that belong to no earlier
   level; for ResNet50 the last stage is ``layer4`` (S5's stage), the ones before it
@@ -23,14 +27,22 @@ Contracts per kind (the assembler wires components by shape, never by config):
   list of backbone maps (low level first) to a list of fused maps (low level first),
   with ``.out_channels`` (list[int]).
 - ATTENTIONS: ``cls(channels: list[int], **kw)`` -> module mapping the fused maps to
-  ``(attended_maps, masks)``, masks a dict of name -> list of tensors (one per level).
+  ``(attended_maps, masks)``, masks a dict of name -> list of tensors (one per level);
+  class attribute ``masks``: the names of the masks it returns (``("sa",)`` for spatial
+  masks, which ``fusionlab viz`` draws; default none).
 - HEADS: ``cls(channels: list[int], num_classes: int, **kw)`` -> module mapping
   ``(fused_maps, attended_maps)`` to a dict of head name -> logits.
-- FUSIONS, ATTENTIONS, HEADS may define a static ``arg_problems(**kw) -> list[str]``:
-  bad argument values, one line each, reported when a study is validated.
+- FUSIONS, ATTENTIONS, HEADS may define a static ``check_args(**kw) -> list[str]`` (kw:
+  the study's arguments): bad values, one line each, reported when a study is validated.
 - PRESETS: plain dicts of model-config fields, registered with ``PRESETS.add``.
-- DATASETS: see ``fusion_lab.data.source`` (a dataset class may name its training recipe,
-  ``reference_recipe``, see ``fusion_lab.recipes``).
+- DATASETS: ``cls(root, **options)``; see ``fusion_lab.data.source`` (including the
+  ``check_options`` hook that validation calls, and ``reference_recipe``, the training
+  recipe a dataset names; see ``fusion_lab.recipes``).
+
+``**kw`` above stands for the component's own keyword arguments (a study's
+``fusion_args``, ``attention_args``, ``head_args``): name them in the signature rather
+than taking ``**kwargs``, so that validation can reject a misspelt argument before
+anything trains (a class that takes ``**kwargs`` gets no such check).
 
 Lookup of an unknown name raises ``UnknownComponentError`` naming the closest matches and
 every valid name. Third-party components load from the ``fusion_lab.components`` entry-point

@@ -120,7 +120,7 @@ class ConvLSTMFusion(nn.Module):
         bn_momentum: float = 0.1,
     ):
         super().__init__()
-        problems = self.arg_problems(impl=impl, sequence=sequence)
+        problems = self.check_args(impl=impl, sequence=sequence)
         if problems:
             raise ConfigError(problems)
         top = in_channels[-1]
@@ -141,7 +141,7 @@ class ConvLSTMFusion(nn.Module):
         self.out_channels = [out_channels] * len(in_channels)
 
     @staticmethod
-    def arg_problems(impl: str = "fast", sequence: str = "levels", **_) -> list[str]:
+    def check_args(impl: str = "fast", sequence: str = "levels", **_) -> list[str]:
         """Bad argument values, found before the model is built (one line each)."""
         problems = []
         if sequence not in SEQUENCES:

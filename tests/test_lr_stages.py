@@ -112,7 +112,7 @@ def test_small_cnn_groups():
 def test_too_many_stages_is_one_clear_error():
     with pytest.raises(ConfigError, match="has 3 stages; use 0 to 3"):
         _groups("small_cnn", 4)
-    with pytest.raises(ConfigError, match="backbone_high_lr_stages must be 0 or more"):
+    with pytest.raises(ConfigError, match="backbone_high_lr_stages must be >= 0"):
         resolve(from_dict({"train": {"backbone_high_lr_stages": -1}}))
 
 

@@ -77,7 +77,7 @@ def test_a_study_holds_both_presets(tmp_path):
 def test_unknown_init_is_one_line():
     from fusion_lab.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="model.init must be 'pytorch'.*'released'"):
+    with pytest.raises(ConfigError, match="model.init must be one of pytorch, released"):
         _resolved(init="xavier")
 
 

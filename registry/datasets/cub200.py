@@ -38,6 +38,7 @@ class CUB200(ImageSource):
     name = "cub200"
     reference_recipe = "cub200"  # the released script's recipe (fusion_lab/recipes.py)
     url = URL
+    classes = 200
 
     def __init__(self, root: str | None):
         folder = find_root(self.name, root, "images.txt", ["CUB_200_2011"], FILES, URL)

@@ -55,6 +55,7 @@ class StanfordCars(ImageSource):
     name = "stanford_cars"
     reference_recipe = "stanford_cars"  # the released script's recipe (fusion_lab/recipes.py)
     url = URL
+    classes = 196
 
     def __init__(self, root: str | None):
         if root is None:
