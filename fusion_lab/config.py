@@ -24,6 +24,7 @@ class DatasetConfig:
     options: dict = field(default_factory=dict)  # keyword arguments of the dataset class
     val_fraction: float = 0.0  # part of train held out to choose a best epoch (0: none)
     val_seed: int = 0  # seed of that split, independent of the run's seed
+    decode: str = "cpu"  # cpu (libjpeg-turbo in the loader workers) | gpu (nvJPEG, CUDA only)
 
 
 @dataclass

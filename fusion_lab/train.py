@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from fusion_lab.config import RunConfig, to_dict
+from fusion_lab.data.device import DeviceLoader
 from fusion_lab.errors import DivergedError, FusionLabError
 from fusion_lab.model import FusionModel, build_model, model_loss
 from fusion_lab.store import append_jsonl, read_jsonl, write_text
@@ -118,10 +119,8 @@ def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, prec: Precisi
 
 def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
               channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    images = images.to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, labels.to(device, non_blocking=True)
+    """A loader's uint8 batch -> normalised float images and labels on ``device``."""
+    return DeviceLoader(None, device, channels_last).prepare(images, labels)
 
 
 @torch.no_grad()

@@ -7,8 +7,9 @@ import torch
 from conftest_data import corrupt, load_datasets, make_imagefolder
 
 from fusion_lab.config import DatasetConfig
-from fusion_lab.data import build_data
+from fusion_lab.data import build_data, on_device
 from fusion_lab.data.sampling import stratified_split
+from fusion_lab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fusion_lab.errors import DatasetError
 
 load_datasets()
@@ -37,9 +38,16 @@ def test_batches_have_the_promised_types_and_sizes():
     b = tiny(val_fraction=1 / 3)
     assert (b.num_classes, len(b.class_names)) == (3, 3)
     assert (b.train_size, b.val_size, b.test_size) == (12, 6, 6)
+    b.set_epoch(0)
     x, y = next(iter(b.train))
-    assert x.dtype == torch.float32 and x.shape == (4, 3, 16, 16)
+    assert x.dtype == torch.uint8 and x.shape == (4, 3, 16, 16)  # uint8 across processes
     assert y.dtype == torch.int64 and y.shape == (4,)
+    b.set_epoch(0)
+    xf, yf = next(iter(on_device(b.train, "cpu")))  # what the model gets: normalised floats
+    assert xf.dtype == torch.float32 and xf.shape == (4, 3, 16, 16) and torch.equal(yf, y)
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    back = (xf * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)) * 255
+    assert torch.allclose(back, x.float(), atol=1e-3)
     assert sum(len(y) for _, y in b.train) == 12  # drop_last=False
     assert sum(len(y) for _, y in b.test) == 6
     assert b.skipped() == 0 and b.skipped_files() == []
