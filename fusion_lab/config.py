@@ -91,7 +91,9 @@ NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint"}
 # Fields added after results existed, with the value that reproduces the behaviour from
 # before they existed (dotted key -> neutral value). At that value such a field is left
 # out of the run id, so adding it changes no existing id; any other value is in the id.
-ID_NEUTRAL: dict[str, Any] = {}
+ID_NEUTRAL: dict[str, Any] = {
+    "dataset.decode": "cpu",  # where JPEGs are decoded; cpu is the pipeline every run used
+}
 
 SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "train": TrainConfig}
 
