@@ -1,0 +1,92 @@
+"""GPU decoding (dataset.decode: gpu) without a GPU: the same code runs on the CPU.
+
+On the CPU, torchvision's batched ``decode_jpeg`` is libjpeg-turbo, so the GPU path's
+batches must equal the CPU path's exactly; that checks the batching, the order, the crop
+and flip travelling with the encoded bytes, and every fallback. nvJPEG's own pixels are
+checked by scripts/gpu_check.sh on a CUDA machine.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest_data import corrupt, load_datasets, write_image
+
+from fusion_lab.config import DatasetConfig
+from fusion_lab.data import build_data, on_device
+from fusion_lab.data.gpu_decode import Encoded, PendingBatch, decode_many
+from fusion_lab.data.texture import jpeg_bytes, textured_image
+from fusion_lab.errors import DatasetError
+
+load_datasets()
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """JPEGs of several sizes, a gray JPEG, PNGs, a truncated and a garbage JPEG."""
+    for c in range(2):
+        for j in range(9):
+            path = tmp_path / "train" / f"c{c}" / f"img{j}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(jpeg_bytes(textured_image(30 + 3 * j, 40 + c, 10 * c + j), 80))
+        write_image(tmp_path / "train" / f"c{c}" / "img9.png", c)
+        write_image(tmp_path / "test" / f"c{c}" / "t.jpg", c)
+    gray = tmp_path / "train/c0/gray.jpg"
+    gray.write_bytes(jpeg_bytes(textured_image(30, 40, 99).mean(2).astype("uint8"), 80))
+    corrupt(tmp_path / "train/c1/img3.jpg", how="truncate")
+    corrupt(tmp_path / "train/c0/img5.jpg")
+    return tmp_path
+
+
+def batches(root, decode, workers=0, epoch=1):
+    cfg = DatasetConfig(name="imagefolder", root=str(root), decode=decode,
+                        options={"max_unreadable": 0.2})
+    data = build_data(cfg, image_size=16, resize=20, batch_size=5, workers=workers, seed=3)
+    data.set_epoch(epoch)
+    return list(on_device(data.train, "cpu")), data
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_gpu_decoding_gives_the_cpu_paths_batches_and_skips(mixed, workers):
+    cpu, cpu_data = batches(mixed, "cpu")
+    gpu, gpu_data = batches(mixed, "gpu", workers)
+    assert [len(y) for _, y in gpu] == [len(y) for _, y in cpu]
+    for (xc, yc), (xg, yg) in zip(cpu, gpu):
+        assert xg.dtype == torch.float32 and torch.equal(xc, xg) and torch.equal(yc, yg)
+    assert sorted(gpu_data.skipped_files()) == sorted(cpu_data.skipped_files())
+    assert gpu_data.skipped() == 2
+
+
+def test_pending_batches_carry_encoded_jpegs_and_decoded_others(mixed):
+    cfg = DatasetConfig(name="imagefolder", root=str(mixed), decode="gpu",
+                        options={"max_unreadable": 0.2})
+    data = build_data(cfg, image_size=16, resize=20, batch_size=32, workers=0, seed=0)
+    (pending, labels), = list(data.test)
+    assert isinstance(pending, PendingBatch) and len(pending) == len(labels) == 2
+    assert all(isinstance(x, Encoded) for x in pending.items)  # test JPEGs: not decoded
+    (train, _), = [b for b in build_data(cfg, image_size=16, resize=20, batch_size=32,
+                                         workers=0, seed=0).train]
+    kinds = {type(x).__name__ for x in train.items}
+    assert kinds == {"Encoded", "Tensor"}  # the PNGs were decoded in the worker
+
+
+def test_one_bad_file_does_not_cost_the_batch(mixed):
+    good = [torch.frombuffer(bytearray(jpeg_bytes(textured_image(20, 20, s))), dtype=torch.uint8)
+            for s in range(3)]
+    bad = torch.frombuffer(bytearray(jpeg_bytes(textured_image(20, 20, 9))[:300]),
+                           dtype=torch.uint8)
+    out = decode_many([good[0], bad, good[1], good[2]], torch.device("cpu"))
+    assert out[1] is None and all(o is not None and o.shape == (3, 20, 20) for o in out[::2])
+    assert decode_many([], torch.device("cpu")) == []
+
+
+def test_unknown_decode_value_is_one_error(mixed):
+    with pytest.raises(DatasetError, match="dataset.decode"):
+        batches(mixed, "nvjpeg")
+
+
+def test_too_many_unreadable_files_still_stop_a_gpu_decoded_run(mixed):
+    cfg = DatasetConfig(name="imagefolder", root=str(mixed), decode="gpu")  # default 1%
+    data = build_data(cfg, image_size=16, resize=20, batch_size=5, workers=0, seed=0)
+    with pytest.raises(DatasetError, match="unreadable"):
+        list(on_device(data.train, "cpu"))
