@@ -103,6 +103,13 @@ def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: 
     if decode not in DECODERS:
         raise DatasetError(f"dataset.decode must be one of {', '.join(DECODERS)}, got {decode!r}")
     source, max_unreadable = open_source(cfg.name, cfg.root, cfg.options)
+    cached = source.square_size
+    if cached is not None and cached != resize:
+        raise DatasetError(
+            f"dataset {cfg.name!r} at {cfg.root} holds {cached}x{cached} images but the run resizes "
+            f"to {resize} (train.resize); set train.resize={cached} or write a cache with "
+            f"--size {resize}"
+        )
     train_samples = source.train
     labels = [y for _, y in train_samples]
     if cfg.val_fraction > 0:

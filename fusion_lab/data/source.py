@@ -44,6 +44,7 @@ class ImageSource:
 
     name = "dataset"  # the registered name, used in messages
     url = ""  # where the dataset is published
+    square_size: int | None = None  # images already resized to this square (a cache)
     class_names: list[str]
     train: list[tuple[Any, int]]
     test: list[tuple[Any, int]]
