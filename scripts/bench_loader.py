@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=2, help="old/new alternations per setting")
+    ap.add_argument("--summary", help="append the figures to this file (gpu_check.sh)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
@@ -163,6 +164,12 @@ def main() -> None:
         needs = ", ".join(f"{what} ({need}/s): {int(np.ceil(need / per_worker))} workers"
                           for what, need in TARGETS.items())
         print(f"{p}: {per_worker:.0f} images/s per worker -> {needs} (on free cores)")
+        if args.summary:
+            with open(args.summary, "a") as f:
+                f.write(f"loader images/s per worker, {p} pipeline (448 from 500x375 JPEGs): "
+                        f"{per_worker:.1f}\n")
+                for w in args.workers:
+                    f.write(f"loader images/s {p}, workers={w}: {rates[p, w]:.1f}\n")
 
 
 if __name__ == "__main__":
