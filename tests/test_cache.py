@@ -82,3 +82,14 @@ def test_a_run_that_resizes_differently_from_the_cache_is_refused(folder, capsys
 def test_a_folder_that_is_no_cache_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(["data", "check", "cache", str(tmp_path)], capsys)
     assert code == 2 and err.count("\n") == 1 and "fusionlab data cache" in err
+
+
+def test_a_study_on_a_cache_of_another_size_is_refused_before_training(folder, capsys):
+    out = folder / "cache"
+    run_cli(["data", "cache", "imagefolder", str(folder / "src"), str(out), "--size", "24"],
+            capsys)
+    code, _, err = run_cli(["run", "studies/quickstart.yaml", "--results", str(folder / "r"),
+                            "--dry-run", "--set", "dataset.name=cache",
+                            "--set", f"dataset.root={out}", "--set", "dataset.options={}"],
+                           capsys)
+    assert code == 2 and "holds 24x24 images but train.resize is" in err

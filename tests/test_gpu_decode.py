@@ -90,3 +90,24 @@ def test_too_many_unreadable_files_still_stop_a_gpu_decoded_run(mixed):
     data = build_data(cfg, image_size=16, resize=20, batch_size=5, workers=0, seed=0)
     with pytest.raises(DatasetError, match="unreadable"):
         list(on_device(data.train, "cpu"))
+
+
+def _run(args, capsys):
+    from fusion_lab.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    return info.value.code, capsys.readouterr().err
+
+
+def test_gpu_decoding_on_a_cpu_run_is_one_error_before_training(tmp_path, capsys):
+    code, err = _run(["run", "studies/quickstart.yaml", "--results", str(tmp_path),
+                      "--device", "cpu", "--set", "dataset.decode=gpu"], capsys)
+    assert code == 2 and "needs a CUDA device" in err and err.count("\n") == 1
+    assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_a_study_with_an_unknown_decoder_is_refused_by_validation(tmp_path, capsys):
+    code, err = _run(["run", "studies/quickstart.yaml", "--results", str(tmp_path),
+                      "--dry-run", "--set", "dataset.decode=nvjpeg"], capsys)
+    assert code == 2 and "decode must be one of cpu, gpu" in err
