@@ -85,6 +85,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"epochs": 300, "lr_backbone": 1e-3, "lr_new": 0.1},
 }
 
+DECODERS = ("cpu", "gpu")  # dataset.decode: where JPEG files are decoded
+
 # Keys that cannot change a run's result: excluded from its id.
 NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint"}
 

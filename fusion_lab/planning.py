@@ -136,7 +136,7 @@ def validate(runs: list[PlannedRun]) -> list[str]:
 def dataset_problems(cfg: Any, resize: int | None = None) -> list[str]:
     """A dataset name that is not registered, a root folder that is not there, a decoder
     that does not exist, or a pre-resized cache whose size is not the run's ``resize``."""
-    from fusion_lab.data import DECODERS
+    from fusion_lab.config import DECODERS
     from fusion_lab.registries import DATASETS
 
     if cfg.decode not in DECODERS:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Generator
 from torch.utils.data import DataLoader
 
+from fusion_lab.config import DECODERS
 from fusion_lab.data.device import DeviceLoader, on_device
 from fusion_lab.data.loading import SkipLog, SkippingLoader, SplitDataset
 from fusion_lab.data.sampling import EpochSampler, stratified_split
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["DataBundle", "DeviceLoader", "ImageSource", "build_data", "on_device", "open_source"]
 
 DEFAULT_MAX_UNREADABLE = 0.01  # fraction of a split; option `max_unreadable` of any dataset
-DECODERS = ("cpu", "gpu")  # dataset.decode: where JPEGs are decoded
 
 
 @dataclass
