@@ -159,8 +159,13 @@ def main() -> None:
             print(f"  {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     with_workers = [w for w in args.workers if w > 0] or args.workers
+    per = {p: max(rates[p, w] / max(w, 1) for w in with_workers) for p in ("old", "new")}
+    print(f"new / old per worker: {per['new'] / per['old']:.2f}x")
+    if args.summary:
+        with open(args.summary, "a") as f:
+            f.write(f"loader new / old images/s per worker: {per['new'] / per['old']:.2f}x\n")
     for p in ("old", "new"):
-        per_worker = max(rates[p, w] / max(w, 1) for w in with_workers)
+        per_worker = per[p]
         needs = ", ".join(f"{what} ({need}/s): {int(np.ceil(need / per_worker))} workers"
                           for what, need in TARGETS.items())
         print(f"{p}: {per_worker:.0f} images/s per worker -> {needs} (on free cores)")

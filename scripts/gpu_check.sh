@@ -27,7 +27,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 "$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', \
 torchvision.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" \
   | tee -a "$SUMMARY"
-note "CPU cores: $(nproc)"
+CORES=$("$PY" -c "import os; print(len(os.sched_getaffinity(0)))")
+note "CPU cores: $CORES"
 if ! "$PY" -c "import fusion_lab.registry" 2>/dev/null; then
   echo "== installing fusion_lab offline (editable, no dependencies, no build isolation)"
   PYTHON="$PY" bash scripts/offline_install.sh || exit 2
@@ -42,13 +43,15 @@ else
 fi
 
 echo "== 3. training throughput at 448x448, batch 32, bf16, channels_last"
-timeout 170 "$PY" scripts/gpu_throughput.py --device cuda --image-size 448 --batch-size 32 \
+timeout 160 "$PY" scripts/gpu_throughput.py --device cuda --image-size 448 --batch-size 32 \
   --steps 15 --warmup 3 --amp bf16 --summary "$SUMMARY" \
   || note "training throughput: FAILED or timed out (exit $?)"
 
 echo "== 4. loader: old vs new pipeline, images/s per worker"
-W=$(( $(nproc) >= 8 ? 4 : 1 ))
-timeout 80 "$PY" scripts/bench_loader.py --images 160 --workers 0 1 "$W" --rounds 1 \
+W=$(( CORES >= 8 ? 4 : CORES >= 2 ? 2 : 1 ))
+WORKERS="0 1"; [ "$W" -gt 1 ] && WORKERS="0 1 $W"
+# shellcheck disable=SC2086
+timeout 80 "$PY" scripts/bench_loader.py --images 160 --workers $WORKERS --rounds 1 \
   --summary "$SUMMARY" || note "loader benchmark: FAILED or timed out (exit $?)"
 
 echo "== 5. GPU decoding (dataset.decode: gpu)"

@@ -41,7 +41,8 @@ def resize_square(image: torch.Tensor, side: int) -> torch.Tensor:
     """uint8 [..., 3, H, W] -> [..., 3, side, side], antialiased bilinear (no-op if square)."""
     if image.shape[-2:] == (side, side):
         return image
-    from torchvision.transforms.v2.functional import InterpolationMode, resize
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2.functional import resize
 
     return resize(image, [side, side], interpolation=InterpolationMode.BILINEAR, antialias=True)
 
