@@ -1,9 +1,11 @@
 """Image files -> uint8 tensors [3, H, W] (RGB): libjpeg-turbo first, PIL as the judge.
 
 The fast path reads a file's bytes and decodes a JPEG with ``torchvision.io.decode_jpeg``
-(libjpeg-turbo, RGB output: grayscale and CMYK JPEGs come out as RGB, as with PIL's
-``convert("RGB")``). Everything else goes through the dataset's own ``load`` (PIL):
+(libjpeg-turbo) into RGB; a grayscale JPEG's channel is repeated, as PIL's
+``convert("RGB")`` does. Everything else goes through the dataset's own ``load`` (PIL),
+which returns RGB:
 
+- a CMYK JPEG (four channels: PIL's conversion is the reference for it);
 - a file that is not a JPEG (PNG, ...), or a JPEG the fast path cannot decode (truncated,
   corrupt: torchvision raises "Image is incomplete or truncated" where PIL raises
   "image file is truncated"), is handed to PIL, whose verdict is final. So an unreadable
@@ -58,8 +60,13 @@ def decode_jpeg_bytes(data: bytes) -> torch.Tensor | None:
 
     try:
         image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                            mode=ImageReadMode.RGB)
+                            mode=ImageReadMode.UNCHANGED)
     except RuntimeError:
+        return None
+    if image.shape[0] == 1:  # grayscale: PIL's convert("RGB") repeats the channel
+        image = image.expand(3, -1, -1).contiguous()
+    elif image.shape[0] != 3:
+        # CMYK/YCCK: Adobe's inverted CMYK and PIL's conversion have variants; let PIL do it.
         return None
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and image.shape[1] * image.shape[2] > 2 * limit:
