@@ -78,8 +78,11 @@ def loader(root: Path, pipeline: str, workers: int, batch: int):
 
 
 def measure(data, epochs: int = 1) -> float:
-    for _ in data.train:  # warm-up pass: starts the workers, fills the page cache
-        break
+    # Warm-up: one whole pass (starts the workers, fills the page cache). Breaking out
+    # early would leave prefetched batches of that pass for the workers to finish inside
+    # the timed pass.
+    for _ in data.train:
+        pass
     n, start = 0, time.perf_counter()
     for epoch in range(epochs):
         data.set_epoch(epoch + 1)
