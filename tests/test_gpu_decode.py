@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest_data import corrupt, load_datasets, write_image
 
+from fusion_lab import store as S
 from fusion_lab.config import DatasetConfig
 from fusion_lab.data import build_data, on_device
 from fusion_lab.data.gpu_decode import Encoded, PendingBatch, decode_many
@@ -111,3 +112,29 @@ def test_a_study_with_an_unknown_decoder_is_refused_by_validation(tmp_path, caps
     code, err = _run(["run", "studies/quickstart.yaml", "--results", str(tmp_path),
                       "--dry-run", "--set", "dataset.decode=nvjpeg"], capsys)
     assert code == 2 and "decode must be one of cpu, gpu" in err
+
+
+def test_training_through_the_gpu_decode_path_equals_the_cpu_path(mixed, tmp_path):
+    """train_run consumes pending batches: on the CPU both paths train the same model."""
+    from fusion_lab import config as C
+    from fusion_lab.train import train_run
+
+    results = {}
+    for decode in ("cpu", "gpu"):
+        cfg = C.resolve(C.from_dict({
+            "dataset": {"name": "imagefolder", "root": str(mixed), "decode": decode,
+                        "options": {"max_unreadable": 0.2}},
+            "model": {"backbone": "small_cnn", "fusion": "none", "attention": "none",
+                      "head": "linear"},
+            "train": {"epochs": 2, "batch_size": 4, "image_size": 16, "resize": 20,
+                      "workers": 0, "optimizer": "adamw", "lr_backbone": 0.01, "lr_new": 0.01},
+        }))
+        run_dir = tmp_path / decode
+        run_dir.mkdir()
+        results[decode] = train_run(run_dir, cfg, "id", device="cpu")
+    cpu, gpu = results["cpu"], results["gpu"]
+    assert gpu["skipped_images"] == cpu["skipped_images"] == 2
+    assert gpu["final"] == cpu["final"]
+    losses = [[r["train_loss"] for r in S.read_jsonl(tmp_path / d / "metrics.jsonl")]
+              for d in ("cpu", "gpu")]
+    assert losses[0] == losses[1] and len(losses[0]) == 2
