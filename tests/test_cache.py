@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest_data import corrupt, load_datasets
+from dataset_trees import corrupt, load_datasets
 
 from fusion_lab.config import DatasetConfig
 from fusion_lab.data import build_data, on_device

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest_data import load_datasets
+from dataset_trees import load_datasets
 from PIL import Image
 
 from fusion_lab.data.decode import pil_to_uint8
@@ -124,7 +124,7 @@ def test_train_transform_flips_and_crops_from_its_generator_only():
 
 
 def test_aircraft_banner_crop_is_the_same_on_tensors(tmp_path):
-    from conftest_data import make_aircraft
+    from dataset_trees import make_aircraft
 
     from fusion_lab.data import open_source
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest_data import corrupt, load_datasets, write_image
+from dataset_trees import corrupt, load_datasets, write_image
 
 from fusion_lab import store as S
 from fusion_lab.config import DatasetConfig
