@@ -48,6 +48,9 @@ def test_batches_have_the_promised_types_and_sizes():
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
     back = (xf * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)) * 255
     assert torch.allclose(back, x.float(), atol=1e-3)
+    b.set_epoch(0)
+    xc, _ = next(iter(on_device(b.train, "cpu", channels_last=True)))  # as on CUDA
+    assert xc.is_contiguous(memory_format=torch.channels_last) and torch.equal(xc, xf)
     assert sum(len(y) for _, y in b.train) == 12  # drop_last=False
     assert sum(len(y) for _, y in b.test) == 6
     assert b.skipped() == 0 and b.skipped_files() == []

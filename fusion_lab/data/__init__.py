@@ -99,7 +99,7 @@ def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: 
         seed: the run's seed (train order and augmentation).
         device: pinned memory is used when it starts with "cuda".
     """
-    decode = getattr(cfg, "decode", "cpu")
+    decode = cfg.decode
     if decode not in DECODERS:
         raise DatasetError(f"dataset.decode must be one of {', '.join(DECODERS)}, got {decode!r}")
     source, max_unreadable = open_source(cfg.name, cfg.root, cfg.options)
