@@ -153,3 +153,18 @@ def test_a_dataset_with_a_pil_hook_or_its_own_load_keeps_working(tmp_path):
     assert torch.equal(gray[0], gray[1])
     mem = InMemory().load_tensor("anything")
     assert mem.shape == (3, 6, 8) and mem[:, 0, 0].tolist() == [10, 20, 30]
+
+
+def test_without_flip_the_train_transform_takes_the_same_crops_unmirrored():
+    image = torch.from_numpy(textured_image(40, 50, 6)).permute(2, 0, 1)
+    flipping, plain = FGVCTransform(16, 20, train=True), FGVCTransform(16, 20, True, flip=False)
+    mirrored = 0
+    for seed in range(10):
+        a = flipping(image, torch.Generator().manual_seed(seed))
+        b = plain(image, torch.Generator().manual_seed(seed))
+        mirrored += not torch.equal(a, b)
+        assert torch.equal(a, b) or torch.equal(a, b.flip(-1))
+    assert 0 < mirrored < 10
+    same = FGVCTransform(20, 20, train=True, flip=False)  # no crop, no flip: the resize only
+    assert torch.equal(same(image, torch.Generator().manual_seed(0)),
+                       FGVCTransform(20, 20, train=False)(image))

@@ -73,7 +73,8 @@ class SplitDataset(Dataset):
                 data = read_encoded(self.source, item)
                 if data is not None:
                     tf = self.transform
-                    box = crop_box(tf.image_size, tf.resize, tf.train, self.generator(sample_seed))
+                    box = crop_box(tf.image_size, tf.resize, tf.train,
+                                   self.generator(sample_seed), tf.flip)
                     return Encoded(data, *box, index), int(label)
             image = self.source.load_tensor(item)
         except IMAGE_ERRORS:

@@ -26,15 +26,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def crop_box(image_size: int, resize: int, train: bool,
-             generator: torch.Generator | None) -> tuple[int, int, bool]:
-    """(top, left, flip) of the crop in the ``resize`` square: random in train, else centred."""
+             generator: torch.Generator | None, flip: bool = True) -> tuple[int, int, bool]:
+    """(top, left, flip) of the crop in the ``resize`` square: random in train, else centred.
+
+    ``flip=False`` never mirrors but draws the same random numbers, so the crops stay the
+    ones a flipping transform would take.
+    """
     s, r = image_size, resize
     if not train:
         return (r - s) // 2, (r - s) // 2, False
     if generator is None:
         raise ValueError("the train transform needs a generator")
     top, left, flip_draw = torch.randint(0, 1 << 30, (3,), generator=generator).tolist()
-    return top % (r - s + 1), left % (r - s + 1), bool(flip_draw & 1)
+    return top % (r - s + 1), left % (r - s + 1), flip and bool(flip_draw & 1)
 
 
 def resize_square(image: torch.Tensor, side: int) -> torch.Tensor:
@@ -60,18 +64,21 @@ class FGVCTransform:
         image_size: side of the crop fed to the model.
         resize: side of the square the image is first resized to (>= image_size).
         train: random crop and flip (needs a generator) instead of a centre crop.
+        flip: whether the train transform mirrors half of the images (resize == image_size
+            gives no crop, e.g. the reference code's Stanford Cars recipe).
     """
 
-    def __init__(self, image_size: int, resize: int, train: bool):
+    def __init__(self, image_size: int, resize: int, train: bool, flip: bool = True):
         if resize < image_size:
             raise ValueError(f"resize ({resize}) must be >= image_size ({image_size})")
         self.image_size = image_size
         self.resize = resize
         self.train = train
+        self.flip = flip
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         image = resize_square(image, self.resize)
-        top, left, flip = crop_box(self.image_size, self.resize, self.train, generator)
+        top, left, flip = crop_box(self.image_size, self.resize, self.train, generator, self.flip)
         return crop_flip(image, top, left, self.image_size, flip).contiguous()
 
     def __repr__(self) -> str:
