@@ -48,13 +48,23 @@ def uint8_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
 
 
+def whole_jpeg(data: bytes) -> bool:
+    """A JPEG that ends with its end-of-image marker (zero padding after it allowed).
+
+    Anything else (truncated, or followed by other data) is left to PIL: torchvision 0.29
+    refuses truncated files, but other libjpeg-turbo builds and nvJPEG may fill the missing
+    rows with grey without an error, so PIL judges these whatever the version.
+    """
+    return data.startswith(JPEG_MAGIC) and data.rstrip(b"\0").endswith(b"\xff\xd9")
+
+
 def decode_jpeg_bytes(data: bytes) -> torch.Tensor | None:
     """A JPEG's pixels as uint8 [3, H, W] RGB, or None when the fast path cannot say.
 
     None means: not a JPEG, or libjpeg-turbo (through torchvision) refused it, or it is
     larger than PIL would open; the caller then asks PIL, whose answer is final.
     """
-    if not data.startswith(JPEG_MAGIC):
+    if not whole_jpeg(data):
         return None
     from torchvision.io import ImageReadMode, decode_jpeg
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from fusion_lab.data.decode import JPEG_MAGIC, is_path
+from fusion_lab.data.decode import is_path, whole_jpeg
 from fusion_lab.data.source import IMAGE_ERRORS, ImageSource
 from fusion_lab.data.transforms import crop_flip, resize_square
 
@@ -60,7 +60,8 @@ def read_encoded(source: ImageSource, item: Any) -> torch.Tensor | None:
     """The bytes of a JPEG file the device can decode for ``source``, else None.
 
     None when the dataset loads images its own way, changes them with a PIL-only
-    ``prepare`` hook, or the file is not a JPEG: the worker then decodes it on the CPU.
+    ``prepare`` hook, or the file is not a whole JPEG (``decode.whole_jpeg``): the worker
+    then decodes it on the CPU, where PIL judges a truncated file.
     Raises OSError when the file cannot be read at all (the loader skips it).
     """
     cls = type(source)
@@ -70,7 +71,7 @@ def read_encoded(source: ImageSource, item: Any) -> torch.Tensor | None:
         return None
     with open(item, "rb") as f:
         data = f.read()
-    if not data.startswith(JPEG_MAGIC):
+    if not whole_jpeg(data):  # not a JPEG, or truncated: decoded (or judged) on the CPU
         return None
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
