@@ -164,3 +164,38 @@ def test_data_check_missing_root_is_one_line(tmp_path, capsys):
         main(["data", "check", "cub200", str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1 and "cub200" in err
+
+
+def test_prefetching_hands_out_every_batch_in_order_one_ahead():
+    """The CUDA prefetch loop, with the stream calls replaced by a log (no GPU here)."""
+    from contextlib import contextmanager
+
+    from fusion_lab.data.device import DeviceLoader
+
+    events = []
+
+    class Logged(DeviceLoader):
+        def prepare(self, images, labels):
+            events.append(("prepare", len(events)))
+            return super().prepare(images, labels)
+
+        @contextmanager
+        def _on(self, stream):
+            events.append("side stream")
+            yield
+
+        def _hand_over(self, batch, stream):
+            events.append("hand over")
+
+    b = tiny()
+    b.set_epoch(2)
+    plain = list(on_device(b.train, "cpu"))
+    b.set_epoch(2)
+    got = []
+    for images, labels in Logged(b.train, "cpu")._prefetching(stream=None):
+        got.append((images, labels))
+        prepared = sum(1 for e in events if isinstance(e, tuple))
+        assert prepared == min(len(got) + 1, len(plain))  # the next batch is already prepared
+    n = len(plain)
+    assert same(got, plain) and n == 5  # 18 train images, batches of 4
+    assert events.count("hand over") == n and events.count("side stream") == n

@@ -11,6 +11,7 @@ consumer sees the same normalisation.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -55,16 +56,15 @@ class DeviceLoader:
                 if len(labels):
                     yield images, labels
             return
-        yield from self._prefetching()
+        yield from self._prefetching(torch.cuda.Stream(self.device))
 
-    def _prefetching(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """CUDA: prepare batch k+1 on a side stream while the caller uses batch k."""
-        stream = torch.cuda.Stream(self.device)
+    def _prefetching(self, stream: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Prepare batch k+1 on the side ``stream`` before handing out batch k."""
         batches = iter(self.loader)
 
         def load_next():
             for images, labels in batches:
-                with torch.cuda.stream(stream):
+                with self._on(stream):
                     out = self.prepare(images, labels)
                 if len(out[1]):
                     return out
@@ -72,13 +72,21 @@ class DeviceLoader:
 
         nxt = load_next()
         while nxt is not None:
-            current = torch.cuda.current_stream(self.device)
-            current.wait_stream(stream)
-            for t in nxt:  # the caller's stream now uses memory allocated on the side stream
-                t.record_stream(current)
+            self._hand_over(nxt, stream)
             batch, nxt = nxt, None
             nxt = load_next()
             yield batch
+
+    def _on(self, stream: Any):
+        """Context: CUDA work queued inside goes to ``stream``."""
+        return torch.cuda.stream(stream)
+
+    def _hand_over(self, batch: tuple[torch.Tensor, ...], stream: Any) -> None:
+        """Make the caller's stream wait for ``stream``'s work on ``batch`` and own its memory."""
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(stream)
+        for t in batch:  # memory allocated on the side stream is now used on the caller's
+            t.record_stream(current)
 
 
 def on_device(loader, device: torch.device | str, channels_last: bool = False) -> DeviceLoader:
