@@ -40,6 +40,7 @@ class DatasetConfig:
     options: dict = field(default_factory=dict)  # keyword arguments of the dataset class
     val_fraction: float = _f(0.0, min=0, below=1)  # part of train held out to choose a best epoch (0: none)
     val_seed: int = 0  # seed of that split, independent of the run's seed
+    decode: str = "cpu"  # cpu (libjpeg-turbo in the loader workers) | gpu (nvJPEG, CUDA only)
 
 
 @dataclass
@@ -106,6 +107,8 @@ class RunConfig:
     seed: int = 0
 
 
+DECODERS = ("cpu", "gpu")  # dataset.decode: where JPEG files are decoded
+
 # Keys that cannot change a run's result: excluded from its id.
 NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint"}
 
@@ -115,6 +118,7 @@ NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint"}
 ID_NEUTRAL: dict[str, Any] = {
     "train.backbone_high_lr_stages": 0,
     "model.init": "pytorch",
+    "dataset.decode": "cpu",  # where JPEGs are decoded; cpu is the pipeline every run used
 }
 
 INITS = ("pytorch", "released")

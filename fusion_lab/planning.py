@@ -124,7 +124,8 @@ def validate(runs: list[PlannedRun]) -> list[str]:
     seen: set[str] = set()
     for r in runs:
         found = [f"model: {p}" for p in check_model_config(r.config.model)]
-        found += [f"dataset: {p}" for p in dataset_problems(r.config.dataset)]
+        found += [f"dataset: {p}" for p in dataset_problems(r.config.dataset,
+                                                            r.config.train.resize)]
         for p in found:
             if p not in seen:
                 seen.add(p)
@@ -132,12 +133,16 @@ def validate(runs: list[PlannedRun]) -> list[str]:
     return problems
 
 
-def dataset_problems(cfg: Any) -> list[str]:
+def dataset_problems(cfg: Any, resize: int | None = None) -> list[str]:
     """A dataset name that is not registered, options the dataset class rejects (its
-    ``check_options`` hook), or a root folder that is not there."""
+    ``check_options`` hook), a root folder that is not there, a decoder that does not
+    exist, or a pre-resized cache whose size is not the run's ``resize``."""
+    from fusion_lab.config import DECODERS
     from fusion_lab.data.source import option_problems
     from fusion_lab.registries import DATASETS
 
+    if cfg.decode not in DECODERS:
+        return [f"decode must be one of {', '.join(DECODERS)}, got {cfg.decode!r}"]
     if cfg.name not in DATASETS:
         return [DATASETS.unknown_message(cfg.name)]
     cls = DATASETS.get(cfg.name)
@@ -155,7 +160,11 @@ def dataset_problems(cfg: Any) -> list[str]:
     from fusion_lab.errors import DatasetError
 
     try:
-        open_source(cfg.name, str(Path(cfg.root).expanduser()), cfg.options)
+        source, _ = open_source(cfg.name, str(Path(cfg.root).expanduser()), cfg.options)
     except DatasetError as e:
         return [str(e)]
+    if resize is not None and source.square_size not in (None, resize):
+        return [f"{cfg.name} at {cfg.root} holds {source.square_size}x{source.square_size} "
+                f"images but train.resize is {resize}; set train.resize={source.square_size} "
+                f"or write a cache with --size {resize}"]
     return []

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from fusion_lab.config import RunConfig, TrainConfig, to_dict
+from fusion_lab.data.device import on_device
 from fusion_lab.device import Precision, device_name, precision, prepare_model, resolve_device
 from fusion_lab.errors import DivergedError, FusionLabError, FusionLabWarning
 from fusion_lab.model import FusionModel, build_model, model_loss, split_backbone
@@ -92,14 +93,6 @@ def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, prec: Precisi
         opt.step()
 
 
-def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-              channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    images = images.to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, labels.to(device, non_blocking=True)
-
-
 def warn_batch_of_one(model: nn.Module, batch_size: int | None) -> None:
     """Warn when a batch-dependent model is evaluated one image at a time."""
     if batch_size == 1 and getattr(model, "batch_dependent", False):
@@ -118,8 +111,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision,
     model.eval()
     correct: dict[str, int] = {}
     total = 0
-    for images, labels in loader:
-        images, labels = to_device(images, labels, device, channels_last)
+    for images, labels in on_device(loader, device, channels_last):  # normalised there
         with prec.autocast():
             out = model(images)
         preds = {"combined": out["combined"], **out["logits"]}
@@ -201,10 +193,9 @@ def train_epoch(model: nn.Module, loader, opt: torch.optim.Optimizer, prec: Prec
     model.train()
     t0 = time.perf_counter()
     stats = EpochStats()
-    for step, (images, labels) in enumerate(loader):
+    for step, (images, labels) in enumerate(on_device(loader, dev, channels_last)):
         if labels.numel() < 2:  # a last batch of one image: BatchNorm cannot train on it
             continue
-        images, labels = to_device(images, labels, dev, channels_last)
         with prec.autocast():
             out = model(images)
             loss = model_loss(out, labels, t.label_smoothing)

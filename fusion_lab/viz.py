@@ -146,7 +146,7 @@ def sample_images(cfg: RunConfig, n: int) -> tuple[torch.Tensor, list[int]]:
     their labels.
     """
     from fusion_lab.data import open_source
-    from fusion_lab.data.transforms import FGVCTransform
+    from fusion_lab.data.transforms import FGVCTransform, normalise
 
     source, _ = open_source(cfg.dataset.name, cfg.dataset.root, cfg.dataset.options)
     t = cfg.train
@@ -154,7 +154,8 @@ def sample_images(cfg: RunConfig, n: int) -> tuple[torch.Tensor, list[int]]:
     total = len(source.test)
     idx = sorted({int(i) for i in np.linspace(0, total - 1, min(n, total))})
     items = [source.test[i] for i in idx]
-    return torch.stack([tf(source.load(item)) for item, _ in items]), [y for _, y in items]
+    images = torch.stack([tf(source.load_tensor(item)) for item, _ in items])
+    return normalise(images), [y for _, y in items]
 
 
 @torch.no_grad()

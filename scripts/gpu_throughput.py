@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=200)
     ap.add_argument("--amp", default="bf16", help="bf16 | fp16 | off (CUDA only)")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled runs")
+    ap.add_argument("--summary", help="append the figures to this file (gpu_check.sh)")
     args = ap.parse_args()
     dev = resolve_device(args.device)
     if dev.type == "cuda":
@@ -89,6 +90,11 @@ def main() -> None:
         if (preset, True) in ips:
             print(f"{preset}: compiled / eager = "
                   f"{ips[(preset, True)] / ips[(preset, False)]:.2f}")
+    if args.summary:
+        with open(args.summary, "a") as f:
+            for (preset, compiled), v in ips.items():
+                f.write(f"train images/s {preset} {'compiled' if compiled else 'eager'} "
+                        f"({args.image_size}px, batch {args.batch_size}, {prec_name}): {v:.1f}\n")
 
 
 if __name__ == "__main__":

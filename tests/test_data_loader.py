@@ -7,8 +7,9 @@ import torch
 from dataset_trees import corrupt, load_datasets, make_imagefolder
 
 from fusion_lab.config import DatasetConfig
-from fusion_lab.data import build_data
+from fusion_lab.data import build_data, on_device
 from fusion_lab.data.sampling import stratified_split
+from fusion_lab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fusion_lab.errors import DatasetError
 
 load_datasets()
@@ -37,9 +38,19 @@ def test_batches_have_the_promised_types_and_sizes():
     b = tiny(val_fraction=1 / 3)
     assert (b.num_classes, len(b.class_names)) == (3, 3)
     assert (b.train_size, b.val_size, b.test_size) == (12, 6, 6)
+    b.set_epoch(0)
     x, y = next(iter(b.train))
-    assert x.dtype == torch.float32 and x.shape == (4, 3, 16, 16)
+    assert x.dtype == torch.uint8 and x.shape == (4, 3, 16, 16)  # uint8 across processes
     assert y.dtype == torch.int64 and y.shape == (4,)
+    b.set_epoch(0)
+    xf, yf = next(iter(on_device(b.train, "cpu")))  # what the model gets: normalised floats
+    assert xf.dtype == torch.float32 and xf.shape == (4, 3, 16, 16) and torch.equal(yf, y)
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    back = (xf * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)) * 255
+    assert torch.allclose(back, x.float(), atol=1e-3)
+    b.set_epoch(0)
+    xc, _ = next(iter(on_device(b.train, "cpu", channels_last=True)))  # as on CUDA
+    assert xc.is_contiguous(memory_format=torch.channels_last) and torch.equal(xc, xf)
     assert sum(len(y) for _, y in b.train) == 12  # drop_last=False
     assert sum(len(y) for _, y in b.test) == 6
     assert b.skipped() == 0 and b.skipped_files() == []
@@ -153,3 +164,38 @@ def test_data_check_missing_root_is_one_line(tmp_path, capsys):
         main(["data", "check", "cub200", str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1 and "cub200" in err
+
+
+def test_prefetching_hands_out_every_batch_in_order_one_ahead():
+    """The CUDA prefetch loop, with the stream calls replaced by a log (no GPU here)."""
+    from contextlib import contextmanager
+
+    from fusion_lab.data.device import DeviceLoader
+
+    events = []
+
+    class Logged(DeviceLoader):
+        def prepare(self, images, labels):
+            events.append(("prepare", len(events)))
+            return super().prepare(images, labels)
+
+        @contextmanager
+        def _on(self, stream):
+            events.append("side stream")
+            yield
+
+        def _hand_over(self, batch, stream):
+            events.append("hand over")
+
+    b = tiny()
+    b.set_epoch(2)
+    plain = list(on_device(b.train, "cpu"))
+    b.set_epoch(2)
+    got = []
+    for images, labels in Logged(b.train, "cpu")._prefetching(stream=None):
+        got.append((images, labels))
+        prepared = sum(1 for e in events if isinstance(e, tuple))
+        assert prepared == min(len(got) + 1, len(plain))  # the next batch is already prepared
+    n = len(plain)
+    assert same(got, plain) and n == 5  # 18 train images, batches of 4
+    assert events.count("hand over") == n and events.count("side stream") == n

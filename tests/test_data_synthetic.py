@@ -129,7 +129,7 @@ def _tiny_cnn(classes: int) -> torch.nn.Module:
 @pytest.mark.slow
 def test_small_cnn_learns_it_well_above_chance():
     from fusion_lab.config import DatasetConfig
-    from fusion_lab.data import build_data
+    from fusion_lab.data import build_data, on_device
 
     # The quickstart's budget: default dataset, 56-pixel crops, about a minute of CPU.
     data = build_data(DatasetConfig(), image_size=56, resize=64, batch_size=32, workers=0, seed=0)
@@ -138,13 +138,14 @@ def test_small_cnn_learns_it_well_above_chance():
     opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
     for epoch in range(12):
         data.set_epoch(epoch)
-        for x, y in data.train:
+        for x, y in on_device(data.train, "cpu"):
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
     model.eval()
     with torch.no_grad():
-        correct = sum((model(x).argmax(1) == y).sum().item() for x, y in data.test)
+        correct = sum((model(x).argmax(1) == y).sum().item()
+                      for x, y in on_device(data.test, "cpu"))
     accuracy = correct / data.test_size
     assert accuracy > 2 / data.num_classes, f"accuracy {accuracy:.3f}"

@@ -120,3 +120,14 @@ def test_a_field_at_its_id_neutral_value_is_left_out_of_the_id(monkeypatch):
     other = config.result_dict(cfg)
     assert other["train"]["label_smoothing"] == 0.1
     assert run_ids(other) != run_ids(neutral)
+
+
+def test_gpu_decoding_is_in_the_run_id_and_cpu_decoding_is_not():
+    # nvJPEG's pixels differ from libjpeg-turbo's, so dataset.decode: gpu is another run;
+    # cpu (the default) decodes as every existing run did, and keeps their ids.
+    cfg = config.resolve(config.RunConfig())
+    cpu = config.result_dict(cfg)
+    assert "decode" not in cpu["dataset"]
+    cfg.dataset.decode = "gpu"
+    gpu = config.result_dict(cfg)
+    assert gpu["dataset"]["decode"] == "gpu" and run_ids(gpu) != run_ids(cpu)

@@ -1,8 +1,9 @@
-"""`fusionlab data check NAME [ROOT] [--option k=v ...]`: sizes and unreadable files.
+"""`fusionlab data check|cache NAME [ROOT] ...`: inspect a dataset, or write a resized copy.
 
-Prints the number of classes, the split sizes (with the val split a study would carve) and
-every image that fails to decode; exits with an error when more than ``max_unreadable``
-of a split is unreadable, as a run would.
+``check`` prints the number of classes, the split sizes (with the val split a study would
+carve) and every image that fails to decode; exits with an error when more than
+``max_unreadable`` of a split is unreadable, as a run would. ``cache`` writes the images
+resized to ``--size`` squares once (``fusion_lab.data.cache``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 
 @click.group()
 def data() -> None:
-    """Check datasets."""
+    """Check datasets, or write a pre-resized copy."""
 
 
 @data.command("check")
@@ -70,3 +71,44 @@ def check_cmd(name: str, root: str | None, options: tuple[str, ...], val_fractio
             f"dataset {name!r}: too many unreadable images ({counts}), more than "
             f"max_unreadable={max_unreadable:g} of the split; a run would stop"
         )
+
+
+@data.command("cache")
+@click.argument("name")
+@click.argument("root")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--size", type=int, default=600, show_default=True,
+              help="Side of the resized squares: the runs' train.resize.")
+@click.option("--quality", type=click.IntRange(50, 100), default=95, show_default=True,
+              help="JPEG quality of the cached images.")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="A dataset option (repeatable), e.g. -o remove_banner=true.")
+@click.option("--threads", type=int, default=2, show_default=True, help="Worker threads.")
+def cache_cmd(name: str, root: str, out: str, size: int, quality: int,
+              options: tuple[str, ...], threads: int) -> None:
+    """Write dataset NAME at ROOT to OUT, every image resized to SIZE x SIZE (JPEG).
+
+    Train on it with dataset: {name: cache, root: OUT} and train.resize equal to --size.
+    """
+    import time
+
+    from fusion_lab.data import open_source
+    from fusion_lab.data.cache import write_cache
+    from fusion_lab.errors import DatasetError
+
+    if size < 16:
+        raise DatasetError(f"--size must be at least 16, got {size}")
+    opts = _parse_options(options)
+    source, _ = open_source(name, root, opts)
+    start = time.perf_counter()
+    report = write_cache(source, name, opts, out, size, quality, threads,
+                         progress=lambda n: click.echo(f"  wrote {n} images", err=True))
+    seconds = time.perf_counter() - start
+    click.echo(f"cache:      {out} ({name} at {size}x{size}, JPEG quality {quality})")
+    click.echo(f"images:     {report.images} in {seconds:.1f} s")
+    click.echo(f"disk:       {report.bytes_written / 1e6:.1f} MB "
+               f"({report.bytes_written / max(1, report.images) / 1e3:.1f} kB per image)")
+    click.echo(f"unreadable: {len(report.unreadable)}")
+    for item in report.unreadable:
+        click.echo(f"  {item}")
+    click.echo(f"use it:     dataset: {{name: cache, root: {out}}} with train.resize: {size}")

@@ -59,7 +59,12 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     from fusion_lab.device import resolve_device
     from fusion_lab.progress import Progress
 
-    resolve_device(device)  # --device cuda without CUDA: one error before anything trains
+    dev = resolve_device(device)  # --device cuda without CUDA: one error before anything trains
+    if dev.type != "cuda" and any(r.config.dataset.decode == "gpu" for r in runs):
+        from fusion_lab.errors import ConfigError
+
+        raise ConfigError(f"dataset.decode: gpu needs a CUDA device, and this run is on {dev}; "
+                          "use --device cuda or dataset.decode: cpu")
     progress = Progress(progress_mode) if progress_mode != "off" else None
     try:
         out = train_study(study, runs, results_dir, device=device, fail_fast=fail_fast,

@@ -4,6 +4,7 @@ A dataset is a class registered in ``fusion_lab.registries.DATASETS`` (contract 
 ``fusion_lab.data.source``); the catalogue is in ``registry/datasets/``. This module opens
 it, carves the validation split from train (stratified by class, seeded by ``val_seed``),
 and wraps each split in a loader that keeps a GPU fed and skips unreadable images.
+Loaders yield uint8 batches; ``on_device(loader, device)`` normalises them on the device.
 
 Determinism: the train order and each sample's crop and flip come from ``(seed, epoch)``
 only, through seeds the sampler hands to each sample (``fusion_lab.data.sampling``); no
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from torch import Generator
 from torch.utils.data import DataLoader
 
+from fusion_lab.config import DECODERS
+from fusion_lab.data.device import DeviceLoader, on_device
 from fusion_lab.data.loading import SkipLog, SkippingLoader, SplitDataset
 from fusion_lab.data.sampling import EpochSampler, stratified_split
 from fusion_lab.data.source import ImageSource
@@ -28,7 +31,7 @@ from fusion_lab.errors import DatasetError
 if TYPE_CHECKING:
     from fusion_lab.config import DatasetConfig
 
-__all__ = ["DataBundle", "ImageSource", "build_data", "open_source"]
+__all__ = ["DataBundle", "DeviceLoader", "ImageSource", "build_data", "on_device", "open_source"]
 
 DEFAULT_MAX_UNREADABLE = 0.01  # fraction of a split; option `max_unreadable` of any dataset
 
@@ -96,7 +99,17 @@ def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: 
         seed: the run's seed (train order and augmentation).
         device: pinned memory is used when it starts with "cuda".
     """
+    decode = cfg.decode
+    if decode not in DECODERS:
+        raise DatasetError(f"dataset.decode must be one of {', '.join(DECODERS)}, got {decode!r}")
     source, max_unreadable = open_source(cfg.name, cfg.root, cfg.options)
+    cached = source.square_size
+    if cached is not None and cached != resize:
+        raise DatasetError(
+            f"dataset {cfg.name!r} at {cfg.root} holds {cached}x{cached} images but the run resizes "
+            f"to {resize} (train.resize); set train.resize={cached} or write a cache with "
+            f"--size {resize}"
+        )
     train_samples = source.train
     labels = [y for _, y in train_samples]
     if cfg.val_fraction > 0:
@@ -121,7 +134,7 @@ def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: 
         common["prefetch_factor"] = 4
 
     def loader(split: str, samples: list, tf: FGVCTransform, sampler: EpochSampler) -> SkippingLoader:
-        ds = SplitDataset(source, samples, tf)
+        ds = SplitDataset(source, samples, tf, decode)
         return SkippingLoader(ds, split=split, log=log, sampler=sampler, **common)
 
     train_sampler = EpochSampler(len(train_samples), seed, shuffle=True)

@@ -2,13 +2,19 @@
 
 How skipping works, and why it is safe with DataLoader workers:
 
-1. ``SplitDataset.__getitem__`` catches the errors PIL raises on a corrupt or truncated
-   file and returns a ``Failed`` marker naming the file instead of a sample.
+1. ``SplitDataset.__getitem__`` reads the image as a uint8 tensor (``ImageSource.load_tensor``),
+   catches the errors PIL raises on a corrupt or truncated file and returns a ``Failed``
+   marker naming the file instead of a sample.
 2. ``collate_skipping`` (run inside the worker) stacks the good samples and passes the
    names of the failed ones along as a third element of the batch.
 3. ``SkippingLoader.__iter__`` (run in the main process) removes that third element,
-   records the names in a ``SkipLog`` shared by all splits and yields ``(images, labels)``.
-   A batch whose every sample failed is dropped.
+   records the names in a ``SkipLog`` shared by all splits and yields ``(images, labels)``:
+   uint8 [B, 3, S, S] and int64 [B]; normalisation happens on the device
+   (``fusion_lab.data.device``). A batch whose every sample failed is dropped.
+
+With GPU decoding (``decode="gpu"``) a JPEG file's sample is its encoded bytes plus its
+crop (``Encoded``): the worker reads the file only, and the batch's ``images`` is then a
+``PendingBatch`` that ``fusion_lab.data.device`` completes on the GPU.
 
 The count therefore lives in the main process only, whatever the number of workers and
 whether they are forked, spawned or persistent; no shared memory or manager is needed.
@@ -25,8 +31,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from fusion_lab.data.gpu_decode import Encoded, PendingBatch, read_encoded
 from fusion_lab.data.source import IMAGE_ERRORS, ImageSource
-from fusion_lab.data.transforms import FGVCTransform
+from fusion_lab.data.transforms import FGVCTransform, crop_box
 from fusion_lab.errors import DatasetError
 
 
@@ -41,39 +48,51 @@ class SplitDataset(Dataset):
     """One split of a source: indexes into ``samples`` and applies ``transform``.
 
     An index is either an int or ``(int, sample_seed)`` from ``EpochSampler``; the seed
-    drives the random crop and flip of a train transform.
+    drives the random crop and flip of a train transform. ``decode="gpu"`` returns JPEG
+    files undecoded (``Encoded``) for the GPU; other images are decoded here as usual.
     """
 
     def __init__(self, source: ImageSource, samples: Sequence[tuple[Any, int]],
-                 transform: FGVCTransform):
+                 transform: FGVCTransform, decode: str = "cpu"):
         self.source = source
         self.samples = list(samples)
         self.transform = transform
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | Failed:
+    def generator(self, sample_seed: int) -> torch.Generator | None:
+        return torch.Generator().manual_seed(sample_seed) if self.transform.train else None
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor | Encoded, int] | Failed:
         index, sample_seed = key if isinstance(key, tuple) else (key, 0)
         item, label = self.samples[index]
         try:
-            image = self.source.load(item)
+            if self.decode == "gpu":
+                data = read_encoded(self.source, item)
+                if data is not None:
+                    tf = self.transform
+                    box = crop_box(tf.image_size, tf.resize, tf.train,
+                                   self.generator(sample_seed), tf.flip)
+                    return Encoded(data, *box, index), int(label)
+            image = self.source.load_tensor(item)
         except IMAGE_ERRORS:
             return Failed(self.source.describe_item(item))
-        generator = None
-        if self.transform.train:
-            generator = torch.Generator().manual_seed(sample_seed)
-        return self.transform(image, generator), int(label)
+        return self.transform(image, self.generator(sample_seed)), int(label)
 
 
-def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def collate_skipping(batch: list) -> tuple[torch.Tensor | PendingBatch, torch.Tensor, list[str]]:
     """Stack the readable samples; return the names of the unreadable ones beside them."""
     good = [b for b in batch if not isinstance(b, Failed)]
     failed = [b.item for b in batch if isinstance(b, Failed)]
     if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.int64), failed
-    images, labels = default_collate(good)  # uses shared memory inside a worker
-    return images, labels.to(torch.int64), failed
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), failed
+    labels = torch.tensor([y for _, y in good], dtype=torch.int64)
+    if any(isinstance(x, Encoded) for x, _ in good):
+        return PendingBatch.of([x for x, _ in good]), labels, failed
+    images = default_collate([x for x, _ in good])  # uses shared memory inside a worker
+    return images, labels, failed
 
 
 class SkipLog:

@@ -19,6 +19,12 @@ defaults):
 - ``classes_for(options) -> int | None``: the number of classes when it is known without
   reading the data (``fusionlab bench`` uses it), else None.
 
+Training reads images through ``load_tensor(item)`` (uint8 tensor [3, H, W], RGB), which
+decodes JPEG files with libjpeg-turbo directly into a tensor and falls back to ``load``
+for anything else (``fusion_lab.data.decode``). A dataset's ``prepare`` hook (e.g. a
+banner crop) works on PIL images; a dataset may add ``prepare_tensor`` doing the same on
+tensors, otherwise its images take a PIL round trip through ``prepare``.
+
 Loading, splitting, transforms and skipping unreadable files are done once for every
 dataset by ``fusion_lab.data``; a dataset class only says where its images are.
 """
@@ -30,8 +36,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
+from fusion_lab.data.decode import decode_jpeg_bytes, is_path, pil_to_uint8, uint8_to_pil
 from fusion_lab.errors import DatasetError
 
 # What PIL (and the formats it wraps) raises on a truncated, corrupt or non-image file.
@@ -54,6 +62,7 @@ class ImageSource:
     # the training recipe `train.recipe: reference` gives its runs (fusion_lab/recipes.py);
     # None: "generic", the CUB recipe's shape
     reference_recipe: str | None = None
+    square_size: int | None = None  # images already resized to this square (a cache)
     class_names: list[str]
     train: list[tuple[Any, int]]
     test: list[tuple[Any, int]]
@@ -66,6 +75,26 @@ class ImageSource:
     def prepare(self, image: Image.Image) -> Image.Image:
         """Hook applied to every loaded image (e.g. cropping a banner); default: none."""
         return image
+
+    def load_tensor(self, item: Any) -> torch.Tensor:
+        """The image ``item`` as uint8 [3, H, W] RGB; raises as ``load`` does when unreadable.
+
+        A JPEG file read by the default ``load`` is decoded by libjpeg-turbo straight into a
+        tensor; every other case (other formats, files the fast decoder refuses, datasets
+        with their own ``load``) goes through ``load``, so PIL decides what is unreadable.
+        """
+        if type(self).load is ImageSource.load and is_path(item):
+            with open(item, "rb") as f:
+                image = decode_jpeg_bytes(f.read())
+            if image is not None:
+                return self.prepare_tensor(image)
+        return pil_to_uint8(self.load(item))
+
+    def prepare_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """``prepare`` on a uint8 tensor; by default a PIL round trip when ``prepare`` is set."""
+        if type(self).prepare is ImageSource.prepare:
+            return image
+        return pil_to_uint8(self.prepare(uint8_to_pil(image)))
 
     def describe_item(self, item: Any) -> str:
         """How an item is named in reports of unreadable files."""

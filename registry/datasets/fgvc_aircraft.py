@@ -77,3 +77,8 @@ class FGVCAircraft(ImageSource):
             w, h = image.size
             return image.crop((0, 0, w, max(1, h - BANNER)))
         return image
+
+    def prepare_tensor(self, image):  # the same crop on a uint8 tensor [3, H, W]
+        if self.remove_banner:
+            return image[:, : max(1, image.shape[1] - BANNER)]
+        return image

@@ -78,5 +78,10 @@ class SyntheticFGVC(ImageSource):
     def load(self, item: int) -> Image.Image:
         return Image.fromarray(self.images[item])
 
+    def load_tensor(self, item: int):  # uint8 [3, H, W] without a PIL round trip
+        import torch
+
+        return torch.from_numpy(self.images[item]).permute(2, 0, 1)
+
     def describe_item(self, item: int) -> str:
         return f"synthetic image {item}"
