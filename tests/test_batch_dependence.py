@@ -46,7 +46,9 @@ def test_prediction_depends_on_the_batch_only_where_the_model_says_so(preset):
 
 
 def _loader(batch_size: int) -> DataLoader:
-    data = TensorDataset(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    # loaders yield uint8 images (normalised on the device by evaluate)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    data = TensorDataset(images, torch.tensor([0, 1, 2, 3]))
     return DataLoader(data, batch_size=batch_size)
 
 
