@@ -248,8 +248,8 @@ def add_deltas(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
             rec["delta"] = r["mean"] - b["mean"]
             iv = difference_interval(r.by_seed, b.by_seed, r.test_size, b.test_size)
             if iv is not None:
-                rec.update(se_diff=iv.se, df=iv.df, ci_low=float(iv.low),
-                           ci_high=float(iv.high), noise_basis=iv.basis,
+                rec.update(se_diff=iv.se, df=iv.df, ci_low=iv.low,
+                           ci_high=iv.high, noise_basis=iv.basis,
                            within_noise=iv.contains_zero)
         extra.append(rec)
     cols = pd.DataFrame.from_records(extra, index=rows.index)

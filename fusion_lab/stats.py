@@ -42,7 +42,7 @@ class Interval:
 
     @property
     def contains_zero(self) -> bool:
-        return self.low <= 0.0 <= self.high
+        return bool(self.low <= 0.0 <= self.high)
 
 
 def binomial_se(acc: float, n_test: float) -> float:
@@ -56,7 +56,8 @@ def _t_interval(delta: float, se: float, df: float, basis: str) -> Interval:
 
     q = stats.norm.ppf(0.5 + CONFIDENCE / 2) if math.isinf(df) else stats.t.ppf(
         0.5 + CONFIDENCE / 2, df)
-    return Interval(delta, se, df, delta - q * se, delta + q * se, basis)
+    q = float(q)
+    return Interval(float(delta), float(se), float(df), delta - q * se, delta + q * se, basis)
 
 
 def paired_interval(a: Sequence[float], b: Sequence[float]) -> Interval | None:
