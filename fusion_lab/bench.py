@@ -224,7 +224,7 @@ def bench_study(study: Study, runs: list[PlannedRun], results: str | Path, devic
         dev_name = f"cpu ({torch.get_num_threads()} threads)"
     cost = {"device": dev_name, "measured": S.now(), "image_size": size, "batch_size": batch,
             "baseline": study.baseline or vs[0].label, "rows": rows}
-    S.write_json(Path(results) / study.name / "cost.json", cost)
+    S.write_json(S.study_dir(results, study.name) / S.COST_JSON, cost)
     return cost
 
 

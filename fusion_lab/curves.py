@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fusion_lab.store import read_jsonl
+from fusion_lab.store import METRICS_JSONL, read_jsonl
 
 CURVE_METRICS = ("test_acc", "train_loss")
 
@@ -28,7 +28,7 @@ def load_curves(study_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """
     records = []
     for r in runs.itertuples():
-        for line in read_jsonl(Path(study_dir) / str(r.run_id) / "metrics.jsonl"):
+        for line in read_jsonl(Path(study_dir) / str(r.run_id) / METRICS_JSONL):
             if "epoch" not in line:
                 continue
             records.append({"group_id": r.group_id, "run_id": r.run_id, "seed": r.seed,

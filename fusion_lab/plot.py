@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from fusion_lab.aggregate import StudyResults, load_study
+from fusion_lab.aggregate import StudyResults, load_results
 from fusion_lab.curves import bands, cell_key, load_curves
 from fusion_lab.errors import FusionLabError
 
@@ -34,7 +34,7 @@ def plot_study(study_dir: Path, out: str | Path, metric: str = "final") -> tuple
     Returns:
         (the file written, notes for stderr).
     """
-    res = load_study(study_dir, metric)
+    res = load_results(study_dir, metric)
     fig, notes = draw(res, load_curves(study_dir, res.runs))
     out = Path(out)
     if out.parent and not out.parent.is_dir():
@@ -47,7 +47,7 @@ def draw(res: StudyResults, curves: pd.DataFrame) -> tuple[Any, list[str]]:
     """The figure of one loaded study (a matplotlib Figure) and notes about what it leaves out.
 
     Args:
-        res: from ``fusion_lab.aggregate.load_study``.
+        res: from ``fusion_lab.aggregate.load_results``.
         curves: from ``fusion_lab.curves.load_curves``.
     Returns:
         (figure, notes).

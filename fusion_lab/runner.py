@@ -1,4 +1,6 @@
-"""Run a study: validate, plan, then train what is missing or failed.
+"""Run a study's planned runs: train what is missing or failed, in this process or in one
+worker process per GPU (planning is in ``fusion_lab.planning``, training in
+``fusion_lab.train``, the results folder's layout in ``fusion_lab.store``).
 
 Every run folder is claimed atomically before training, so several ``fusionlab run``
 processes (or one per GPU with ``--gpus``) can share one results folder without ever
@@ -20,11 +22,10 @@ from typing import Any
 
 import click
 
-from fusion_lab import __version__
-from fusion_lab import store as S
+from fusion_lab import __version__, store
 from fusion_lab.config import to_dict
-from fusion_lab.errors import ConfigError, FusionLabError
-from fusion_lab.study import PlannedRun, Study, expand, load_study, study_plan
+from fusion_lab.errors import FusionLabError
+from fusion_lab.study import PlannedRun, Study, study_plan
 
 
 @dataclass
@@ -34,64 +35,6 @@ class Outcome:
     skipped: list[tuple[PlannedRun, str]] = field(default_factory=list)
     train_s: float = 0.0  # time inside runs' setup and epochs (the work itself)
     wall_s: float = 0.0
-
-
-def prepare(study_path: str | Path, overrides: list[str] | None = None
-            ) -> tuple[Study, list[PlannedRun]]:
-    """Load a study, import its plugins, expand and validate every run (all problems at once)."""
-    from fusion_lab.registries import PRESETS, load_plugins
-
-    study = load_study(study_path, overrides)
-    load_plugins(study.plugins, base_dir=study.path.parent if study.path else None)
-    presets = {name: PRESETS.get(name) for name in PRESETS.list()}
-    runs = expand(study, presets)
-    problems = validate(runs)
-    if problems:
-        raise ConfigError(problems, source=str(study.path))
-    return study, runs
-
-
-def validate(runs: list[PlannedRun]) -> list[str]:
-    """Component, argument and dataset problems of the planned runs, each reported once."""
-    from fusion_lab.model import check_model_config
-
-    problems: list[str] = []
-    seen: set[str] = set()
-    for r in runs:
-        found = [f"model: {p}" for p in check_model_config(r.config.model)]
-        found += [f"dataset: {p}" for p in dataset_problems(r.config.dataset)]
-        for p in found:
-            if p not in seen:
-                seen.add(p)
-                problems.append(p)
-    return problems
-
-
-def dataset_problems(cfg) -> list[str]:
-    """A dataset name that is not registered, or a root folder that is not there."""
-    from fusion_lab.registries import DATASETS
-
-    if cfg.name not in DATASETS:
-        return [DATASETS.unknown_message(cfg.name)]
-    if not 0 <= cfg.val_fraction < 1:
-        return [f"val_fraction must be in [0, 1), got {cfg.val_fraction}"]
-    cls = DATASETS.get(cfg.name)
-    if cfg.name == "synthetic_fgvc":  # generated in memory: nothing to look for
-        return []
-    if cfg.root is None or not Path(cfg.root).expanduser().is_dir():
-        url = getattr(cls, "url", None)
-        where = f" (published at {url})" if url else ""
-        return [f"{cfg.name}: root folder {cfg.root!r} not found; download the dataset{where} "
-                f"and set dataset.root (e.g. --set dataset.root=/data/...); "
-                f"`fusionlab data check {cfg.name} ROOT` checks a folder"]
-    from fusion_lab.data import open_source  # reads the index files only, no image
-    from fusion_lab.errors import DatasetError
-
-    try:
-        open_source(cfg.name, str(Path(cfg.root).expanduser()), cfg.options)
-    except DatasetError as e:
-        return [str(e)]
-    return []
 
 
 def versions() -> dict[str, str]:
@@ -114,10 +57,6 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def run_dir(results: Path, study: Study, r: PlannedRun) -> Path:
-    return results / study.name / r.run_id
-
-
 def identity(study: Study, r: PlannedRun) -> dict[str, Any]:
     return {"run_id": r.run_id, "group_id": r.group_id, "study": study.name, "label": r.label,
             "grid": r.grid, "seed": r.seed}
@@ -131,40 +70,42 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
 
     t0 = time.perf_counter()
     out = Outcome()
-    S.write_json(results / study.name / "study.json", study_plan(study, runs))
+    store.write_json(store.study_dir(results, study.name) / store.STUDY_JSON,
+                     study_plan(study, runs))
     todo = []
     for r in runs:
-        status = S.run_status(run_dir(results, study, r))
-        if status == S.DONE or (status == S.FAILED and not retry_failed):
+        status = store.run_status(store.run_dir(results, study.name, r.run_id))
+        if status == store.DONE or (status == store.FAILED and not retry_failed):
             out.skipped.append((r, status))
         else:
             todo.append(r)
     if progress is not None:
         progress.start_study(study.name, len(runs), len(todo))
     for r in todo:
-        d = run_dir(results, study, r)
-        if not S.try_claim(d):
-            out.skipped.append((r, S.RUNNING))
+        d = store.run_dir(results, study.name, r.run_id)
+        if not store.try_claim(d):
+            out.skipped.append((r, store.RUNNING))
             continue
         try:
-            status = S.run_status(d)  # re-read under the claim: another process may have won
-            if status == S.DONE or (status == S.FAILED and not retry_failed):
+            status = store.run_status(d)  # re-read under the claim: another process may have won
+            if status == store.DONE or (status == store.FAILED and not retry_failed):
                 out.skipped.append((r, status))
                 continue
-            (d / "summary.json").unlink(missing_ok=True)
-            S.write_json(d / "config.json", {**identity(study, r), "config": to_dict(r.config)})
+            (d / store.SUMMARY_JSON).unlink(missing_ok=True)
+            store.write_json(d / store.CONFIG_JSON,
+                             {**identity(study, r), "config": to_dict(r.config)})
             if progress is not None:
                 progress.start_run(r)
-            summary = {**identity(study, r), "status": S.DONE, "error": None}
+            summary = {**identity(study, r), "status": store.DONE, "error": None}
             try:
                 result = train_run(d, r.config, r.run_id, device=device, progress=progress)
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # recorded, and the study goes on
                 msg = _error_message(e)
-                (d / "error.log").write_text(traceback.format_exc())
-                last = S.read_jsonl(d / "metrics.jsonl")
-                summary.update(status=S.FAILED, error=msg, final=None, best_val=None,
+                (d / store.ERROR_LOG).write_text(traceback.format_exc())
+                last = store.read_jsonl(d / store.METRICS_JSONL)
+                summary.update(status=store.FAILED, error=msg, final=None, best_val=None,
                                last_epoch=last[-1] if last else None)
                 out.failed.append((r, msg))
                 if progress is not None:
@@ -175,13 +116,13 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
                 out.train_s += result["setup_s"] + result["train_time_s"]
                 if progress is not None:
                     progress.end_run(r, result, None)
-            summary.update(versions=versions(), git_commit=git_commit(), finished=S.now(),
+            summary.update(versions=versions(), git_commit=git_commit(), finished=store.now(),
                            trained_by={"pid": os.getpid(), "host": platform.node()})
-            S.write_json(d / "summary.json", summary)
+            store.write_json(d / store.SUMMARY_JSON, summary)
             if out.failed and fail_fast:
                 break
         finally:
-            S.release_claim(d)
+            store.release_claim(d)
     out.wall_s = time.perf_counter() - t0
     return out
 

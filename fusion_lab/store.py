@@ -1,6 +1,11 @@
-"""The results store: run identity, atomic writes, claims and run status (no torch).
+"""The results store: where things are stored, run identity, atomic writes, claims and
+run status (no torch).
 
-The format is documented in docs/results-format.md.
+Every path and file name of the results folder is spelled here and only here:
+``results/<study>/study.json`` and ``cost.json``, and per run
+``results/<study>/<run id>/`` with ``config.json``, ``metrics.jsonl``, ``summary.json``,
+``checkpoint.pt``, ``error.log`` and ``claim``. The format is documented in
+docs/results-format.md.
 """
 
 from __future__ import annotations
@@ -16,6 +21,27 @@ from pathlib import Path
 from typing import Any
 
 DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
+
+# In a study's folder
+STUDY_JSON = "study.json"  # the plan: rows, run ids, seeds, baseline, reference
+COST_JSON = "cost.json"  # fusionlab bench's cost profile
+# In a run's folder
+CONFIG_JSON = "config.json"  # identity and resolved config, written before training
+METRICS_JSONL = "metrics.jsonl"  # one line per finished epoch
+SUMMARY_JSON = "summary.json"  # status and result, written last
+CHECKPOINT = "checkpoint.pt"  # the last finished epoch's state (torch.save)
+ERROR_LOG = "error.log"  # the traceback of a failed run
+CLAIM = "claim"  # the process training the run
+
+
+def study_dir(results: str | Path, study: str) -> Path:
+    """The folder of a study's results: ``results/<study>``."""
+    return Path(results) / study
+
+
+def run_dir(results: str | Path, study: str, run_id: str) -> Path:
+    """The folder of one run: ``results/<study>/<run id>``."""
+    return Path(results) / study / run_id
 
 
 def now() -> str:
@@ -118,7 +144,7 @@ def try_claim(run_dir: str | Path) -> bool:
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "claim"
+    path = run_dir / CLAIM
     body = canonical_json({"pid": os.getpid(), "host": socket.gethostname(), "time": now()})
     for _ in range(3):
         try:
@@ -152,7 +178,7 @@ def try_claim(run_dir: str | Path) -> bool:
 
 
 def release_claim(run_dir: str | Path) -> None:
-    path = Path(run_dir) / "claim"
+    path = Path(run_dir) / CLAIM
     claim = read_json(path)
     if claim and claim.get("pid") == os.getpid() and claim.get("host") == socket.gethostname():
         path.unlink(missing_ok=True)
@@ -161,9 +187,9 @@ def release_claim(run_dir: str | Path) -> None:
 def run_status(run_dir: str | Path) -> str:
     """done | failed | running | pending (see docs/results-format.md)."""
     run_dir = Path(run_dir)
-    summary = read_json(run_dir / "summary.json")
+    summary = read_json(run_dir / SUMMARY_JSON)
     if summary and summary.get("status") in (DONE, FAILED):
         return summary["status"]
-    if claim_is_live(read_json(run_dir / "claim")):
+    if claim_is_live(read_json(run_dir / CLAIM)):
         return RUNNING
     return PENDING

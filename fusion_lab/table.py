@@ -18,7 +18,7 @@ import pandas as pd
 from fusion_lab.aggregate import (
     COST_KEYS,
     StudyResults,
-    load_study,
+    load_results,
     not_done,
     study_dirs,
 )
@@ -59,7 +59,7 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
     """
     if fmt not in FORMATS:
         raise FusionLabError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    loaded = [load_study(d, metric, cost) for d in study_dirs(list(studies or []), results)]
+    loaded = [load_results(d, metric, cost) for d in study_dirs(list(studies or []), results)]
     out = Output("")
     if pivot and (heads or cost):
         out.warnings.append("--heads and --cost are not shown in a --pivot table")

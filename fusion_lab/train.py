@@ -26,9 +26,7 @@ from torch import nn
 from fusion_lab.config import RunConfig, to_dict
 from fusion_lab.errors import DivergedError, FusionLabError
 from fusion_lab.model import FusionModel, build_model, model_loss
-from fusion_lab.store import append_jsonl, read_jsonl, write_text
-
-CHECKPOINT = "checkpoint.pt"
+from fusion_lab.store import CHECKPOINT, METRICS_JSONL, append_jsonl, read_jsonl, write_text
 
 
 def seed_everything(seed: int) -> None:
@@ -215,7 +213,7 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
             start_epoch, best = state["epoch"], state.get("best_val")
             before = state.get("wall_time_s", 0.0)
     # Keep exactly the metrics of the epochs the checkpoint holds.
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = run_dir / METRICS_JSONL
     rows = [r for r in read_jsonl(metrics_path) if r.get("epoch", 0) <= start_epoch]
     write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 

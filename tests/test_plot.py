@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from test_table import StudyWriter
 
-from fusion_lab.aggregate import load_study
+from fusion_lab.aggregate import load_results
 from fusion_lab.cli.plot import plot as plot_cmd
 from fusion_lab.curves import load_curves
 from fusion_lab.errors import FusionLabError
@@ -62,7 +62,7 @@ def grid_study(tmp_path: Path) -> Path:
 
 
 def figure(study_dir: Path):
-    res = load_study(study_dir)
+    res = load_results(study_dir)
     return draw(res, load_curves(study_dir, res.runs))[0]
 
 
@@ -154,10 +154,11 @@ def test_a_study_without_epochs_is_one_clear_error(tmp_path):
 
 
 def test_plot_does_not_import_torch(grid_study, tmp_path):
-    code = ("import sys, fusion_lab.cli.plot, fusion_lab.plot;"
-            f"fusion_lab.plot.plot_study(__import__('pathlib').Path({str(grid_study)!r}), "
-            f"{str(tmp_path / 'f.png')!r});"
+    code = ("import sys, fusion_lab.cli;"
+            f"args = ['plot', {str(grid_study)!r}, '--out', {str(tmp_path / 'f.png')!r}];"
+            "fusion_lab.cli.cli.main(args=args, standalone_mode=False);"
             "bad = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules];"
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "f.png").is_file()

@@ -33,8 +33,9 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     A rerun trains nothing that is done; growing a study trains only the new runs; a
     killed run resumes from its last checkpoint. Exits 1 if any run failed.
     """
-    from fusion_lab import store as S
-    from fusion_lab.runner import launch_workers, prepare, run_dir, train_study
+    from fusion_lab import store
+    from fusion_lab.planning import prepare
+    from fusion_lab.runner import launch_workers, train_study
 
     t_start = time.perf_counter() - _process_age()
     study, runs = prepare(study_file, list(overrides))
@@ -44,7 +45,7 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         about = f" - {study.describe}" if study.describe else ""
         click.echo(f"study {study.name}: {len(runs)} runs{about}")
         for r in runs:
-            status = S.run_status(run_dir(results_dir, study, r))
+            status = store.run_status(store.run_dir(results_dir, study.name, r.run_id))
             counts[status] = counts.get(status, 0) + 1
             click.echo(f"{r.run_id}  {status:<8} seed {r.seed:<3} {r.display}")
         click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -91,8 +92,7 @@ def _process_age() -> float:
 
 
 def _finish(study, runs, results_dir: Path, show_table: bool) -> list[str]:
-    from fusion_lab import store as S
-    from fusion_lab.runner import run_dir
+    from fusion_lab import store
 
     if show_table:
         from fusion_lab.cli.table import table
@@ -103,9 +103,9 @@ def _finish(study, runs, results_dir: Path, show_table: bool) -> list[str]:
             click.echo(f"(could not print the table: {e})", err=True)
     failed = []
     for r in runs:
-        d = run_dir(results_dir, study, r)
-        if S.run_status(d) == S.FAILED:
-            err = (S.read_json(d / "summary.json") or {}).get("error")
+        d = store.run_dir(results_dir, study.name, r.run_id)
+        if store.run_status(d) == store.FAILED:
+            err = (store.read_json(d / store.SUMMARY_JSON) or {}).get("error")
             failed.append(f"{r.run_id[:12]} {r.display} seed {r.seed}: {err}")
     if failed:
         click.echo(f"{len(failed)} run(s) failed (see their summary.json and error.log; "
