@@ -22,6 +22,7 @@ from fusion_lab.aggregate import (
     not_done,
     study_dirs,
 )
+from fusion_lab.attention_table import attention_columns
 from fusion_lab.errors import FusionLabError
 from fusion_lab.stats import CONFIDENCE, MAX_SEEDS, POWER, pooled_sd, seeds_needed
 
@@ -42,7 +43,7 @@ class Output:
 def tables(studies: list[str] | None = None, results: str | Path = "results",
            metric: str = "final", fmt: str = "plain", heads: bool = False,
            pivot: tuple[str, str] | None = None, cost: bool = False,
-           ci: bool = False) -> Output:
+           ci: bool = False, attention: bool = False) -> Output:
     """Render the tables of some studies (all studies in ``results`` if none are named).
 
     Args:
@@ -54,31 +55,40 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
         pivot: (ROW, COL) axes for a 2-D table of mean accuracy.
         cost: join cost.json columns.
         ci: add the 95% interval of each Δ and how it was computed.
+        attention: join the attention scores of `fusionlab viz --score`.
     Returns:
         The text for stdout and the warnings for stderr.
     """
     if fmt not in FORMATS:
         raise FusionLabError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    loaded = [load_results(d, metric, cost) for d in study_dirs(list(studies or []), results)]
+    dirs = study_dirs(list(studies or []), results)
+    loaded = [load_results(d, metric, cost) for d in dirs]
     out = Output("")
     if pivot and (heads or cost):
         out.warnings.append("--heads and --cost are not shown in a --pivot table")
     records: list[dict] = []
     blocks: list[str] = []
-    for res in loaded:
+    for study_dir, res in zip(dirs, loaded):
         if not len(res.rows):
             empty = f"{res.name}: no runs yet: run `fusionlab run` on its study file"
             (out.warnings if fmt in ("csv", "json") else blocks).append(empty)
             continue
         frame = pivot_frame(res, *pivot) if pivot else res.rows
         notes = _notes(res, cost and not pivot, pivot=bool(pivot))
+        att = attention_columns(study_dir, frame, res.runs, metric) if attention else None
+        notes += att.notes if att else []
         if fmt in ("csv", "json"):
-            records += [{"study": res.name, **r} for r in _records(res, frame, bool(pivot))]
+            recs = _records(res, frame, bool(pivot))
+            for rec, extra in zip(recs, att.records if att else []):
+                rec.update(extra)
+            records += [{"study": res.name, **r} for r in recs]
             out.warnings += [f"{res.name}: {n}" for n in notes]
             continue
         title = f"{res.name}: {res.study.get('describe') or ''}".rstrip(": ")
         body = (_pivot_cells(frame, *pivot) if pivot
                 else _cells(res, heads, cost and res.cost is not None, ci))
+        for col, values in (att.cells if att and not pivot else {}).items():
+            body[col] = values
         if fmt == "latex":
             blocks.append(_latex(body, title, notes, metric))
         else:
