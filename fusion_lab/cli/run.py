@@ -56,8 +56,8 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
                               fail_fast, retry_failed)
         _finish(study, runs, results_dir, show_table)
         sys.exit(code)
+    from fusion_lab.device import resolve_device
     from fusion_lab.progress import Progress
-    from fusion_lab.train import resolve_device
 
     resolve_device(device)  # --device cuda without CUDA: one error before anything trains
     progress = Progress(progress_mode) if progress_mode != "off" else None
