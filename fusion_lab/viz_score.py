@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from fusion_lab import store
-from fusion_lab.data.regions import through_test_transform
 from fusion_lab.errors import FusionLabError
 from fusion_lab.model import resolve_parts
+from fusion_lab.regions import through_test_transform
 from fusion_lab.scoring import format_levels, score_file, score_mask, summarise
 from fusion_lab.viz import extract_maps, has_sa, load_trained
 

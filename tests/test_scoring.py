@@ -16,9 +16,9 @@ import pytest
 from conftest_data import load_datasets, make_cub
 from test_table import StudyWriter, line
 
-from fusion_lab.data.regions import Regions, box_pixels, part_pixels, through_test_transform
 from fusion_lab.data.synthetic import generate, render, render_with_masks
 from fusion_lab.errors import DatasetError
+from fusion_lab.regions import Regions, box_pixels, part_pixels, through_test_transform
 from fusion_lab.scoring import score_file, score_mask, summarise
 from fusion_lab.table import tables
 
@@ -179,3 +179,21 @@ def test_table_attention_columns_are_seed_means(tmp_path):
     assert rec["attention.s5.energy_box"] == pytest.approx(0.55)
     best = tables(["att"], results=tmp_path, attention=True, metric="best_val").text
     assert "best weights" in best and "--weights best" in best
+
+
+def test_table_attention_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    w = StudyWriter(tmp_path, "att", seeds=[0])
+    run_id = w.row("CN", [("done", 82.0)], fusion="cn")
+    w.save()
+    run_dir = next(p for p in w.dir.iterdir() if p.is_dir())
+    (run_dir / score_file("last")).write_text(json.dumps(scores({"s5": (60.0, 0.5)})))
+    code = ("import sys, fusion_lab.table;"
+            f"t = fusion_lab.table.tables(['att'], results={str(tmp_path)!r}, attention=True);"
+            "assert 'point s5 %' in t.text, t.text;"
+            "bad = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules];"
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run_id and proc.returncode == 0, proc.stderr

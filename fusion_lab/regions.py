@@ -2,10 +2,11 @@
 
 A dataset that knows (``synthetic_fgvc`` draws them; ``cub200`` ships boxes and part
 points) returns a ``Regions`` per test item from its ``regions(item)`` method, in the
-pixel coordinates of the image ``load(item)`` returns. ``through_test_transform`` moves them through the
-test transform (resize to ``resize`` x ``resize``, centre crop ``image_size``, as
-``fusion_lab.data.transforms.FGVCTransform``), so they line up with the model's input.
-No torch.
+pixel coordinates of the image ``load(item)`` returns. ``through_test_transform`` moves
+them through the test transform (resize to ``resize`` x ``resize``, centre crop
+``image_size``, as ``fusion_lab.data.transforms.FGVCTransform``), so they line up with the
+model's input. No torch (outside ``fusion_lab.data``, whose package imports torch), so the
+table path can score-read without it.
 """
 
 from __future__ import annotations
