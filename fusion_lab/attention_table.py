@@ -40,7 +40,8 @@ def attention_columns(study_dir: Path, rows: pd.DataFrame, runs: pd.DataFrame,
     """
     weights = WEIGHTS_OF_METRIC[metric]
     done = runs[runs.status == "done"] if len(runs) else runs
-    # only runs whose attention draws a spatial mask can be scored
+    # only runs whose attention draws a spatial mask can be scored (judged by the built-in
+    # names, sa and sa+ca: the attention classes' facts need the registry, hence torch)
     done = done[[_has_sa(c) for c in done.config]] if len(done) else done
     by_group: dict[str, list[dict]] = {}
     for r in done.itertuples():

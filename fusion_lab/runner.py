@@ -24,7 +24,6 @@ import click
 
 from fusion_lab import __version__, store
 from fusion_lab.config import to_dict
-from fusion_lab.errors import FusionLabError
 from fusion_lab.study import PlannedRun, Study, study_plan
 
 
@@ -99,9 +98,7 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
             summary = {**identity(study, r), "status": store.DONE, "error": None}
             try:
                 result = train_run(d, r.config, r.run_id, device=device, progress=progress)
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # recorded, and the study goes on
+            except Exception as e:  # recorded, and the study goes on (Ctrl-C is not one)
                 msg = _error_message(e)
                 (d / store.ERROR_LOG).write_text(traceback.format_exc())
                 last = store.read_jsonl(d / store.METRICS_JSONL)
@@ -133,8 +130,6 @@ def _error_message(e: BaseException) -> str:
     if isinstance(e, torch.cuda.OutOfMemoryError):
         return ("OutOfMemoryError: the GPU ran out of memory; lower train.batch_size or "
                 "train.image_size, or use train.amp=bf16")
-    if isinstance(e, FusionLabError):
-        return f"{type(e).__name__}: {e}"
     return f"{type(e).__name__}: {e}".strip()
 
 

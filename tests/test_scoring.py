@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest_data import load_datasets, make_cub
+from dataset_trees import load_datasets, make_cub
 from test_table import StudyWriter, line
 
 from fusion_lab.data.synthetic import generate, render, render_with_masks
@@ -142,7 +142,7 @@ def test_cub_boxes_and_visible_parts(tmp_path):
         ds.regions(ds.test[0][0])
     write_cub_regions(d, 4)
     reg = CUB200(str(tmp_path)).regions(ds.test[0][0])
-    assert reg.size == (40, 30)  # conftest_data's images
+    assert reg.size == (40, 30)  # dataset_trees' images
     assert reg.box == (4.0, 3.0, 24.0, 13.0)  # x, y, width, height -> corners
     assert reg.part_points == {"beak": (10.0, 5.0)}  # the invisible eye is left out
 
