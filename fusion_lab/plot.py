@@ -115,12 +115,19 @@ def _bars(ax: Any, rows: pd.DataFrame, res: StudyResults, colours: dict, title: 
         ax.set(xlabel=f"test accuracy (%), {res.metric} (mean ± sd)")
     else:
         delta = [0.0 if r.is_baseline else r.delta for r in rows.itertuples()]
-        lo = [0.0 if math.isnan(r.ci_low) else r.delta - r.ci_low for r in rows.itertuples()]
-        hi = [0.0 if math.isnan(r.ci_high) else r.ci_high - r.delta for r in rows.itertuples()]
+        # a difference of accuracies lies in [-100, 100]: whiskers are cut there (a t
+        # interval over 2 seeds can reach far beyond)
+        low = [r.delta if math.isnan(r.ci_low) else max(r.ci_low, -100.0)
+               for r in rows.itertuples()]
+        high = [r.delta if math.isnan(r.ci_high) else min(r.ci_high, 100.0)
+                for r in rows.itertuples()]
+        cut = any(r.ci_low < -100 or r.ci_high > 100 for r in rows.itertuples())
+        lo = [0.0 if math.isnan(d) else d - v for d, v in zip(delta, low)]
+        hi = [0.0 if math.isnan(d) else v - d for d, v in zip(delta, high)]
         ax.barh(y, delta, xerr=[lo, hi], color=colour, capsize=4)
         ax.axvline(0.0, color="black", linewidth=0.8)
-        ax.set(xlabel=f"Δ vs {baseline} (points, {res.metric}); whisker: 95% interval; "
-                      "≈ contains 0")
+        ax.set(xlabel=f"Δ vs {baseline} (points, {res.metric}); whisker: 95% interval"
+                      + (" (cut at ±100)" if cut else "") + "; ≈ contains 0")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()  # table order, top to bottom
     ax.set_title(f"{title}: final table" if title else "final table")

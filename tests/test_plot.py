@@ -162,3 +162,18 @@ def test_plot_does_not_import_torch(grid_study, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "f.png").is_file()
+
+
+def test_whiskers_are_cut_at_100_points(tmp_path):
+    # 2 vs 2 seeds, differences 10 and 50 by seed: paired t (df 1) reaches far beyond ±100
+    w = StudyWriter(tmp_path, "wide", seeds=[0, 1])
+    w.row("Baseline", [("done", 40.0), ("done", 40.0)])
+    w.row("B", [("done", 50.0), ("done", 90.0)], fusion="b")
+    w.save()
+    write_metrics(w.dir)
+    bar_ax = figure(w.dir).axes[2]
+    bars = next(c for c in bar_ax.containers if hasattr(c, "errorbar"))
+    xs = sorted(float(x) for x in bars.errorbar.lines[2][0].get_segments()[1][:, 0])
+    half = T1 * statistics.stdev([10.0, 50.0]) / math.sqrt(2)
+    assert 30 - half < -100 and 30 + half > 100  # the interval itself
+    assert xs == pytest.approx([-100.0, 100.0]) and "cut at ±100" in bar_ax.get_xlabel()
