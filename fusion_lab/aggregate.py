@@ -3,7 +3,7 @@
 One table row is one ``group_id`` (one configuration, every seed of it): rows are never
 merged across configurations, even when two share a label. Deltas are taken against the
 study's baseline row with the same grid values, and marked when within noise
-(the rule is in docs/tables.md). The store format is docs/results-format.md.
+(t intervals from fusion_lab.stats; the rule is in docs/tables.md). The store format is docs/results-format.md.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from fusion_lab.errors import FusionLabError
+from fusion_lab.stats import difference_interval
 from fusion_lab.store import (
     CONFIG_JSON,
     COST_JSON,
@@ -34,7 +35,6 @@ METRICS = ("final", "best_val")
 COST_KEYS = ("params", "gflops", "train_ips", "infer_ips", "train_ratio", "infer_ratio",
              "peak_mem_mb")
 BATCH_MARK = "§"  # a row whose predictions depend on the test batch
-NOISE_FACTOR = 2.0  # within noise: |delta| < NOISE_FACTOR x SE of the difference
 
 
 @dataclass
@@ -183,6 +183,9 @@ def aggregate(study: dict, runs: pd.DataFrame) -> pd.DataFrame:
         dep = done[done.batch_dependent]
         row["batch_dependent"] = bool(len(dep))
         row["test_batch_sizes"] = sorted({int(b) for b in dep.test_batch_size.dropna()})
+        # accuracy by seed, for pairing with the baseline (a run without a seed never pairs)
+        row["by_seed"] = {(int(x.seed) if _has(x.seed) else x.run_id): float(x.acc)
+                          for x in done.itertuples()}
         heads = pd.DataFrame(list(done.heads)) if len(done) else pd.DataFrame()
         row["heads"] = {h: float(heads[h].mean()) for h in heads.columns}
         rows.append(row)
@@ -214,38 +217,19 @@ def _display(row: Any, rows: pd.DataFrame) -> str:
                                                     else "")
 
 
-def binomial_se(acc: float, n_test: float) -> float:
-    """Standard error (points) of a percent accuracy measured on ``n_test`` images."""
-    p = acc / 100.0
-    return 100.0 * math.sqrt(p * (1.0 - p) / n_test) if n_test and n_test > 0 else math.nan
-
-
-def difference_se(a: dict, b: dict) -> tuple[float, str]:
-    """SE of mean(a) - mean(b) and its basis: "seeds" or "binomial" (see docs/tables.md).
-
-    Args:
-        a, b: rows with mean, std, n and test_size.
-    Returns:
-        (standard error in points, basis); NaN when it cannot be computed.
-    """
-    if a["n"] >= 2 and b["n"] >= 2:
-        se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
-        if se > 0:  # identical seeds (deterministic training) say nothing about noise
-            return se, "seeds"
-    if a["n"] < 1 or b["n"] < 1:
-        return math.nan, ""
-    se = math.hypot(binomial_se(a["mean"], a["test_size"]), binomial_se(b["mean"], b["test_size"]))
-    return se, "binomial"
+def _has(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
 def add_deltas(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
-    """Delta against the baseline row of the same grid cell, its SE and the noise flag.
+    """Delta against the baseline row of the same grid cell, its interval and the noise flag.
 
     Args:
         rows: from ``aggregate``.
         baseline: the baseline label (study.json ``baseline``).
     Returns:
-        ``rows`` with delta, se_diff, noise_basis, within_noise (None when unknown) and
+        ``rows`` with delta, se_diff, df, ci_low, ci_high, noise_basis (paired / welch /
+        binomial), within_noise (the interval contains 0; None when unknown) and
         is_baseline columns added.
     """
     extra = []
@@ -254,14 +238,17 @@ def add_deltas(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
         base = base.sort_values("in_plan", ascending=False, kind="stable")  # current plan first
         b = base.iloc[0] if len(base) else None
         is_base = b is not None and b.group_id == r.group_id
-        delta, se, basis, within = math.nan, math.nan, None, None
+        rec = {"delta": math.nan, "se_diff": math.nan, "df": math.nan, "ci_low": math.nan,
+               "ci_high": math.nan, "noise_basis": None, "within_noise": None,
+               "is_baseline": is_base}
         if b is not None and not is_base and r.n > 0 and b.n > 0:
-            delta = r["mean"] - b["mean"]
-            se, basis = difference_se(r, b)
-            if not math.isnan(se):
-                within = bool(abs(delta) < NOISE_FACTOR * se)
-        extra.append({"delta": delta, "se_diff": se, "noise_basis": basis or None,
-                      "within_noise": within, "is_baseline": is_base})
+            rec["delta"] = r["mean"] - b["mean"]
+            iv = difference_interval(r.by_seed, b.by_seed, r.test_size, b.test_size)
+            if iv is not None:
+                rec.update(se_diff=iv.se, df=iv.df, ci_low=iv.low,
+                           ci_high=iv.high, noise_basis=iv.basis,
+                           within_noise=iv.contains_zero)
+        extra.append(rec)
     cols = pd.DataFrame.from_records(extra, index=rows.index)
     cols["within_noise"] = cols["within_noise"].astype(object)  # True / False / None
     return rows.join(cols)

@@ -97,6 +97,8 @@ class TrainConfig:
     workers: int = _f(4, min=0)
     log_every: int = _f(0, min=0)  # batches between log lines (0: progress bar only)
     keep_checkpoint: bool = True  # keep the last checkpoint after the run finished
+    # tracking sinks beside metrics.jsonl: tensorboard, mlflow (fusion_lab/loggers.py)
+    loggers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -110,7 +112,8 @@ class RunConfig:
 DECODERS = ("cpu", "gpu")  # dataset.decode: where JPEG files are decoded
 
 # Keys that cannot change a run's result: excluded from its id.
-NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint"}
+NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint",
+                   "train.loggers"}
 
 # Fields added after results existed, with the value that reproduces the behaviour from
 # before they existed (dotted key -> neutral value). At that value such a field is left

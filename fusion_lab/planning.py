@@ -118,6 +118,7 @@ def prepare(study_path: str | Path, overrides: list[str] | None = None
 
 def validate(runs: list[PlannedRun]) -> list[str]:
     """Component, argument and dataset problems of the planned runs, each reported once."""
+    from fusion_lab.loggers import logger_problems
     from fusion_lab.model import check_model_config
 
     problems: list[str] = []
@@ -126,6 +127,7 @@ def validate(runs: list[PlannedRun]) -> list[str]:
         found = [f"model: {p}" for p in check_model_config(r.config.model)]
         found += [f"dataset: {p}" for p in dataset_problems(r.config.dataset,
                                                             r.config.train.resize)]
+        found += logger_problems(r.config.train.loggers)
         for p in found:
             if p not in seen:
                 seen.add(p)

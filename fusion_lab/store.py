@@ -30,6 +30,7 @@ CONFIG_JSON = "config.json"  # identity and resolved config, written before trai
 METRICS_JSONL = "metrics.jsonl"  # one line per finished epoch
 SUMMARY_JSON = "summary.json"  # status and result, written last
 CHECKPOINT = "checkpoint.pt"  # the last finished epoch's state (torch.save)
+BEST_WEIGHTS = "best.pt"  # weights of the best-validation epoch (with a validation split)
 ERROR_LOG = "error.log"  # the traceback of a failed run
 CLAIM = "claim"  # the process training the run
 

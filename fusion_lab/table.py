@@ -18,13 +18,14 @@ import pandas as pd
 from fusion_lab.aggregate import (
     BATCH_MARK,
     COST_KEYS,
-    NOISE_FACTOR,
     StudyResults,
     load_results,
     not_done,
     study_dirs,
 )
+from fusion_lab.attention_table import attention_columns
 from fusion_lab.errors import FusionLabError
+from fusion_lab.stats import CONFIDENCE, MAX_SEEDS, POWER, pooled_sd, seeds_needed
 
 FORMATS = ("plain", "github", "latex", "csv", "json")
 METRIC_TEXT = {"final": "test accuracy (%) at the last epoch",
@@ -42,7 +43,8 @@ class Output:
 
 def tables(studies: list[str] | None = None, results: str | Path = "results",
            metric: str = "final", fmt: str = "plain", heads: bool = False,
-           pivot: tuple[str, str] | None = None, cost: bool = False) -> Output:
+           pivot: tuple[str, str] | None = None, cost: bool = False,
+           ci: bool = False, attention: bool = False) -> Output:
     """Render the tables of some studies (all studies in ``results`` if none are named).
 
     Args:
@@ -53,31 +55,41 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
         heads: add one column per classifier head.
         pivot: (ROW, COL) axes for a 2-D table of mean accuracy.
         cost: join cost.json columns.
+        ci: add the 95% interval of each Δ and how it was computed.
+        attention: join the attention scores of `fusionlab viz --score`.
     Returns:
         The text for stdout and the warnings for stderr.
     """
     if fmt not in FORMATS:
         raise FusionLabError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    loaded = [load_results(d, metric, cost) for d in study_dirs(list(studies or []), results)]
+    dirs = study_dirs(list(studies or []), results)
+    loaded = [load_results(d, metric, cost) for d in dirs]
     out = Output("")
     if pivot and (heads or cost):
         out.warnings.append("--heads and --cost are not shown in a --pivot table")
     records: list[dict] = []
     blocks: list[str] = []
-    for res in loaded:
+    for study_dir, res in zip(dirs, loaded):
         if not len(res.rows):
             empty = f"{res.name}: no runs yet: run `fusionlab run` on its study file"
             (out.warnings if fmt in ("csv", "json") else blocks).append(empty)
             continue
         frame = pivot_frame(res, *pivot) if pivot else res.rows
         notes = _notes(res, cost and not pivot, pivot=bool(pivot))
+        att = attention_columns(study_dir, frame, res.runs, metric) if attention else None
+        notes += att.notes if att else []
         if fmt in ("csv", "json"):
-            records += [{"study": res.name, **r} for r in _records(res, frame, bool(pivot))]
+            recs = _records(res, frame, bool(pivot))
+            for rec, extra in zip(recs, att.records if att else []):
+                rec.update(extra)
+            records += [{"study": res.name, **r} for r in recs]
             out.warnings += [f"{res.name}: {n}" for n in notes]
             continue
         title = f"{res.name}: {res.study.get('describe') or ''}".rstrip(": ")
         body = (_pivot_cells(frame, *pivot) if pivot
-                else _cells(res, heads, cost and res.cost is not None))
+                else _cells(res, heads, cost and res.cost is not None, ci))
+        for col, values in (att.cells if att and not pivot else {}).items():
+            body[col] = values
         if fmt == "latex":
             blocks.append(_latex(body, title, notes, metric))
         else:
@@ -154,7 +166,13 @@ def _delta(r: Any) -> str:
     return _fmt(r.delta, "+.2f") + mark
 
 
-def _cells(res: StudyResults, heads: bool, cost: bool) -> pd.DataFrame:
+def _ci(r: Any) -> str:
+    if r.is_baseline or r.noise_basis is None:
+        return "-"
+    return f"[{_fmt(r.ci_low, '+.2f')}, {_fmt(r.ci_high, '+.2f')}] {r.noise_basis}"
+
+
+def _cells(res: StudyResults, heads: bool, cost: bool, ci: bool = False) -> pd.DataFrame:
     """The display table of one study: one row per group."""
     rows = res.rows
     refs = [c for c in rows.columns if c.startswith("ref.")]
@@ -166,6 +184,8 @@ def _cells(res: StudyResults, heads: bool, cost: bool) -> pd.DataFrame:
         out[c[4:]] = [str(v) if not pd.isna(v) else "-" for v in rows[c]]
     if res.study.get("baseline") is not None:  # no baseline named: no delta column
         out[f"Δ vs {res.study['baseline']}"] = [_delta(r) for r in rows.itertuples()]
+        if ci:
+            out[f"{CONFIDENCE:.0%} CI of Δ"] = [_ci(r) for r in rows.itertuples()]
     if heads:
         names = list(dict.fromkeys(h for hs in rows.heads for h in hs))
         for h in names:
@@ -209,8 +229,11 @@ def _notes(res: StudyResults, cost: bool, pivot: bool = False) -> list[str]:
         notes.append(f"{FEW} fewer finished seeds than the study asks for (n = finished/asked).")
     no_delta = pivot or res.study.get("baseline") is None
     notes.append("" if no_delta else f"Δ: against the baseline row of the same grid cell; {WITHIN} within noise: "
-                 f"|Δ| < {NOISE_FACTOR:g}·SE of the difference (seed SE where both rows have "
-                 "n ≥ 2, else binomial SE of the test accuracy; docs/tables.md).")
+                 f"its {CONFIDENCE:.0%} interval contains 0 (Student t over seeds, paired "
+                 "where both rows ran the same seeds; binomial SE of the test accuracy "
+                 "where a row has one seed; docs/tables.md).")
+    if not no_delta:
+        notes += _interval_notes(rows)
     if not pivot and len(rows) and (rows.delta.notna() & rows.within_noise.isna()).any():
         notes.append(f"{UNKNOWN} noise not assessed: summary.json has no test_size.")
     if len(rows) and not rows.in_plan.all():
@@ -245,6 +268,35 @@ def _notes(res: StudyResults, cost: bool, pivot: bool = False) -> list[str]:
     return notes
 
 
+def _interval_notes(rows: pd.DataFrame) -> list[str]:
+    """Which interval each Δ used, and how many seeds would resolve the smallest Δ."""
+    compared = rows[rows.in_plan & rows.noise_basis.notna()] if len(rows) else rows
+    if not len(compared):
+        return []
+    kinds = {"paired": "paired t", "welch": "Welch t", "binomial": "binomial (one seed)"}
+    used = []
+    for basis, text in kinds.items():
+        names = list(compared.display[compared.noise_basis == basis])
+        if names:
+            used.append(f"{text}: " + (", ".join(names) if len(names) <= 6
+                                       else f"{len(names)} rows"))
+    notes = ["Δ intervals: " + "; ".join(used) + "."]
+    smallest = compared.loc[compared.delta.abs().idxmin()]
+    planned = rows[rows.in_plan]
+    sd, df = pooled_sd([list(r.by_seed.values()) for r in planned.itertuples()])
+    if not sd > 0:
+        notes.append("Planning: no seed spread yet (one seed per row, or identical seeds): "
+                     "run at least 2 seeds per row to estimate how many are needed.")
+        return notes
+    n = seeds_needed(smallest.delta, sd)
+    need = f"about {n}" if n else f"more than {MAX_SEEDS}"
+    notes.append(f"Planning: with the pooled seed spread s = {sd:.2f} (df {df}), {need} seeds "
+                 f"per row would detect the smallest Δ shown ({smallest.delta:+.2f}, "
+                 f"{smallest.display}) with {POWER:.0%} power at the {1 - CONFIDENCE:.0%} "
+                 "level (two-sample t test; docs/tables.md).")
+    return notes
+
+
 def _records(res: StudyResults, frame: pd.DataFrame, pivot: bool) -> list[dict]:
     """Machine-readable rows: numbers unformatted, one record per table row."""
     out = []
@@ -255,7 +307,8 @@ def _records(res: StudyResults, frame: pd.DataFrame, pivot: bool) -> list[dict]:
                "grid": r.grid, "backbone": r.backbone, "dataset": r.dataset,
                "metric": res.metric, "mean": r.mean, "std": r.std, "n": r.n,
                "n_expected": r.n_expected, "in_plan": r.in_plan,
-               "delta": r.delta, "se_diff": r.se_diff, "noise_basis": r.noise_basis,
+               "delta": r.delta, "se_diff": r.se_diff, "df": r.df, "ci_low": r.ci_low,
+               "ci_high": r.ci_high, "noise_basis": r.noise_basis,
                "within_noise": r.within_noise, "is_baseline": r.is_baseline,
                "batch_dependent": r.batch_dependent}
         for c in frame.columns:
@@ -271,7 +324,7 @@ def _records(res: StudyResults, frame: pd.DataFrame, pivot: bool) -> list[dict]:
 
 
 def _plain(v: Any) -> Any:
-    if isinstance(v, float) and math.isnan(v):
+    if isinstance(v, float) and not math.isfinite(v):  # NaN, or the binomial interval's df
         return None
     if hasattr(v, "item"):  # numpy scalars
         return v.item()

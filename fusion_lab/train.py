@@ -28,8 +28,16 @@ from fusion_lab.config import RunConfig, TrainConfig, to_dict
 from fusion_lab.data.device import on_device
 from fusion_lab.device import Precision, device_name, precision, prepare_model, resolve_device
 from fusion_lab.errors import DivergedError, FusionLabError, FusionLabWarning
+from fusion_lab.loggers import Sinks
 from fusion_lab.model import FusionModel, build_model, model_loss, split_backbone
-from fusion_lab.store import CHECKPOINT, METRICS_JSONL, append_jsonl, read_jsonl, write_text
+from fusion_lab.store import (
+    BEST_WEIGHTS,
+    CHECKPOINT,
+    METRICS_JSONL,
+    append_jsonl,
+    read_jsonl,
+    write_text,
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -249,43 +257,54 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
     best = start.best
     metrics_path = run_dir / METRICS_JSONL
     train_time = checkpoint_s = 0.0
-    for epoch in range(start.epoch, t.epochs):
-        if stop_after_epochs is not None and epoch >= stop_after_epochs:
-            return {"stopped": True}
-        data.set_epoch(epoch)
-        seed_everything(epoch_seed(cfg.seed, epoch))
-        t0 = time.perf_counter()
-        if progress is not None:
-            progress.start_epoch(epoch, t.epochs, len(data.train))
-        ep = train_epoch(model, data.train, opt, prec, dev, channels_last, t, epoch, progress)
-        epoch_train_s = time.perf_counter() - t0
-        lr = opt.param_groups[1]["lr"]
-        sched.step()
-        val = evaluate(model, data.val, dev, prec, channels_last) if data.val else None
-        test = evaluate(model, data.test, dev, prec, channels_last)
-        epoch_s = time.perf_counter() - t0
-        train_time += epoch_s
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": ep.loss_sum / max(1, ep.seen),
-                  "train_acc": 100.0 * ep.correct / max(1, ep.seen),
-                  "val_acc": val["acc"] if val else None,
-                  "test_acc": test["acc"], "test_heads": test["heads"],
-                  "images_per_s": ep.seen / max(1e-9, epoch_train_s), "epoch_s": epoch_s}
-        if val is not None and (best is None or val["acc"] > best["val_acc"]):
-            best = {"epoch": epoch + 1, "val_acc": val["acc"], "acc": test["acc"],
-                    "heads": test["heads"]}
-        t_ckpt = time.perf_counter()
-        _save_checkpoint(run_dir / CHECKPOINT, {
-            "run_id": run_id, "epoch": epoch + 1, "config": to_dict(cfg),
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
-            "rng": _rng_state(), "best_val": best, "num_classes": data.num_classes,
-            "class_names": data.class_names,
-            "wall_time_s": start.wall_before_s + time.perf_counter() - t_start})
-        append_jsonl(metrics_path, record)
-        checkpoint_s += time.perf_counter() - t_ckpt
-        if progress is not None:
-            progress.end_epoch(record)
+    sinks, ok = Sinks(t.loggers, run_dir), False
+    try:
+        for epoch in range(start.epoch, t.epochs):
+            if stop_after_epochs is not None and epoch >= stop_after_epochs:
+                return {"stopped": True}
+            data.set_epoch(epoch)
+            seed_everything(epoch_seed(cfg.seed, epoch))
+            t0 = time.perf_counter()
+            if progress is not None:
+                progress.start_epoch(epoch, t.epochs, len(data.train))
+            ep = train_epoch(model, data.train, opt, prec, dev, channels_last, t, epoch, progress)
+            epoch_train_s = time.perf_counter() - t0
+            lr = opt.param_groups[1]["lr"]
+            sched.step()
+            val = evaluate(model, data.val, dev, prec, channels_last) if data.val else None
+            test = evaluate(model, data.test, dev, prec, channels_last)
+            epoch_s = time.perf_counter() - t0
+            train_time += epoch_s
+            record = {"epoch": epoch + 1, "lr": lr, "train_loss": ep.loss_sum / max(1, ep.seen),
+                      "train_acc": 100.0 * ep.correct / max(1, ep.seen),
+                      "val_acc": val["acc"] if val else None,
+                      "test_acc": test["acc"], "test_heads": test["heads"],
+                      "images_per_s": ep.seen / max(1e-9, epoch_train_s), "epoch_s": epoch_s}
+            if val is not None and (best is None or val["acc"] > best["val_acc"]):
+                best = {"epoch": epoch + 1, "val_acc": val["acc"], "acc": test["acc"],
+                        "heads": test["heads"]}
+                # the weights of the best validation epoch, for viz and later evaluation
+                _save_checkpoint(run_dir / BEST_WEIGHTS, {
+                    "run_id": run_id, "epoch": epoch + 1, "val_acc": val["acc"],
+                    "config": to_dict(cfg), "model": model.state_dict(),
+                    "num_classes": data.num_classes, "class_names": data.class_names})
+            t_ckpt = time.perf_counter()
+            _save_checkpoint(run_dir / CHECKPOINT, {
+                "run_id": run_id, "epoch": epoch + 1, "config": to_dict(cfg),
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
+                "rng": _rng_state(), "best_val": best, "num_classes": data.num_classes,
+                "class_names": data.class_names,
+                "wall_time_s": start.wall_before_s + time.perf_counter() - t_start})
+            append_jsonl(metrics_path, record)
+            sinks.log_epoch(record)
+            checkpoint_s += time.perf_counter() - t_ckpt
+            if progress is not None:
+                progress.end_epoch(record)
+        ok = True
+    finally:
+        sinks.close(ok)
     if not t.keep_checkpoint:
         (run_dir / CHECKPOINT).unlink(missing_ok=True)
     times = {"train_time_s": train_time, "setup_s": setup_s, "checkpoint_s": checkpoint_s,

@@ -118,10 +118,18 @@ def find_run(arg: str, results: str | Path) -> tuple[Path, str | None]:
                          f"{results}/ (pass --results DIR if the results are elsewhere)")
 
 
-def load_trained(run_dir: str | Path) -> tuple[FusionModel, RunConfig, list[str]]:
-    """The model of a run with its last checkpoint's weights (CPU, eval mode)."""
+def load_trained(run_dir: str | Path,
+                 weights: str = "last") -> tuple[FusionModel, RunConfig, list[str]]:
+    """The model of a run (CPU, eval mode) with its last epoch's weights (``checkpoint.pt``)
+    or, with ``weights="best"``, the best-validation epoch's (``best.pt``)."""
     run_dir = Path(run_dir)
-    ckpt = run_dir / store.CHECKPOINT
+    if weights not in ("last", "best"):
+        raise FusionLabError(f"unknown weights {weights!r}: use last or best")
+    ckpt = run_dir / (store.CHECKPOINT if weights == "last" else store.BEST_WEIGHTS)
+    if weights == "best" and not ckpt.is_file():
+        raise FusionLabError(
+            f"run {run_dir.name[:12]} has no {store.BEST_WEIGHTS}: it is kept only for runs "
+            "trained with a validation split (dataset.val_fraction > 0); use the last weights")
     if not ckpt.is_file():
         raise FusionLabError(
             f"run {run_dir.name[:12]} has no {store.CHECKPOINT}: train it with `fusionlab run` "
@@ -231,12 +239,12 @@ def draw(images: torch.Tensor, maps: Maps, out: str | Path, labels: list[str] | 
     return out
 
 
-def figure3(run_dir: str | Path, out: str | Path, n: int = 4,
-            cell_px: int = 160) -> tuple[Path, list[str]]:
-    """Draw Figure 3 for a run; returns the PNG path and notes for the user."""
+def figure3(run_dir: str | Path, out: str | Path, n: int = 4, cell_px: int = 160,
+            weights: str = "last") -> tuple[Path, list[str]]:
+    """Draw Figure 3 for a run (``weights``: last or best); returns the PNG and notes."""
     if n < 1:
         raise FusionLabError(f"--images must be at least 1, got {n}")
-    model, cfg, names = load_trained(run_dir)
+    model, cfg, names = load_trained(run_dir, weights)
     images, labels = sample_images(cfg, n)
     maps = extract_maps(model, images)
     notes = []

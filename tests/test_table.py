@@ -25,6 +25,8 @@ from fusion_lab.errors import FusionLabError
 from fusion_lab.table import latex_escape, tables
 
 TEST_SIZE = 1000
+# 97.5% quantiles from printed tables: Student t by degrees of freedom, and the normal
+T1, T2, T4, Z = 12.706, 4.303, 2.776, 1.960
 
 
 # --- writing a results store by hand ---------------------------------------------------
@@ -187,20 +189,26 @@ def test_plain_table_shows_mean_sample_std_n_reference_and_deltas(results):
 def test_noise_flags_follow_the_rule(results):
     recs = records(results, "ablation")
     b = statistics.mean(BASE)
-    # both rows n >= 2: seed SE of the difference of means
+    # both rows n = 3 on the same seeds, but every difference is the same (+4, +1.2):
+    # a zero spread of differences says nothing, so Welch's t (df 4 for equal n and sd)
     se = math.sqrt(statistics.variance(HL) / 3 + statistics.variance(BASE) / 3)
-    assert recs["ablation/HL"]["se_diff"] == pytest.approx(se)
-    assert recs["ablation/HL"]["within_noise"] is (abs(statistics.mean(HL) - b) < 2 * se)
+    for label, accs in (("HL", HL), ("HL+LH", HLLH)):
+        r, d = recs[f"ablation/{label}"], statistics.mean(accs) - b
+        assert r["noise_basis"] == "welch" and r["df"] == pytest.approx(4.0)
+        assert r["se_diff"] == pytest.approx(se)
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((d - T4 * se, d + T4 * se), abs=1e-3)
+        assert r["within_noise"] is (abs(d) < T4 * se)
     assert recs["ablation/HL"]["within_noise"] is False
     assert recs["ablation/HL+LH"]["within_noise"] is True
-    assert recs["ablation/HL"]["noise_basis"] == "seeds"
-    # one seed: binomial SE of each row's accuracy, combined
+    # one seed: binomial SE of each row's accuracy, combined, normal quantile
     se1 = math.sqrt(binom_se(CN) ** 2 + binom_se(b) ** 2)
     cn = recs["ablation/CN-CNN"]
     assert cn["se_diff"] == pytest.approx(se1) and cn["noise_basis"] == "binomial"
+    assert cn["df"] is None  # infinite: JSON has no infinity
     assert cn["delta"] == pytest.approx(CN - b) and cn["within_noise"] is True
+    assert cn["ci_low"] == pytest.approx(CN - b - Z * se1, abs=1e-3)
     conv = recs["ablation/w/ ConvLSTM"]
-    assert conv["within_noise"] is (abs(CONV - b) < 2 * math.sqrt(binom_se(CONV) ** 2
+    assert conv["within_noise"] is (abs(CONV - b) < Z * math.sqrt(binom_se(CONV) ** 2
                                                                   + binom_se(b) ** 2))
     assert conv["within_noise"] is False
     assert recs["ablation/Baseline"]["is_baseline"] and recs["ablation/Baseline"]["delta"] is None
@@ -241,10 +249,19 @@ def test_grid_rows_take_deltas_within_their_grid_cell(results):
         r = recs[f"grid/CN-CNN ({bb})"]
         assert r["backbone"] == bb and r["std"] == pytest.approx(statistics.stdev(cn))
         assert r["delta"] == pytest.approx(statistics.mean(cn) - statistics.mean(base))
-        se = math.sqrt(statistics.variance(cn) / 2 + statistics.variance(base) / 2)
-        assert r["within_noise"] is (abs(r["delta"]) < 2 * se)
-    assert recs["grid/CN-CNN (resnet18)"]["within_noise"] is False
-    assert recs["grid/CN-CNN (resnet50)"]["within_noise"] is True
+    # resnet18: +5 on both seeds (no spread of differences): Welch, df 2, so a 5-point
+    # gap over 2 vs 2 seeds of sd 1.41 is within noise (the old 2·SE rule called it real)
+    r18 = recs["grid/CN-CNN (resnet18)"]
+    se = math.sqrt(statistics.variance([75.0, 77.0]) / 2 + statistics.variance([70.0, 72.0]) / 2)
+    assert r18["noise_basis"] == "welch" and r18["df"] == pytest.approx(2.0)
+    assert r18["ci_low"] == pytest.approx(5 - T2 * se, abs=1e-3) and 5 > 2 * se
+    assert r18["within_noise"] is True
+    # resnet50: differences by seed 0.2 and 0.4: paired, df 1
+    r50 = recs["grid/CN-CNN (resnet50)"]
+    half = T1 * statistics.stdev([0.2, 0.4]) / math.sqrt(2)
+    assert r50["noise_basis"] == "paired" and r50["df"] == pytest.approx(1.0)
+    assert (r50["ci_low"], r50["ci_high"]) == pytest.approx((0.3 - half, 0.3 + half), abs=1e-3)
+    assert r50["within_noise"] is True
 
 
 def test_all_studies_when_none_named(results):
@@ -422,7 +439,7 @@ def test_identical_seeds_fall_back_to_the_binomial_se(tmp_path):
     r = records(tmp_path, "det")["det/B"]
     se = math.sqrt(binom_se(80.6) ** 2 + binom_se(80.0) ** 2)
     assert r["noise_basis"] == "binomial" and r["se_diff"] == pytest.approx(se)
-    assert r["within_noise"] is (0.6 < 2 * se) is True
+    assert r["within_noise"] is (0.6 < Z * se) is True
 
 
 def test_missing_test_size_is_not_called_noise(tmp_path):
@@ -475,3 +492,61 @@ def test_a_study_without_baseline_has_no_delta_column_and_says_why(tmp_path):
     text = tables(["nobase"], results=tmp_path).text
     assert "Δ" not in text.splitlines()[1]  # the header row
     assert "names no `baseline:` row" in text
+
+
+# --- intervals, --ci and the planning line ------------------------------------------
+
+def test_paired_seeds_give_a_narrower_interval_than_other_seeds(tmp_path):
+    w = StudyWriter(tmp_path, "small", seeds=[0, 1, 2, 3])
+    w.row("Baseline", [("done", 80.0), ("done", 82.0), ("done", 84.0), ("none",)])
+    # same seeds 0-2, differences 3, 2, 4 (mean 3, sd 1): paired t, df 2
+    w.row("P", [("done", 83.0), ("done", 84.0), ("done", 88.0), ("none",)], fusion="p")
+    # seeds 1-3, Δ = +4, sd 2 each: Welch, df 4
+    w.row("W", [("none",), ("done", 84.0), ("done", 86.0), ("done", 88.0)], fusion="w")
+    w.save()
+    recs = records(tmp_path, "small")
+    p, wr = recs["small/P"], recs["small/W"]
+    half = T2 / math.sqrt(3)
+    assert p["noise_basis"] == "paired" and p["within_noise"] is False
+    assert (p["ci_low"], p["ci_high"]) == pytest.approx((3 - half, 3 + half), abs=1e-3)
+    se = math.sqrt(4 / 3 + 4 / 3)
+    assert wr["noise_basis"] == "welch" and wr["within_noise"] is True
+    assert (wr["ci_low"], wr["ci_high"]) == pytest.approx((4 - T4 * se, 4 + T4 * se), abs=1e-3)
+    text = tables(["small"], results=tmp_path, ci=True).text
+    assert "95% CI of Δ" in text.splitlines()[1]
+    assert f"[{3 - half:+.2f}, {3 + half:+.2f}] paired" in line(text, "P")
+    assert "+4.00 ≈" in line(text, "W") and "welch" in line(text, "W")
+    assert "paired t: P; Welch t: W" in text
+    compact = tables(["small"], results=tmp_path).text
+    assert "CI" not in compact.splitlines()[1] and "paired" not in line(compact, "P")
+
+
+@pytest.mark.parametrize("delta, need", [(1.0, "about 17 seeds per row"),
+                                         (0.5, "more than 50 seeds per row")])
+def test_planning_line_uses_the_pooled_spread(tmp_path, delta, need):
+    # every row has sd 1 (pooled s = 1): Δ / s = 1 needs 17 seeds per row (Cohen's table
+    # for 80% power at the 5% level); Δ / s = 0.5 needs 64, more than the cap of 50
+    w = StudyWriter(tmp_path, "plan", seeds=[0, 1, 2])
+    w.row("Baseline", [("done", 80.0), ("done", 81.0), ("done", 82.0)])
+    w.row("B", [("done", 81.0 + delta), ("done", 82.0 + delta), ("done", 80.0 + delta)],
+          fusion="b")
+    w.row("C", [("done", 90.0), ("done", 91.0), ("done", 92.0)], fusion="c")
+    w.save()
+    plan = line(tables(["plan"], results=tmp_path).text, "Planning:")
+    assert "s = 1.00 (df 6)" in plan and need in plan and f"{delta:+.2f}, B" in plan
+
+
+def test_planning_without_seed_spread_says_so(tmp_path):
+    w = StudyWriter(tmp_path, "one", seeds=[0])
+    w.row("Baseline", [("done", 80.0)])
+    w.row("B", [("done", 82.0)], fusion="b")
+    w.save()
+    text = tables(["one"], results=tmp_path).text
+    assert "no seed spread yet" in line(text, "Planning:")
+    assert "binomial (one seed): B" in text
+
+
+def test_cli_ci_flag(results):
+    res = CliRunner().invoke(table_cmd, ["grid", "--results", str(results), "--ci"])
+    assert res.exit_code == 0, res.output
+    assert "paired" in line(res.output, "CN-CNN (resnet50)")

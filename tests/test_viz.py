@@ -155,3 +155,49 @@ def test_unknown_run_is_an_error(trained):
     _, results, _ = trained
     with pytest.raises(FusionLabError, match="no run folder"):
         find_run("ffffffffzz", results)
+
+
+# --- fusionlab viz --score ------------------------------------------------------------
+
+def test_score_run_scores_every_level_and_writes_them(trained, monkeypatch):
+    import json
+
+    import fusion_lab.viz_score as vs
+    from fusion_lab.viz import Maps
+
+    _, _, dirs = trained
+    scores, lines = vs.score_run(dirs["CN-CNN"], limit=4)
+    assert list(scores["levels"]) == ["s5", "s4", "s3"] and scores["images"] == 4
+    assert scores["weights"] == "last" and scores["epoch"] == 1 and scores["limit"] == 4
+    assert json.loads((dirs["CN-CNN"] / "attention_last.json").read_text()) == scores
+    for s in scores["levels"].values():
+        assert 0 <= s["point_box"] <= 100 and 0 <= s["energy_box"] <= 1
+        assert 0 < s["area_box"] < 1 and s["images"] == 4
+    assert "epoch 1" in lines[0] and "4 of 9 test images" in lines[0]
+    assert lines[2].startswith("s5")
+
+    # uniform masks score exactly the box's area share, image by image
+    real = vs.extract_maps
+
+    def uniform(model, images):
+        m = real(model, images)
+        return Maps(m.levels, m.attended, np.full_like(m.sa, 0.5))
+
+    monkeypatch.setattr(vs, "extract_maps", uniform)
+    flat, _ = vs.score_run(dirs["CN-CNN"])
+    assert flat["images"] == 9 and flat["limit"] is None  # the whole test split
+    for s in flat["levels"].values():
+        assert s["energy_box"] == pytest.approx(s["area_box"], abs=1e-9)
+
+
+def test_score_needs_sa_masks_and_best_weights_need_best_pt(trained, capsys):
+    from fusion_lab.viz_score import score_run
+
+    _, _, dirs = trained
+    with pytest.raises(FusionLabError, match="no spatial attention masks"):
+        score_run(dirs["Baseline"])
+    with pytest.raises(FusionLabError, match="no best.pt.*validation split"):
+        score_run(dirs["CN-CNN"], weights="best")
+    main(["viz", str(dirs["CN-CNN"]), "--score", "--limit", "2"])
+    out = capsys.readouterr().out
+    assert "point box %" in out and "2 of 9 test images" in out

@@ -17,8 +17,12 @@ import click
 @click.option("--pivot", nargs=2, default=None, metavar="ROW COL",
               help="2-D table of mean accuracy; axes: grid axes, label or dotted config keys.")
 @click.option("--cost", is_flag=True, help="Join the cost profile from `fusionlab bench`.")
+@click.option("--ci", is_flag=True,
+              help="Add each Δ's 95% interval and how it was computed (paired/Welch/binomial).")
+@click.option("--attention", is_flag=True,
+              help="Join the attention scores of `fusionlab viz RUN --score` (per level).")
 def table(studies: tuple[str, ...], results: str, metric: str, fmt: str, heads: bool,
-          pivot: tuple[str, str] | None, cost: bool) -> None:
+          pivot: tuple[str, str] | None, cost: bool, ci: bool, attention: bool) -> None:
     """Print one table per STUDY (a name, a results/<study> folder or a studies/*.yaml file).
 
     With no STUDY, every study in the results folder.
@@ -26,7 +30,7 @@ def table(studies: tuple[str, ...], results: str, metric: str, fmt: str, heads: 
     from fusion_lab.table import tables  # pandas is imported only when the command runs
 
     out = tables(list(studies), results=results, metric=metric, fmt=fmt, heads=heads,
-                 pivot=tuple(pivot) if pivot else None, cost=cost)
+                 pivot=tuple(pivot) if pivot else None, cost=cost, ci=ci, attention=attention)
     click.echo(out.text)
     for warning in out.warnings:
         click.echo(warning, err=True)

@@ -18,9 +18,18 @@ import click
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE",
               help="Import a plugin first (needed for a run of a study with plugins when "
                    "it is named by run id or study name instead of its study file).")
+@click.option("--score", is_flag=True,
+              help="Score the SA masks (pointing game, energy share) on the test split "
+                   "instead of drawing; prints them and writes attention_<weights>.json.")
+@click.option("--limit", default=None, type=int,
+              help="With --score: this many test images, evenly spaced [default: all].")
+@click.option("--weights", default="last", show_default=True,
+              type=click.Choice(["last", "best"]),
+              help="last epoch (checkpoint.pt) or best validation epoch (best.pt).")
 def viz(run_or_study: str, n_images: int, out: str | None, results: str,
-        plugins: tuple[str, ...]) -> None:
-    """Draw the LH pathway's maps and the SA masks of a trained run for a few test images.
+        plugins: tuple[str, ...], score: bool, limit: int | None, weights: str) -> None:
+    """Draw the LH pathway's maps and the SA masks of a trained run for a few test images,
+    or with --score, score the masks against where the bird and its parts are.
 
     RUN_OR_STUDY: a run folder, a run id (or a unique prefix of one), or a study (a study
     name, a results/<study> folder or a studies/*.yaml file; then its CN-CNN-like run: the
@@ -33,9 +42,17 @@ def viz(run_or_study: str, n_images: int, out: str | None, results: str,
     run_dir, picked = find_run(run_or_study, results)
     if picked:
         click.echo(picked, err=True)
+    if score:
+        from fusion_lab.viz_score import score_run
+
+        _, lines = score_run(run_dir, weights, limit)
+        click.echo("\n".join(lines))
+        return
+    if limit is not None:
+        click.echo("--limit applies to --score only; ignored", err=True)
     if out is None:
         out = f"figure3-{Path(run_dir).parent.name}-{Path(run_dir).name[:8]}.png"
-    path, notes = figure3(run_dir, out, n_images)
+    path, notes = figure3(run_dir, out, n_images, weights=weights)
     for note in notes:
         click.echo(note, err=True)
     click.echo(str(path))

@@ -15,7 +15,9 @@ colour statistics (mean colour, histograms) carry no class information by constr
 See docs/synthetic_fgvc.md for the rationale.
 
 Rendering is implicit-function drawing with numpy on a 2x grid, box-filtered down
-(anti-aliasing); about a millisecond per 64x64 image.
+(anti-aliasing); about a millisecond per 64x64 image. ``render_with_masks`` also returns
+where the bird and its discriminative parts are (fractions of each pixel covered), from
+the same random draws, so the image is bit-identical to ``render``'s.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 PATTERNS = ["capped", "barred", "checked", "diagonal", "patched"]
 PARTS = ["beak", "crown", "throat"]
+REGIONS = ["bird", "beak", "crown", "throat", "wing"]  # what render_with_masks returns
 MARKERS = {"red": 0.0, "yellow": 0.15, "blue": 0.62}  # hues
 # Cyclic shifts first, so the first three arrangements differ on every part.
 ARRANGEMENTS = [(0, 1, 2), (1, 2, 0), (2, 0, 1), (0, 2, 1), (1, 0, 2), (2, 1, 0)]
@@ -97,6 +100,25 @@ def render(rng: np.random.Generator, label: int, size: int = 64, max_rotation: f
         clutter: mean number of background shapes.
         noise: largest standard deviation of the pixel noise, in 0-255 units.
     """
+    return _render(rng, label, size, max_rotation, clutter, noise, masks=False)[0]
+
+
+def render_with_masks(rng: np.random.Generator, label: int, size: int = 64,
+                      max_rotation: float = 25.0, clutter: int = 5,
+                      noise: float = 5.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``render``'s image and the visible area of the bird and of each part in it.
+
+    Returns:
+        (the same uint8 image as ``render`` from the same generator state,
+        {region: float32 [size, size] fraction of each pixel covered}) for the REGIONS:
+        the whole bird, and the discriminative parts as seen (a part hidden under a later
+        drawn one, like the wing under the head, is not counted).
+    """
+    return _render(rng, label, size, max_rotation, clutter, noise, masks=True)
+
+
+def _render(rng: np.random.Generator, label: int, size: int, max_rotation: float,
+            clutter: int, noise: float, masks: bool) -> tuple[np.ndarray, dict | None]:
     n = 2 * size  # render at 2x, then box-filter down
     ys, xs = np.mgrid[0:n, 0:n].astype(np.float32)
     xs, ys = (xs + 0.5) / n, (ys + 0.5) / n
@@ -132,16 +154,22 @@ def render(rng: np.random.Generator, label: int, size: int = 64, max_rotation: f
         colorsys.rgb_to_hsv(*body)[2] + shift, 0.05, 1.0)))
     dark = np.array([0.05, 0.05, 0.05]) + 0.1 * rng.random(3)
     markers = [_marker_colour(rng, h) for h in MARKERS.values()]
+    legs = np.zeros_like(xs, dtype=bool)
     for dx in (-0.08, 0.08):  # legs
-        img[(np.abs(x - dx) < 0.025) & (y > 0.15) & (y < 0.42)] = dark
-    img[_triangle(x, y, [(-0.35, 0.0), (-0.8, -0.16), (-0.8, 0.16)])] = body  # tail
-    img[_ellipse(x, y, 0.0, 0.0, 0.42, 0.22)] = body
+        leg = (np.abs(x - dx) < 0.025) & (y > 0.15) & (y < 0.42)
+        img[leg] = dark
+        legs |= leg
+    tail = _triangle(x, y, [(-0.35, 0.0), (-0.8, -0.16), (-0.8, 0.16)])
+    img[tail] = body  # tail
+    trunk = _ellipse(x, y, 0.0, 0.0, 0.42, 0.22)
+    img[trunk] = body
     wing = _ellipse(x, y, -0.06, -0.02, 0.34, 0.17, 0.1)
     cw, sw = np.cos(0.1), np.sin(0.1)
     u = ((x + 0.06) * cw + (y + 0.02) * sw) / 0.34
     v = (-(x + 0.06) * sw + (y + 0.02) * cw) / 0.17
     img[wing & _wing_ink(u, v, pattern)] = ink
-    img[_ellipse(x, y, 0.42, -0.15, 0.15, 0.15)] = body  # head
+    head = _ellipse(x, y, 0.42, -0.15, 0.15, 0.15)
+    img[head] = body  # head
     parts = [  # three small parts of equal area (0.03 local units^2)
         _triangle(x, y, [(0.54, -0.24), (0.54, -0.06), (0.87, -0.15)]),  # beak
         _ellipse(x, y, 0.42, -0.29, 0.13, 0.0735),  # crown
@@ -149,7 +177,19 @@ def render(rng: np.random.Generator, label: int, size: int = 64, max_rotation: f
     ]
     for mask, m in zip(parts, arrangement):
         img[mask] = markers[m]
-    img[_ellipse(x, y, 0.47, -0.17, 0.03, 0.03)] = dark  # eye
+    eye = _ellipse(x, y, 0.47, -0.17, 0.03, 0.03)
+    img[eye] = dark  # eye
+    regions = None
+    if masks:  # the visible area: what later shapes cover is taken away
+        hidden = eye.copy()
+        seen: dict[str, np.ndarray] = {}
+        for name, mask in reversed(list(zip(PARTS, parts))):
+            seen[name] = mask & ~hidden
+            hidden |= mask
+        seen["wing"] = wing & ~hidden & ~head
+        seen["bird"] = legs | tail | trunk | wing | head | hidden
+        regions = {k: seen[k].reshape(size, 2, size, 2).mean(axis=(1, 3)).astype(np.float32)
+                   for k in REGIONS}
 
     img = img.reshape(size, 2, size, 2, 3).mean(axis=(1, 3))
     # Lighting: global brightness times a linear gradient in a random direction, then noise.
@@ -159,7 +199,7 @@ def render(rng: np.random.Generator, label: int, size: int = 64, max_rotation: f
     light = rng.uniform(0.75, 1.2) * (1.0 + rng.uniform(0, 0.5) * ramp)
     img = img * light[..., None] * 255.0
     img += rng.normal(0.0, rng.uniform(0.3, 1.0) * noise, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return np.clip(img, 0, 255).astype(np.uint8), regions
 
 
 def generate(num_classes: int, per_class: int, size: int, seed: int, stream: int,

@@ -3,7 +3,8 @@
 The default dataset, so that a study runs on a fresh machine with no data and no GPU.
 Classes share one bird silhouette and differ only in local details (wing pattern, which
 marker colour sits on beak, crown and throat); see ``fusion_lab.data.synthetic`` and
-docs/synthetic_fgvc.md. ``root`` is ignored.
+docs/synthetic_fgvc.md. ``root`` is ignored. ``regions(item)`` says where the bird and its
+discriminative parts (beak, crown, throat, wing) are, for scoring attention maps.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from fusion_lab.data.source import ImageSource
-from fusion_lab.data.synthetic import MAX_CLASSES, class_name, generate
+from fusion_lab.data.synthetic import MAX_CLASSES, class_name, generate, render_with_masks
 from fusion_lab.errors import DatasetError
+from fusion_lab.regions import Regions
 from fusion_lab.registries import DATASETS
 
 
@@ -74,6 +77,23 @@ class SyntheticFGVC(ImageSource):
         self.train = [(i, int(y)) for i, y in enumerate(train_y)]
         self.test = [(n + i, int(y)) for i, y in enumerate(test_y)]
         self.class_names = [class_name(c) for c in range(num_classes)]
+        self._render = {"seed": seed, "size": image_size, "n_train": n, **kw}
+
+    def regions(self, item: int) -> Regions:
+        """The bird's box and the visible masks of beak, crown, throat and wing of ``item``.
+
+        Re-rendered from the item's own generator, so they match the image exactly.
+        """
+        r = self._render
+        stream, i = (0, item) if item < r["n_train"] else (1, item - r["n_train"])
+        label = (self.train if stream == 0 else self.test)[i][1]
+        kw = {k: r[k] for k in ("max_rotation", "clutter", "noise")}
+        _, masks = render_with_masks(np.random.default_rng([r["seed"], stream, i]), label,
+                                     r["size"], **kw)
+        rows, cols = np.nonzero(masks.pop("bird") > 0)
+        box = (float(cols.min()), float(rows.min()), float(cols.max() + 1),
+               float(rows.max() + 1))
+        return Regions((r["size"], r["size"]), box, part_masks=masks)
 
     def load(self, item: int) -> Image.Image:
         return Image.fromarray(self.images[item])

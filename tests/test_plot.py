@@ -1,0 +1,179 @@
+"""`fusionlab plot`: the figure's artists carry the study's numbers (results written by hand).
+
+Expected values are computed here from the numbers written into metrics.jsonl and the
+summaries (statistics.mean / stdev, printed t quantiles), never read back from the code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_table import StudyWriter
+
+from fusion_lab.aggregate import load_results
+from fusion_lab.cli.plot import plot as plot_cmd
+from fusion_lab.curves import load_curves
+from fusion_lab.errors import FusionLabError
+from fusion_lab.plot import draw, plot_study
+
+T1 = 12.706  # Student t, 97.5%, df 1
+EPOCHS = 4
+# (label, backbone) -> final accuracy per seed; the curve rises linearly to it
+GRID = {("Baseline", "resnet18"): [70.0, 72.0], ("CN-CNN", "resnet18"): [75.0, 77.0],
+        ("Baseline", "resnet50"): [80.0, 80.4], ("CN-CNN", "resnet50"): [80.2, 80.8]}
+
+
+def acc_at(final: float, epoch: int) -> float:
+    return final * epoch / EPOCHS
+
+
+def loss_at(seed: int, epoch: int) -> float:
+    return 2.0 / epoch + 0.5 * seed
+
+
+def write_metrics(study_dir: Path, epochs: int = EPOCHS) -> None:
+    for d in study_dir.iterdir():
+        summary = d / "summary.json"
+        if not summary.is_file():
+            continue
+        s = json.loads(summary.read_text())
+        lines = [{"epoch": e, "lr": 0.1, "train_loss": loss_at(s["seed"], e),
+                  "test_acc": acc_at(s["final"]["acc"], e), "val_acc": None}
+                 for e in range(1, epochs + 1)]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+@pytest.fixture
+def grid_study(tmp_path: Path) -> Path:
+    g = StudyWriter(tmp_path, "grid", seeds=[0, 1], grid_axes=["model.backbone"])
+    for (label, bb), accs in GRID.items():
+        g.row(label, [("done", a) for a in accs], grid={"model.backbone": bb}, backbone=bb,
+              fusion="fpn_add" if label == "Baseline" else "convlstm")
+    g.save()
+    write_metrics(g.dir)
+    return g.dir
+
+
+def figure(study_dir: Path):
+    res = load_results(study_dir)
+    return draw(res, load_curves(study_dir, res.runs))[0]
+
+
+def test_one_panel_row_per_grid_cell_and_one_line_per_row(grid_study):
+    axes = figure(grid_study).axes
+    assert len(axes) == 6  # 2 grid cells x (accuracy, loss, bars)
+    for i, bb in enumerate(("resnet18", "resnet50")):
+        acc_ax, loss_ax = axes[3 * i], axes[3 * i + 1]
+        assert bb in acc_ax.get_title() and "test accuracy" in acc_ax.get_title()
+        for ax in (acc_ax, loss_ax):
+            assert [ln.get_label() for ln in ax.lines] == ["Baseline (n=2)", "CN-CNN (n=2)"]
+            assert len(ax.collections) == 2  # one band per row
+        for ln, label in zip(acc_ax.lines, ("Baseline", "CN-CNN")):
+            accs = GRID[(label, bb)]
+            assert list(ln.get_xdata()) == list(range(1, EPOCHS + 1))
+            want = [statistics.mean(acc_at(a, e) for a in accs) for e in range(1, EPOCHS + 1)]
+            assert list(ln.get_ydata()) == pytest.approx(want)
+
+
+def test_band_is_mean_plus_minus_sample_sd(grid_study):
+    loss_ax = figure(grid_study).axes[1]
+    # loss differs between seeds 0 and 1 by 0.5 at every epoch: sd = 0.5 / sqrt(2)
+    band = loss_ax.collections[0].get_paths()[0].vertices
+    at2 = band[band[:, 0] == 2][:, 1]
+    mean = statistics.mean(loss_at(s, 2) for s in (0, 1))
+    sd = statistics.stdev(loss_at(s, 2) for s in (0, 1))
+    assert sorted(set(at2.round(9))) == pytest.approx([mean - sd, mean + sd])
+
+
+def test_bars_show_deltas_with_their_intervals(grid_study):
+    axes = figure(grid_study).axes
+    r18, r50 = axes[2], axes[5]
+    widths = [p.get_width() for p in r50.patches]
+    d50 = statistics.mean(GRID[("CN-CNN", "resnet50")]) - statistics.mean(
+        GRID[("Baseline", "resnet50")])
+    assert widths == pytest.approx([0.0, d50])
+    # resnet50: paired by seed (differences 0.2, 0.4), df 1
+    half = T1 * statistics.stdev([0.2, 0.4]) / math.sqrt(2)
+    bars = next(c for c in r50.containers if hasattr(c, "errorbar"))
+    segments = bars.errorbar.lines[2][0].get_segments()
+    xs = sorted(float(x) for x in segments[1][:, 0])
+    assert xs == pytest.approx([d50 - half, d50 + half], abs=1e-3)
+    labels = [t.get_text() for t in r50.get_yticklabels()]
+    assert labels == ["Baseline", "CN-CNN ≈"]  # the interval holds 0, as in the table
+    assert [p.get_width() for p in r18.patches] == pytest.approx([0.0, 5.0])
+
+
+def test_one_seed_has_no_band_and_unfinished_epochs_count(tmp_path):
+    w = StudyWriter(tmp_path, "one", seeds=[0, 1], baseline=None)
+    w.row("A", [("done", 80.0), ("none",)])
+    w.row("B", [("done", 60.0), ("done", 70.0)], fusion="b")
+    w.save()
+    write_metrics(w.dir)
+    b_dir = next(d for d in w.dir.iterdir() if (d / "metrics.jsonl").is_file()
+                 and json.loads((d / "config.json").read_text())["label"] == "B"
+                 and json.loads((d / "config.json").read_text())["seed"] == 1)
+    lines = (b_dir / "metrics.jsonl").read_text().splitlines()[:2]  # seed 1 stopped at epoch 2
+    (b_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    acc_ax, _, bar_ax = figure(w.dir).axes
+    assert [ln.get_label() for ln in acc_ax.lines] == ["A (n=1)", "B (n=2)"]
+    assert len(acc_ax.collections) == 1  # B only
+    b = acc_ax.lines[1]
+    assert list(b.get_ydata()) == pytest.approx(
+        [statistics.mean([acc_at(60, 1), acc_at(70, 1)]), statistics.mean([acc_at(60, 2),
+                                                                          acc_at(70, 2)]),
+         acc_at(60, 3), acc_at(60, 4)])
+    # no baseline: bars are mean accuracies
+    assert [p.get_width() for p in bar_ax.patches] == pytest.approx([80.0, 65.0])
+
+
+def test_plot_writes_a_png_and_the_cli_prints_its_path(grid_study, tmp_path):
+    out, notes = plot_study(grid_study, tmp_path / "f.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and notes == []
+    res = CliRunner().invoke(plot_cmd, ["grid", "--results", str(grid_study.parent),
+                                        "--out", str(tmp_path / "g.png")])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == str(tmp_path / "g.png") and (tmp_path / "g.png").is_file()
+
+
+def test_a_study_without_epochs_is_one_clear_error(tmp_path):
+    w = StudyWriter(tmp_path, "fresh", seeds=[0])
+    w.row("Baseline", [("running",)])
+    w.save()
+    with pytest.raises(FusionLabError, match="no finished epochs yet"):
+        plot_study(w.dir, tmp_path / "x.png")
+    proc = subprocess.run([sys.executable, "-m", "fusion_lab", "plot", "nope",
+                           "--results", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no results for study 'nope'")
+
+
+def test_plot_does_not_import_torch(grid_study, tmp_path):
+    code = ("import sys, fusion_lab.cli;"
+            f"args = ['plot', {str(grid_study)!r}, '--out', {str(tmp_path / 'f.png')!r}];"
+            "fusion_lab.cli.cli.main(args=args, standalone_mode=False);"
+            "bad = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules];"
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "f.png").is_file()
+
+
+def test_whiskers_are_cut_at_100_points(tmp_path):
+    # 2 vs 2 seeds, differences 10 and 50 by seed: paired t (df 1) reaches far beyond ±100
+    w = StudyWriter(tmp_path, "wide", seeds=[0, 1])
+    w.row("Baseline", [("done", 40.0), ("done", 40.0)])
+    w.row("B", [("done", 50.0), ("done", 90.0)], fusion="b")
+    w.save()
+    write_metrics(w.dir)
+    bar_ax = figure(w.dir).axes[2]
+    bars = next(c for c in bar_ax.containers if hasattr(c, "errorbar"))
+    xs = sorted(float(x) for x in bars.errorbar.lines[2][0].get_segments()[1][:, 0])
+    half = T1 * statistics.stdev([10.0, 50.0]) / math.sqrt(2)
+    assert 30 - half < -100 and 30 + half > 100  # the interval itself
+    assert xs == pytest.approx([-100.0, 100.0]) and "cut at ±100" in bar_ax.get_xlabel()
