@@ -1,15 +1,14 @@
-"""Run a study: validate, plan, then train what is missing or failed.
+"""Run a study: validate, plan, then train what is missing, failed or interrupted.
 
-Every run folder is claimed atomically before training, so several ``fusionlab run``
-processes (or one per GPU with ``--gpus``) can share one results folder without ever
-training the same run. A failing run is recorded and the study goes on.
+Every run folder is claimed atomically (a lease, kept alive by a heartbeat) before
+training, so several ``fusionlab run`` processes, on one host or many sharing a results
+folder, never train the same run. A failing run is recorded and the study goes on.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -20,10 +19,11 @@ from typing import Any
 
 import click
 
-from fusion_lab import __version__
 from fusion_lab import store as S
 from fusion_lab.config import to_dict
 from fusion_lab.errors import ConfigError, FusionLabError
+from fusion_lab.lease import Lease, RunInterrupted, interrupts
+from fusion_lab.provenance import plugin_files, record
 from fusion_lab.study import PlannedRun, Study, expand, load_study, study_plan
 
 
@@ -94,26 +94,6 @@ def dataset_problems(cfg) -> list[str]:
     return []
 
 
-def versions() -> dict[str, str]:
-    import timm
-    import torch
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "timm": timm.__version__, "fusion_lab": __version__}
-
-
-def git_commit() -> str | None:
-    here = Path(__file__).resolve().parent.parent
-    if not (here / ".git").exists() or shutil.which("git") is None:
-        return None
-    try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def run_dir(results: Path, study: Study, r: PlannedRun) -> Path:
     return results / study.name / r.run_id
 
@@ -125,10 +105,13 @@ def identity(study: Study, r: PlannedRun) -> dict[str, Any]:
 
 def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str = "auto",
                 fail_fast: bool = False, retry_failed: bool = False,
-                progress: Any = None) -> Outcome:
-    """Train every run that is not done (nor failed, unless ``retry_failed``) in this process."""
-    from fusion_lab.train import train_run
+                progress: Any = None, lease_s: float = S.LEASE_S) -> Outcome:
+    """Train every run that is not done (nor failed, unless ``retry_failed``) in this process.
 
+    Each run is trained under a lease (``fusion_lab.lease``). SIGTERM/SIGINT record the run
+    as interrupted, release its claim and propagate (``RunInterrupted``); a run whose claim
+    was taken over by another process stops without writing anything more.
+    """
     t0 = time.perf_counter()
     out = Outcome()
     S.write_json(results / study.name / "study.json", study_plan(study, runs))
@@ -141,25 +124,58 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
             todo.append(r)
     if progress is not None:
         progress.start_study(study.name, len(runs), len(todo))
+    plugins = plugin_files(study.plugins, study.path.parent if study.path else None)
     for r in todo:
-        d = run_dir(results, study, r)
-        if not S.try_claim(d):
-            out.skipped.append((r, S.RUNNING))
-            continue
-        try:
+        train_one(study, r, results, out, device=device, retry_failed=retry_failed,
+                  progress=progress, lease_s=lease_s, plugins=plugins)
+        if out.failed and fail_fast:
+            break
+    out.wall_s = time.perf_counter() - t0
+    return out
+
+
+def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: str = "auto",
+              retry_failed: bool = False, progress: Any = None, lease_s: float = S.LEASE_S,
+              plugins: list[Path] | None = None) -> None:
+    """Claim, train and record one run (its outcome goes into ``out``)."""
+    from fusion_lab.train import train_run
+
+    d = run_dir(results, study, r)
+    token = S.try_claim(d, lease_s=lease_s)
+    if not token:
+        out.skipped.append((r, S.RUNNING))
+        return
+    lease = Lease(d, token, interval_s=min(S.HEARTBEAT_S, lease_s / 4))
+    try:
+        with lease, interrupts():
             status = S.run_status(d)  # re-read under the claim: another process may have won
             if status == S.DONE or (status == S.FAILED and not retry_failed):
                 out.skipped.append((r, status))
-                continue
+                return
             (d / "summary.json").unlink(missing_ok=True)
             S.write_json(d / "config.json", {**identity(study, r), "config": to_dict(r.config)})
             if progress is not None:
                 progress.start_run(r)
             summary = {**identity(study, r), "status": S.DONE, "error": None}
             try:
-                result = train_run(d, r.config, r.run_id, device=device, progress=progress)
-            except KeyboardInterrupt:
+                result = train_run(d, r.config, r.run_id, device=device, progress=progress,
+                                   before_write=lease.check)
+            except (RunInterrupted, KeyboardInterrupt, SystemExit) as e:
+                # SystemExit: submitit's requeue on the scheduler's signal exits this way
+                if not lease.lost and S.owns_claim(d, token):
+                    last = S.read_jsonl(d / "metrics.jsonl")
+                    why = (str(e) if isinstance(e, RunInterrupted) else
+                           "interrupted by SIGINT" if isinstance(e, KeyboardInterrupt) else
+                           "stopped by the scheduler (requeued)")
+                    summary.update(status=S.INTERRUPTED, error=why, final=None, best_val=None,
+                                   last_epoch=last[-1] if last else None,
+                                   finished=S.now(), trained_by=_who())
+                    S.write_json(d / "summary.json", summary)
                 raise
+            except S.ClaimLost as e:
+                out.skipped.append((r, "lost"))
+                click.echo(f"warning: {e}", err=True)
+                return
             except Exception as e:  # recorded, and the study goes on
                 msg = _error_message(e)
                 (d / "error.log").write_text(traceback.format_exc())
@@ -175,15 +191,19 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
                 out.train_s += result["setup_s"] + result["train_time_s"]
                 if progress is not None:
                     progress.end_run(r, result, None)
-            summary.update(versions=versions(), git_commit=git_commit(), finished=S.now(),
-                           trained_by={"pid": os.getpid(), "host": platform.node()})
+            summary.update(record(plugins or []), finished=S.now(), trained_by=_who())
+            try:
+                lease.check()
+            except S.ClaimLost as e:
+                click.echo(f"warning: {e}", err=True)
+                return
             S.write_json(d / "summary.json", summary)
-            if out.failed and fail_fast:
-                break
-        finally:
-            S.release_claim(d)
-    out.wall_s = time.perf_counter() - t0
-    return out
+    finally:
+        S.release_claim(d, token)
+
+
+def _who() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": platform.node()}
 
 
 def _error_message(e: BaseException) -> str:

@@ -25,6 +25,7 @@ from torch import nn
 
 from fusion_lab.config import RunConfig, to_dict
 from fusion_lab.errors import DivergedError, FusionLabError
+from fusion_lab.lease import deferred
 from fusion_lab.model import FusionModel, build_model, model_loss
 from fusion_lab.store import append_jsonl, read_jsonl, write_text
 
@@ -167,7 +168,8 @@ def _set_rng_state(s: dict) -> None:
 
 
 def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "auto",
-              progress: Any = None, stop_after_epochs: int | None = None) -> dict[str, Any]:
+              progress: Any = None, stop_after_epochs: int | None = None,
+              before_write: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train (or resume) one run in ``run_dir``; returns the result part of its summary.
 
     Args:
@@ -178,6 +180,8 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         progress: an object with ``start_epoch(epoch, epochs, batches)``,
             ``batch(loss, acc, images_per_s)`` and ``end_epoch(record)`` (or None).
         stop_after_epochs: stop (as if killed) once this many epochs are done; for tests.
+        before_write: called before each epoch's checkpoint and metrics are written; the
+            runner's lease check, which raises if another process took the claim over.
     """
     from fusion_lab.data import build_data
 
@@ -214,6 +218,8 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
             _set_rng_state(state["rng"])
             start_epoch, best = state["epoch"], state.get("best_val")
             before = state.get("wall_time_s", 0.0)
+    if before_write is not None:
+        before_write()
     # Keep exactly the metrics of the epochs the checkpoint holds.
     metrics_path = run_dir / "metrics.jsonl"
     rows = [r for r in read_jsonl(metrics_path) if r.get("epoch", 0) <= start_epoch]
@@ -267,16 +273,19 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         if val is not None and (best is None or val["acc"] > best["val_acc"]):
             best = {"epoch": epoch + 1, "val_acc": val["acc"], "acc": test["acc"],
                     "heads": test["heads"]}
+        if before_write is not None:
+            before_write()
         t_ckpt = time.perf_counter()
-        _save_checkpoint(ckpt_path, {
-            "run_id": run_id, "epoch": epoch + 1, "config": to_dict(cfg),
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
-            "rng": _rng_state(), "best_val": best, "num_classes": data.num_classes,
-            "class_names": data.class_names,
-            "wall_time_s": before + time.perf_counter() - t_start})
-        append_jsonl(metrics_path, record)
+        with deferred():  # a signal waits: checkpoint and metrics line go together
+            _save_checkpoint(ckpt_path, {
+                "run_id": run_id, "epoch": epoch + 1, "config": to_dict(cfg),
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
+                "rng": _rng_state(), "best_val": best, "num_classes": data.num_classes,
+                "class_names": data.class_names,
+                "wall_time_s": before + time.perf_counter() - t_start})
+            append_jsonl(metrics_path, record)
         checkpoint_s += time.perf_counter() - t_ckpt
         if progress is not None:
             progress.end_epoch(record)

@@ -25,9 +25,12 @@ import click
 @click.option("--progress", "progress_mode", default="auto", show_default=True,
               type=click.Choice(["auto", "bars", "plain", "off"]))
 @click.option("--table/--no-table", "show_table", default=True, help="Print the table at the end.")
+@click.option("--lease", "lease_s", default=300.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds without a heartbeat after which other processes, on any host, "
+                   "take a claimed run over.")
 def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         gpus: str | None, dry_run: bool, fail_fast: bool, retry_failed: bool,
-        progress_mode: str, show_table: bool) -> None:
+        progress_mode: str, show_table: bool, lease_s: float) -> None:
     """Train every run of STUDY_FILE that is not done; print the table at the end.
 
     A rerun trains nothing that is done; growing a study trains only the new runs; a
@@ -62,7 +65,7 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     progress = Progress(progress_mode) if progress_mode != "off" else None
     try:
         out = train_study(study, runs, results_dir, device=device, fail_fast=fail_fast,
-                          retry_failed=retry_failed, progress=progress)
+                          retry_failed=retry_failed, progress=progress, lease_s=lease_s)
     finally:
         if progress is not None:
             progress.close()
