@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from fusion_lab.errors import FusionLabError
-from fusion_lab.store import DONE, FAILED, PENDING, RUNNING, read_json, run_status
+from fusion_lab.provenance import plugin_changes
+from fusion_lab.store import DONE, FAILED, INTERRUPTED, PENDING, RUNNING, read_json, run_status
 
 METRICS = ("final", "best_val")
 COST_KEYS = ("params", "gflops", "train_ips", "infer_ips", "train_ratio", "infer_ratio",
@@ -120,6 +121,7 @@ def _run_record(run_dir: Path, metric: str, known: dict | None = None) -> dict:
     rec["acc"] = (result or {}).get("acc")
     rec["heads"] = (result or {}).get("heads") or {}
     rec["no_metric"] = rec["status"] == DONE and rec["acc"] is None
+    rec["plugins_changed"] = plugin_changes(summary) if rec["status"] == DONE else []
     return rec
 
 
@@ -300,7 +302,7 @@ def load_study(study_dir: Path, metric: str = "final", cost: bool = False) -> St
 
 
 def not_done(runs: pd.DataFrame) -> pd.DataFrame:
-    """Failed, running and pending runs (run folders without a summary included)."""
+    """Failed, running, interrupted and pending runs (folders without a summary included)."""
     if not len(runs):
         return runs
-    return runs[runs.status.isin([FAILED, RUNNING, PENDING])]
+    return runs[runs.status.isin([FAILED, RUNNING, INTERRUPTED, PENDING])]
