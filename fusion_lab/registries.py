@@ -21,6 +21,9 @@ Contracts per kind (the assembler wires components by shape, never by config):
   ``(fused_maps, attended_maps)`` to a dict of head name -> logits.
 - PRESETS: plain dicts of model-config fields, registered with ``PRESETS.add``.
 - DATASETS: see ``fusion_lab.data``.
+- LAUNCHERS: see ``fusion_lab.launchers``: ``cls(**options)`` with ``OPTIONS`` (name ->
+  (default, help)) and ``launch(job) -> exit code``; where each pending run's training
+  executes (this process, a SLURM job array, a Ray cluster).
 
 Lookup of an unknown name raises ``UnknownComponentError`` naming the closest matches and
 every valid name. Third-party components load from the ``fusion_lab.components`` entry-point
@@ -134,6 +137,7 @@ ATTENTIONS = Registry("attention")
 HEADS = Registry("head")
 PRESETS = Registry("preset")
 DATASETS = Registry("dataset")
+LAUNCHERS = Registry("launcher")
 
 KINDS: dict[str, Registry] = {
     "backbones": BACKBONES,
@@ -142,6 +146,7 @@ KINDS: dict[str, Registry] = {
     "heads": HEADS,
     "presets": PRESETS,
     "datasets": DATASETS,
+    "launchers": LAUNCHERS,
 }
 
 _loaded_builtin = False
@@ -154,6 +159,7 @@ def load_builtin() -> None:
     global _loaded_builtin, _loaded_entry_points
     if not _loaded_builtin:
         importlib.import_module("fusion_lab.registry")
+        importlib.import_module("fusion_lab.launchers")
         _loaded_builtin = True
     if not _loaded_entry_points:
         _loaded_entry_points = True

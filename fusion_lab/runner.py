@@ -218,7 +218,7 @@ def _error_message(e: BaseException) -> str:
 
 
 def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: list[str],
-                   fail_fast: bool, retry_failed: bool) -> int:
+                   fail_fast: bool, retry_failed: bool, lease_s: float = S.LEASE_S) -> int:
     """One worker process per GPU, each with its own CUDA_VISIBLE_DEVICES.
 
     The workers share the results folder; claims keep them off each other's runs.
@@ -226,7 +226,8 @@ def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: l
     procs = []
     for gpu in gpus:
         cmd = [sys.executable, "-m", "fusion_lab", "run", study_path, "--results",
-               str(results), "--device", "cuda", "--no-table", "--progress", "plain"]
+               str(results), "--device", "cuda", "--no-table", "--progress", "plain",
+               "--lease", str(lease_s)]
         for o in overrides:
             cmd += ["--set", o]
         if fail_fast:

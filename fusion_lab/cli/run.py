@@ -1,4 +1,4 @@
-"""`fusionlab run STUDY`: train every run of a study that is missing or failed."""
+"""`fusionlab run STUDY`: train (or submit, with a cluster launcher) every run not done yet."""
 
 from __future__ import annotations
 
@@ -18,7 +18,14 @@ import click
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")
 @click.option("--gpus", default=None, metavar="0,1,..",
-              help="Train several runs at once, one process per GPU.")
+              help="Train several runs at once, one process per GPU (local launcher).")
+@click.option("--launcher", default=None,
+              help="Where runs train: local (default), slurm, ray; `fusionlab list launchers`.")
+@click.option("--launcher-opt", "launcher_opts", multiple=True, metavar="KEY=VALUE",
+              help="A launcher option, e.g. --launcher-opt partition=gpu (overrides the "
+                   "study's launcher: section).")
+@click.option("--wait", is_flag=True,
+              help="With a cluster launcher: wait for the runs, then print the table.")
 @click.option("--dry-run", is_flag=True, help="Print every run with its id and status; train nothing.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run.")
 @click.option("--retry-failed", is_flag=True, help="Train failed runs again (from their last checkpoint).")
@@ -29,55 +36,82 @@ import click
               help="Seconds without a heartbeat after which other processes, on any host, "
                    "take a claimed run over.")
 def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
-        gpus: str | None, dry_run: bool, fail_fast: bool, retry_failed: bool,
-        progress_mode: str, show_table: bool, lease_s: float) -> None:
+        gpus: str | None, launcher: str | None, launcher_opts: tuple[str, ...], wait: bool,
+        dry_run: bool, fail_fast: bool, retry_failed: bool, progress_mode: str,
+        show_table: bool, lease_s: float) -> None:
     """Train every run of STUDY_FILE that is not done; print the table at the end.
 
     A rerun trains nothing that is done; growing a study trains only the new runs; a
-    killed run resumes from its last checkpoint. Exits 1 if any run failed.
+    killed or interrupted run resumes from its last checkpoint. Exits 1 if any run failed.
     """
     from fusion_lab import store as S
-    from fusion_lab.runner import launch_workers, prepare, run_dir, train_study
+    from fusion_lab.errors import FusionLabError
+    from fusion_lab.launchers import LaunchJob, choose
+    from fusion_lab.runner import prepare, run_dir
 
     t_start = time.perf_counter() - _process_age()
     study, runs = prepare(study_file, list(overrides))
     results_dir = Path(results)
+    if gpus and (launcher or (study.launcher or {}).get("name") or "local") != "local":
+        raise FusionLabError("--gpus is the local launcher's option; with another launcher "
+                             "use --launcher-opt gpus=N (GPUs per run)")
+    opts = list(launcher_opts) + ([f"gpus={gpus}"] if gpus else [])
+    name, chosen = choose(study, launcher, opts)
     if dry_run:
-        counts: dict[str, int] = {}
-        about = f" - {study.describe}" if study.describe else ""
-        click.echo(f"study {study.name}: {len(runs)} runs{about}")
-        for r in runs:
-            status = S.run_status(run_dir(results_dir, study, r))
-            counts[status] = counts.get(status, 0) + 1
-            click.echo(f"{r.run_id}  {status:<8} seed {r.seed:<3} {r.display}")
-        click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        _dry_run(study, runs, results_dir)
         return
-    if gpus:
-        code = launch_workers(study_file, list(overrides), results_dir,
-                              [g.strip() for g in gpus.split(",") if g.strip()],
-                              fail_fast, retry_failed)
-        _finish(study, runs, results_dir, show_table)
-        sys.exit(code)
-    from fusion_lab.progress import Progress
-    from fusion_lab.train import resolve_device
+    pending = []
+    for r in runs:
+        status = S.run_status(run_dir(results_dir, study, r))
+        if status != S.DONE and (status != S.FAILED or retry_failed):
+            pending.append(r)
+    job = LaunchJob(study_file=Path(study_file).resolve(), overrides=list(overrides),
+                    results=results_dir.resolve(), study=study, runs=runs, pending=pending,
+                    device=device, fail_fast=fail_fast, retry_failed=retry_failed,
+                    progress=progress_mode, lease_s=lease_s, wait=wait,
+                    extra={"t_start": t_start})
+    if name != "local":  # the local launcher's train_study writes it
+        from fusion_lab.study import study_plan
 
-    resolve_device(device)  # --device cuda without CUDA: one error before anything trains
-    progress = Progress(progress_mode) if progress_mode != "off" else None
-    try:
-        out = train_study(study, runs, results_dir, device=device, fail_fast=fail_fast,
-                          retry_failed=retry_failed, progress=progress, lease_s=lease_s)
-    finally:
-        if progress is not None:
-            progress.close()
-    wall = time.perf_counter() - t_start
-    if out.trained:
-        overhead = wall - out.train_s
-        click.echo(f"trained {len(out.trained)} runs in {wall:.1f}s; runner overhead "
-                   f"(process start-up, expansion, checkpoints, results) {overhead:.1f}s = "
-                   f"{100 * overhead / wall:.1f}%", err=True)
-    failed = _finish(study, runs, results_dir, show_table)
-    if failed:
-        sys.exit(1)
+        S.write_json(results_dir / study.name / "study.json", study_plan(study, runs))
+    code = chosen.launch(job)
+    if name in ("local", "ray") or wait:
+        failed = _finish(study, runs, results_dir, show_table)
+        code = max(code, 1 if failed else 0)
+    if code:
+        sys.exit(code)
+
+
+def _dry_run(study, runs, results_dir: Path) -> None:
+    """Every run with its id and status; for a claim or a queued task, whose and how old."""
+    import time as _time
+
+    from fusion_lab import store as S
+    from fusion_lab.runner import run_dir
+
+    counts: dict[str, int] = {}
+    about = f" - {study.describe}" if study.describe else ""
+    click.echo(f"study {study.name}: {len(runs)} runs{about}")
+    for r in runs:
+        d = run_dir(results_dir, study, r)
+        status = S.run_status(d)
+        note = ""
+        claim = S.read_claim(d) if status in (S.RUNNING, S.PENDING, S.INTERRUPTED) else None
+        queued = S.read_json(d / "queued.json")
+        if claim:
+            beat = claim.get("beat")
+            age = f", last heartbeat {_time.time() - beat:.0f}s ago" if beat else ""
+            kind = "claim" if status == S.RUNNING else "stale claim"
+            note = f"  ({kind}: {claim.get('host')} pid {claim.get('pid')}{age})"
+            if status == S.PENDING:
+                status = "stale"
+        elif status == S.PENDING and isinstance(queued, dict):
+            status = "queued"
+            note = f"  ({queued.get('launcher')} job {queued.get('job_id')}, " \
+                   f"submitted {queued.get('submitted')})"
+        counts[status] = counts.get(status, 0) + 1
+        click.echo(f"{r.run_id}  {status:<8} seed {r.seed:<3} {r.display}{note}")
+    click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 
 def _process_age() -> float:
