@@ -18,7 +18,19 @@ import pandas as pd
 
 from fusion_lab.errors import FusionLabError
 from fusion_lab.provenance import plugin_changes
-from fusion_lab.store import DONE, FAILED, INTERRUPTED, PENDING, RUNNING, read_json, run_status
+from fusion_lab.store import (
+    CONFIG_JSON,
+    COST_JSON,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    PENDING,
+    RUNNING,
+    STUDY_JSON,
+    SUMMARY_JSON,
+    read_json,
+    run_status,
+)
 
 METRICS = ("final", "best_val")
 COST_KEYS = ("params", "gflops", "train_ips", "infer_ips", "train_ratio", "infer_ratio",
@@ -43,49 +55,27 @@ def study_dirs(studies: list[str], results: str | Path) -> list[Path]:
     """The results folders of the studies named on the command line (all if none).
 
     Args:
-        studies: study names, results/<study> folder paths or studies/*.yaml paths.
+        studies: study names, results/<study> folder paths or studies/*.yaml paths
+            (``fusion_lab.planning.find_study`` says how each is read).
         results: the results folder.
     Returns:
         One folder per study, each holding a study.json.
     """
+    from fusion_lab.planning import find_study
+
     results = Path(results)
     if not studies:
         if not results.is_dir():
             raise FusionLabError(f"no results folder {results}/: run `fusionlab run "
                                  "studies/STUDY.yaml` first, or point --results at one")
-        found = sorted(p.parent for p in results.glob("*/study.json"))
+        found = sorted(p.parent for p in results.glob(f"*/{STUDY_JSON}"))
         if not found:
             raise FusionLabError(
                 f"no studies in {results}/: run `fusionlab run studies/STUDY.yaml` first, "
                 "or point --results at a results folder"
             )
         return found
-    return [_study_dir(arg, results) for arg in studies]
-
-
-def _study_dir(arg: str, results: Path) -> Path:
-    path = Path(arg)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise FusionLabError(f"no study file {arg}")
-        import yaml  # only needed for this form of the argument
-
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise FusionLabError(f"{arg} is not valid YAML: {e}") from None
-        name = data.get("name") if isinstance(data, dict) else None
-        path = results / str(name or path.stem)
-    elif not (path.is_dir() and (path / "study.json").is_file()):
-        path = results / arg
-    if (path / "study.json").is_file():
-        return path
-    known = sorted(p.parent.name for p in results.glob("*/study.json"))
-    listing = f" (studies there: {', '.join(known)})" if known else ""
-    raise FusionLabError(
-        f"no results for study {path.name!r} in {results}/{listing}: "
-        f"run `fusionlab run` on its study file first, or pass --results DIR"
-    )
+    return [find_study(arg, results).require_results() for arg in studies]
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -102,8 +92,8 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def _run_record(run_dir: Path, metric: str, known: dict | None = None) -> dict:
     """One run as a flat record (the study.json row fills in what a missing folder lacks)."""
-    cfg = read_json(run_dir / "config.json") or {}
-    summary = read_json(run_dir / "summary.json") or {}
+    cfg = read_json(run_dir / CONFIG_JSON) or {}
+    summary = read_json(run_dir / SUMMARY_JSON) or {}
     rec: dict[str, Any] = dict(known or {})
     for key in ("run_id", "group_id", "label", "grid", "seed"):
         if cfg.get(key) is not None:
@@ -134,7 +124,7 @@ def load_runs(study_dir: Path, metric: str = "final") -> tuple[dict, pd.DataFram
     Returns:
         (the study.json dict, one record per run).
     """
-    study = read_json(study_dir / "study.json")
+    study = read_json(study_dir / STUDY_JSON)
     if not isinstance(study, dict):
         raise FusionLabError(f"{study_dir}/study.json is unreadable: rerun `fusionlab run`")
     seeds = study.get("seeds") or []
@@ -150,7 +140,7 @@ def load_runs(study_dir: Path, metric: str = "final") -> tuple[dict, pd.DataFram
             seen.add(run_id)
     # Run folders the current plan does not name: other seeds, or rows of an edited study.
     extra = [p for p in sorted(study_dir.iterdir())
-             if p.name not in seen and (p / "config.json").is_file()]
+             if p.name not in seen and (p / CONFIG_JSON).is_file()]
     for run_dir in extra:
         rec = _run_record(run_dir, metric)
         rec["order"] = math.inf
@@ -272,7 +262,8 @@ def add_deltas(rows: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     return rows.join(cols)
 
 
-def load_study(study_dir: Path, metric: str = "final", cost: bool = False) -> StudyResults:
+def load_results(study_dir: Path, metric: str = "final", cost: bool = False
+                 ) -> StudyResults:
     """Load, aggregate and compare one study.
 
     Args:
@@ -297,7 +288,7 @@ def load_study(study_dir: Path, metric: str = "final", cost: bool = False) -> St
                      + ("; use --metric final" if metric == "best_val" else ""))
     res = StudyResults(name=name, study=study, runs=runs, rows=rows, metric=metric, notes=notes)
     if cost:
-        res.cost = read_json(study_dir / "cost.json")
+        res.cost = read_json(study_dir / COST_JSON)
     return res
 
 

@@ -21,7 +21,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,12 @@ from torch import nn
 
 from fusion_lab import store as S
 from fusion_lab.config import RunConfig, from_dict, to_dict
+from fusion_lab.device import device_name, precision, prepare_model, resolve_device
 from fusion_lab.errors import FusionLabError
 from fusion_lab.model import build_model, count_parameters, model_loss
-from fusion_lab.profile import forward_gflops
+from fusion_lab.profile import forward_gflops, round_robin
 from fusion_lab.study import PlannedRun, Study
-from fusion_lab.train import optimizer_step, precision, resolve_device
+from fusion_lab.train import optimizer_step
 
 KNOWN_CLASSES = {"cub200": 200, "stanford_cars": 196, "fgvc_aircraft": 100}
 
@@ -77,13 +77,8 @@ def num_classes(cfg: RunConfig) -> int:
 
 
 def _build(cfg: RunConfig, classes: int, dev: torch.device) -> nn.Module:
-    model = build_model(dataclasses.replace(cfg.model, pretrained=False), classes).to(dev)
-    if dev.type == "cuda" and cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if dev.type == "cuda" and cfg.train.compile:
-        model.fusion = torch.compile(model.fusion)
-        model.attention = torch.compile(model.attention)
-    return model
+    model = build_model(dataclasses.replace(cfg.model, pretrained=False), classes)
+    return prepare_model(model, dev, cfg.train.channels_last, cfg.train.compile)[0]
 
 
 def _steps(model: nn.Module, cfg: RunConfig, dev: torch.device, batch: int, size: int,
@@ -194,19 +189,14 @@ def bench_study(study: Study, runs: list[PlannedRun], results: str | Path, devic
         steps.append(_steps(model, v.config, dev, batch, size, n_cls))
         log(f"built {v.label}: {rows[v.group_id]['params']:,} parameters, "
             f"{rows[v.group_id]['gflops']:.2f} GFLOPs")
-    times: list[dict[str, list[float]]] = [{"train": [], "infer": []} for _ in vs]
-    for r in range(warmup + repeats):
-        for i, (train, infer) in enumerate(steps):  # round-robin over the variants
-            for kind, fn in (("train", train), ("infer", infer)):
-                t0 = time.perf_counter()
-                fn()
-                if r >= warmup:
-                    times[i][kind].append(time.perf_counter() - t0)
-        log(f"round {r + 1}/{warmup + repeats}{' (warm-up)' if r < warmup else ''} done")
+    fns = {(i, kind): fn for i, pair in enumerate(steps)
+           for kind, fn in zip(("train", "infer"), pair)}
+    times = round_robin(fns, repeats, warmup, on_round=lambda r, _: log(
+        f"round {r + 1}/{warmup + repeats}{' (warm-up)' if r < warmup else ''} done"))
     del models, steps
     for i, v in enumerate(vs):
         for kind in ("train", "infer"):
-            rows[v.group_id][f"{kind}_ips"] = batch / statistics.median(times[i][kind])
+            rows[v.group_id][f"{kind}_ips"] = batch / statistics.median(times[(i, kind)])
     for v, b in zip(vs, baseline_index(vs, study.baseline)):
         ref = rows[vs[b].group_id]
         for kind in ("train", "infer"):
@@ -218,13 +208,9 @@ def bench_study(study: Study, runs: list[PlannedRun], results: str | Path, devic
             mem = peak_memory_mb(v.config, n_cls, str(dev), batch, size, study.plugins, base_dir)
             log(f"peak memory of {v.label}: {mem:.0f} MB")
         rows[v.group_id]["peak_mem_mb"] = mem
-    if dev.type == "cuda":
-        dev_name = f"{dev} ({torch.cuda.get_device_name(dev)})"
-    else:
-        dev_name = f"cpu ({torch.get_num_threads()} threads)"
-    cost = {"device": dev_name, "measured": S.now(), "image_size": size, "batch_size": batch,
+    cost = {"device": device_name(dev), "measured": S.now(), "image_size": size, "batch_size": batch,
             "baseline": study.baseline or vs[0].label, "rows": rows}
-    S.write_json(Path(results) / study.name / "cost.json", cost)
+    S.write_json(S.study_dir(results, study.name) / S.COST_JSON, cost)
     return cost
 
 

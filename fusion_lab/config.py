@@ -87,6 +87,11 @@ RECIPES: dict[str, dict[str, Any]] = {
 # Keys that cannot change a run's result: excluded from its id.
 NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint"}
 
+# Fields added after results existed, with the value that reproduces the behaviour from
+# before they existed (dotted key -> neutral value). At that value such a field is left
+# out of the run id, so adding it changes no existing id; any other value is in the id.
+ID_NEUTRAL: dict[str, Any] = {}
+
 SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "train": TrainConfig}
 
 
@@ -194,5 +199,9 @@ def result_dict(cfg: RunConfig) -> dict[str, Any]:
     for dotted in NON_RESULT_KEYS:
         section, key = dotted.split(".")
         d[section].pop(key, None)
+    for dotted, neutral in ID_NEUTRAL.items():
+        section, key = dotted.split(".")
+        if key in d[section] and d[section][key] == neutral:
+            del d[section][key]
     d["model"].pop("preset", None)  # the resolved fields say everything the preset said
     return d

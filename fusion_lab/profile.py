@@ -1,8 +1,15 @@
-"""Cost measurements of a model: forward FLOPs (torch.utils.flop_counter)."""
+"""Cost measurements: forward FLOPs (torch.utils.flop_counter), round-robin timing, the CPU.
+
+``round_robin`` is the one timing loop of ``fusionlab bench``, ``scripts/bench_speed.py``
+and ``scripts/gpu_throughput.py``: every callable runs once per round, in turn, so drift
+on a shared machine (other jobs, clocks) hits all of them alike.
+"""
 
 from __future__ import annotations
 
 import platform
+import time
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import torch
@@ -33,3 +40,36 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def round_robin(fns: dict[Hashable, Callable[[], object]], repeats: int, warmup: int = 0,
+                sync: Callable[[], object] | None = None,
+                on_round: Callable[[int, dict[Hashable, float]], object] | None = None,
+                ) -> dict[Hashable, list[float]]:
+    """Seconds of each callable per timed round, taking the callables in turn each round.
+
+    Args:
+        fns: what to time, by key (e.g. one training step per model).
+        repeats: timed rounds, after ``warmup`` untimed ones.
+        sync: called before and after each call (``torch.cuda.synchronize`` on a GPU).
+        on_round: called after every round (warm-up included) with the round's index and
+            its seconds per key, e.g. to print progress.
+    Returns:
+        For each key, its ``repeats`` timings in round order.
+    """
+    times: dict[Hashable, list[float]] = {key: [] for key in fns}
+    for r in range(warmup + repeats):
+        this_round = {}
+        for key, fn in fns.items():
+            if sync is not None:
+                sync()
+            t0 = time.perf_counter()
+            fn()
+            if sync is not None:
+                sync()
+            this_round[key] = time.perf_counter() - t0
+            if r >= warmup:
+                times[key].append(this_round[key])
+        if on_round is not None:
+            on_round(r, this_round)
+    return times

@@ -1,4 +1,7 @@
-"""Run a study: validate, plan, then train what is missing, failed or interrupted.
+"""Run a study's planned runs: train what is missing, failed or interrupted, in this process
+or in one worker process per GPU (planning is in ``fusion_lab.planning``, training in
+``fusion_lab.train``, the results folder's layout in ``fusion_lab.store``, other places to
+train in ``fusion_lab.launchers``).
 
 Every run folder is claimed atomically (a lease, kept alive by a heartbeat) before
 training, so several ``fusionlab run`` processes, on one host or many sharing a results
@@ -19,12 +22,12 @@ from typing import Any
 
 import click
 
-from fusion_lab import store as S
+from fusion_lab import store
 from fusion_lab.config import to_dict
-from fusion_lab.errors import ConfigError, FusionLabError
+from fusion_lab.errors import FusionLabError
 from fusion_lab.lease import Lease, RunInterrupted, interrupts
 from fusion_lab.provenance import plugin_files, record
-from fusion_lab.study import PlannedRun, Study, expand, load_study, study_plan
+from fusion_lab.study import PlannedRun, Study, study_plan
 
 
 @dataclass
@@ -36,66 +39,8 @@ class Outcome:
     wall_s: float = 0.0
 
 
-def prepare(study_path: str | Path, overrides: list[str] | None = None
-            ) -> tuple[Study, list[PlannedRun]]:
-    """Load a study, import its plugins, expand and validate every run (all problems at once)."""
-    from fusion_lab.registries import PRESETS, load_plugins
-
-    study = load_study(study_path, overrides)
-    load_plugins(study.plugins, base_dir=study.path.parent if study.path else None)
-    presets = {name: PRESETS.get(name) for name in PRESETS.list()}
-    runs = expand(study, presets)
-    problems = validate(runs)
-    if problems:
-        raise ConfigError(problems, source=str(study.path))
-    return study, runs
-
-
-def validate(runs: list[PlannedRun]) -> list[str]:
-    """Component, argument and dataset problems of the planned runs, each reported once."""
-    from fusion_lab.model import check_model_config
-
-    problems: list[str] = []
-    seen: set[str] = set()
-    for r in runs:
-        found = [f"model: {p}" for p in check_model_config(r.config.model)]
-        found += [f"dataset: {p}" for p in dataset_problems(r.config.dataset)]
-        for p in found:
-            if p not in seen:
-                seen.add(p)
-                problems.append(p)
-    return problems
-
-
-def dataset_problems(cfg) -> list[str]:
-    """A dataset name that is not registered, or a root folder that is not there."""
-    from fusion_lab.registries import DATASETS
-
-    if cfg.name not in DATASETS:
-        return [DATASETS.unknown_message(cfg.name)]
-    if not 0 <= cfg.val_fraction < 1:
-        return [f"val_fraction must be in [0, 1), got {cfg.val_fraction}"]
-    cls = DATASETS.get(cfg.name)
-    if cfg.name == "synthetic_fgvc":  # generated in memory: nothing to look for
-        return []
-    if cfg.root is None or not Path(cfg.root).expanduser().is_dir():
-        url = getattr(cls, "url", None)
-        where = f" (published at {url})" if url else ""
-        return [f"{cfg.name}: root folder {cfg.root!r} not found; download the dataset{where} "
-                f"and set dataset.root (e.g. --set dataset.root=/data/...); "
-                f"`fusionlab data check {cfg.name} ROOT` checks a folder"]
-    from fusion_lab.data import open_source  # reads the index files only, no image
-    from fusion_lab.errors import DatasetError
-
-    try:
-        open_source(cfg.name, str(Path(cfg.root).expanduser()), cfg.options)
-    except DatasetError as e:
-        return [str(e)]
-    return []
-
-
 def run_dir(results: Path, study: Study, r: PlannedRun) -> Path:
-    return results / study.name / r.run_id
+    return store.run_dir(results, study.name, r.run_id)
 
 
 def identity(study: Study, r: PlannedRun) -> dict[str, Any]:
@@ -105,7 +50,7 @@ def identity(study: Study, r: PlannedRun) -> dict[str, Any]:
 
 def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str = "auto",
                 fail_fast: bool = False, retry_failed: bool = False,
-                progress: Any = None, lease_s: float = S.LEASE_S) -> Outcome:
+                progress: Any = None, lease_s: float = store.LEASE_S) -> Outcome:
     """Train every run that is not done (nor failed, unless ``retry_failed``) in this process.
 
     Each run is trained under a lease (``fusion_lab.lease``). SIGTERM/SIGINT record the run
@@ -114,11 +59,11 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
     """
     t0 = time.perf_counter()
     out = Outcome()
-    S.write_json(results / study.name / "study.json", study_plan(study, runs))
+    store.write_json(store.study_dir(results, study.name) / store.STUDY_JSON, study_plan(study, runs))
     todo = []
     for r in runs:
-        status = S.run_status(run_dir(results, study, r))
-        if status == S.DONE or (status == S.FAILED and not retry_failed):
+        status = store.run_status(run_dir(results, study, r))
+        if status == store.DONE or (status == store.FAILED and not retry_failed):
             out.skipped.append((r, status))
         else:
             todo.append(r)
@@ -135,52 +80,52 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
 
 
 def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: str = "auto",
-              retry_failed: bool = False, progress: Any = None, lease_s: float = S.LEASE_S,
+              retry_failed: bool = False, progress: Any = None, lease_s: float = store.LEASE_S,
               plugins: list[Path] | None = None) -> None:
     """Claim, train and record one run (its outcome goes into ``out``)."""
     from fusion_lab.train import train_run
 
     d = run_dir(results, study, r)
-    token = S.try_claim(d, lease_s=lease_s)
+    token = store.try_claim(d, lease_s=lease_s)
     if not token:
-        out.skipped.append((r, S.RUNNING))
+        out.skipped.append((r, store.RUNNING))
         return
-    lease = Lease(d, token, interval_s=min(S.HEARTBEAT_S, lease_s / 4))
+    lease = Lease(d, token, interval_s=min(store.HEARTBEAT_S, lease_s / 4))
     try:
         with lease, interrupts():
-            status = S.run_status(d)  # re-read under the claim: another process may have won
-            if status == S.DONE or (status == S.FAILED and not retry_failed):
+            status = store.run_status(d)  # re-read under the claim: another process may have won
+            if status == store.DONE or (status == store.FAILED and not retry_failed):
                 out.skipped.append((r, status))
                 return
-            (d / "summary.json").unlink(missing_ok=True)
-            S.write_json(d / "config.json", {**identity(study, r), "config": to_dict(r.config)})
+            (d / store.SUMMARY_JSON).unlink(missing_ok=True)
+            store.write_json(d / store.CONFIG_JSON, {**identity(study, r), "config": to_dict(r.config)})
             if progress is not None:
                 progress.start_run(r)
-            summary = {**identity(study, r), "status": S.DONE, "error": None}
+            summary = {**identity(study, r), "status": store.DONE, "error": None}
             try:
                 result = train_run(d, r.config, r.run_id, device=device, progress=progress,
                                    before_write=lease.check)
             except (RunInterrupted, KeyboardInterrupt, SystemExit) as e:
                 # SystemExit: submitit's requeue on the scheduler's signal exits this way
-                if not lease.lost and S.owns_claim(d, token):
-                    last = S.read_jsonl(d / "metrics.jsonl")
+                if not lease.lost and store.owns_claim(d, token):
+                    last = store.read_jsonl(d / store.METRICS_JSONL)
                     why = (str(e) if isinstance(e, RunInterrupted) else
                            "interrupted by SIGINT" if isinstance(e, KeyboardInterrupt) else
                            "stopped by the scheduler (requeued)")
-                    summary.update(status=S.INTERRUPTED, error=why, final=None, best_val=None,
+                    summary.update(status=store.INTERRUPTED, error=why, final=None, best_val=None,
                                    last_epoch=last[-1] if last else None,
-                                   finished=S.now(), trained_by=_who())
-                    S.write_json(d / "summary.json", summary)
+                                   finished=store.now(), trained_by=_who())
+                    store.write_json(d / store.SUMMARY_JSON, summary)
                 raise
-            except S.ClaimLost as e:
+            except store.ClaimLost as e:
                 out.skipped.append((r, "lost"))
                 click.echo(f"warning: {e}", err=True)
                 return
             except Exception as e:  # recorded, and the study goes on
                 msg = _error_message(e)
-                (d / "error.log").write_text(traceback.format_exc())
-                last = S.read_jsonl(d / "metrics.jsonl")
-                summary.update(status=S.FAILED, error=msg, final=None, best_val=None,
+                (d / store.ERROR_LOG).write_text(traceback.format_exc())
+                last = store.read_jsonl(d / store.METRICS_JSONL)
+                summary.update(status=store.FAILED, error=msg, final=None, best_val=None,
                                last_epoch=last[-1] if last else None)
                 out.failed.append((r, msg))
                 if progress is not None:
@@ -191,15 +136,15 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
                 out.train_s += result["setup_s"] + result["train_time_s"]
                 if progress is not None:
                     progress.end_run(r, result, None)
-            summary.update(record(plugins or []), finished=S.now(), trained_by=_who())
+            summary.update(record(plugins or []), finished=store.now(), trained_by=_who())
             try:
                 lease.check()
-            except S.ClaimLost as e:
+            except store.ClaimLost as e:
                 click.echo(f"warning: {e}", err=True)
                 return
-            S.write_json(d / "summary.json", summary)
+            store.write_json(d / store.SUMMARY_JSON, summary)
     finally:
-        S.release_claim(d, token)
+        store.release_claim(d, token)
 
 
 def _who() -> dict[str, Any]:
@@ -218,7 +163,7 @@ def _error_message(e: BaseException) -> str:
 
 
 def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: list[str],
-                   fail_fast: bool, retry_failed: bool, lease_s: float = S.LEASE_S) -> int:
+                   fail_fast: bool, retry_failed: bool, lease_s: float = store.LEASE_S) -> int:
     """One worker process per GPU, each with its own CUDA_VISIBLE_DEVICES.
 
     The workers share the results folder; claims keep them off each other's runs.

@@ -1,10 +1,16 @@
-"""The results store: run identity, atomic writes, claims (leases) and run status (no torch).
+"""The results store: where things are stored, run identity, atomic writes, claims
+(leases) and run status (no torch).
+
+Every path and file name of the results folder is spelled here and only here:
+``results/<study>/study.json`` and ``cost.json``, and per run
+``results/<study>/<run id>/`` with ``config.json``, ``metrics.jsonl``, ``summary.json``,
+``checkpoint.pt``, ``error.log``, ``claim`` and the claim holder's ``.beat-<token>``.
 
 A claim is a lease: it names its host, pid, start time, a random token and the lease
-length; the process holding it refreshes a heartbeat file (``.beat-<token>``, see
-``fusion_lab.lease``). A claim whose heartbeat is older than its lease (plus an allowance
-for clock skew between nodes) is stale on any host; on its own host a dead pid is stale at
-once. The format is documented in docs/results-format.md.
+length; the process holding it refreshes a heartbeat file (see ``fusion_lab.lease``). A
+claim whose heartbeat is older than its lease (plus an allowance for clock skew between
+nodes) is stale on any host; on its own host a dead pid is stale at once. The format is
+documented in docs/results-format.md.
 """
 
 from __future__ import annotations
@@ -31,6 +37,29 @@ CLOCK_SKEW_S = 60.0  # allowance for clocks that differ between the nodes of a c
 
 class ClaimLost(Exception):
     """This process no longer holds its run's claim (another process took it over)."""
+
+
+# In a study's folder
+STUDY_JSON = "study.json"  # the plan: rows, run ids, seeds, baseline, reference
+COST_JSON = "cost.json"  # fusionlab bench's cost profile
+# In a run's folder
+CONFIG_JSON = "config.json"  # identity and resolved config, written before training
+METRICS_JSONL = "metrics.jsonl"  # one line per finished epoch
+SUMMARY_JSON = "summary.json"  # status and result, written last
+CHECKPOINT = "checkpoint.pt"  # the last finished epoch's state (torch.save)
+ERROR_LOG = "error.log"  # the traceback of a failed run
+CLAIM = "claim"  # the process training the run (a lease)
+QUEUED_JSON = "queued.json"  # a cluster task submitted for the run and not started yet
+
+
+def study_dir(results: str | Path, study: str) -> Path:
+    """The folder of a study's results: ``results/<study>``."""
+    return Path(results) / study
+
+
+def run_dir(results: str | Path, study: str, run_id: str) -> Path:
+    """The folder of one run: ``results/<study>/<run id>``."""
+    return Path(results) / study / run_id
 
 
 def now() -> str:
@@ -133,7 +162,7 @@ def beat_path(run_dir: str | Path, token: str) -> Path:
 
 def read_claim(run_dir: str | Path) -> dict | None:
     """The claim of a run folder with ``beat`` (its last heartbeat, epoch seconds) filled in."""
-    claim = read_json(Path(run_dir) / "claim")
+    claim = read_json(Path(run_dir) / CLAIM)
     if not isinstance(claim, dict):
         return claim
     beats = [_ts(claim.get("ts")), _ts(claim.get("time"))]
@@ -181,7 +210,7 @@ def try_claim(run_dir: str | Path, lease_s: float = LEASE_S) -> str | None:
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "claim"
+    path = run_dir / CLAIM
     token = uuid.uuid4().hex
     body = canonical_json({"pid": os.getpid(), "host": socket.gethostname(), "time": now(),
                            "ts": time.time(), "token": token, "lease_s": float(lease_s)})
@@ -222,13 +251,13 @@ def try_claim(run_dir: str | Path, lease_s: float = LEASE_S) -> str | None:
 
 
 def owns_claim(run_dir: str | Path, token: str) -> bool:
-    claim = read_json(Path(run_dir) / "claim")
+    claim = read_json(Path(run_dir) / CLAIM)
     return isinstance(claim, dict) and claim.get("token") == token
 
 
 def release_claim(run_dir: str | Path, token: str | None = None) -> None:
     """Remove this process's claim (the one with ``token``); never another process's."""
-    path = Path(run_dir) / "claim"
+    path = Path(run_dir) / CLAIM
     claim = read_json(path)
     if token is not None:
         beat_path(run_dir, token).unlink(missing_ok=True)
@@ -242,7 +271,7 @@ def release_claim(run_dir: str | Path, token: str | None = None) -> None:
 def run_status(run_dir: str | Path) -> str:
     """done | failed | running | interrupted | pending (see docs/results-format.md)."""
     run_dir = Path(run_dir)
-    summary = read_json(run_dir / "summary.json")
+    summary = read_json(run_dir / SUMMARY_JSON)
     if summary and summary.get("status") in (DONE, FAILED):
         return summary["status"]
     if claim_is_live(read_claim(run_dir)):

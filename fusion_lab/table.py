@@ -19,7 +19,7 @@ from fusion_lab.aggregate import (
     COST_KEYS,
     NOISE_FACTOR,
     StudyResults,
-    load_study,
+    load_results,
     not_done,
     study_dirs,
 )
@@ -57,7 +57,7 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
     """
     if fmt not in FORMATS:
         raise FusionLabError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    loaded = [load_study(d, metric, cost) for d in study_dirs(list(studies or []), results)]
+    loaded = [load_results(d, metric, cost) for d in study_dirs(list(studies or []), results)]
     out = Output("")
     if pivot and (heads or cost):
         out.warnings.append("--heads and --cost are not shown in a --pivot table")

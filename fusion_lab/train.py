@@ -1,9 +1,11 @@
-"""Train and evaluate one run: the recipe, mixed precision, checkpoints and resume.
+"""How a run trains: the recipe, one epoch, evaluation, checkpoints and resume.
 
-``train_run`` is the whole life of a run folder: it resumes from ``checkpoint.pt`` when one
-is there, appends one line per epoch to ``metrics.jsonl`` and returns the summary. An epoch
-is never chosen by test accuracy: the summary reports the last epoch, and the test
-accuracy at the best *validation* epoch when the dataset has a validation split.
+``train_run`` is the whole life of a run folder: ``resume`` restores ``checkpoint.pt`` when
+one is there, ``train_epoch`` trains one epoch, each finished epoch appends a line to
+``metrics.jsonl`` and checkpoints, and ``run_summary`` returns the result. An epoch is never
+chosen by test accuracy: the summary reports the last epoch, and the test accuracy at the
+best *validation* epoch when the dataset has a validation split. The device, mixed precision
+and the model's layout on the device are in ``fusion_lab.device``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fusion_lab.config import RunConfig, to_dict
+from fusion_lab.config import RunConfig, TrainConfig, to_dict
+from fusion_lab.device import Precision, device_name, precision, prepare_model, resolve_device
 from fusion_lab.errors import DivergedError, FusionLabError
 from fusion_lab.lease import deferred
 from fusion_lab.model import FusionModel, build_model, model_loss
-from fusion_lab.store import append_jsonl, read_jsonl, write_text
-
-CHECKPOINT = "checkpoint.pt"
+from fusion_lab.store import CHECKPOINT, METRICS_JSONL, append_jsonl, read_jsonl, write_text
 
 
 def seed_everything(seed: int) -> None:
@@ -41,35 +41,6 @@ def seed_everything(seed: int) -> None:
 def epoch_seed(seed: int, epoch: int) -> int:
     """The RNG seed of one epoch: an epoch's randomness depends on (seed, epoch) only."""
     return (seed * 1_000_003 + epoch * 7919 + 17) % 2**31
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FusionLabError("--device cuda was asked for, but torch sees no CUDA device; "
-                             "use --device cpu or auto")
-    return torch.device(device)
-
-
-@dataclass
-class Precision:
-    autocast: Callable[[], Any]
-    scaler: torch.amp.GradScaler | None
-    name: str
-
-
-def precision(amp: str, device: torch.device) -> Precision:
-    """Autocast context and grad scaler for ``train.amp`` on this device."""
-    if device.type != "cuda" or amp == "off":
-        return Precision(nullcontext, None, "fp32")
-    if amp == "auto":
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if amp not in ("bf16", "fp16"):
-        raise FusionLabError(f"train.amp must be auto, bf16, fp16 or off, got {amp!r}")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-    return Precision(lambda: torch.autocast("cuda", dtype=dtype), scaler, amp)
 
 
 def make_optimizer(model: FusionModel, cfg: RunConfig):
@@ -167,6 +138,78 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+@dataclass
+class Resumed:
+    """Where a run starts: 0 for a fresh run, else the checkpoint's epoch and its state."""
+
+    epoch: int = 0
+    best: dict | None = None  # the best validation epoch so far (see ``run_summary``)
+    wall_before_s: float = 0.0  # wall time of the earlier, interrupted attempts
+    rows: list[dict] = field(default_factory=list)  # metrics.jsonl lines of those epochs
+
+
+def resume(run_dir: Path, run_id: str, model: nn.Module, opt: torch.optim.Optimizer,
+           sched: Any, prec: Precision, dev: torch.device) -> Resumed:
+    """Restore the run's checkpoint (when it belongs to ``run_id``) into the model,
+    optimizer, scheduler, grad scaler and RNGs; cut metrics.jsonl to the epochs it holds."""
+    ckpt_path = run_dir / CHECKPOINT
+    out = Resumed()
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        if state.get("run_id") == run_id:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            if prec.scaler is not None and state.get("scaler"):
+                prec.scaler.load_state_dict(state["scaler"])
+            _set_rng_state(state["rng"])
+            out.epoch, out.best = state["epoch"], state.get("best_val")
+            out.wall_before_s = state.get("wall_time_s", 0.0)
+    # Keep exactly the metrics of the epochs the checkpoint holds.
+    metrics_path = run_dir / METRICS_JSONL
+    out.rows = [r for r in read_jsonl(metrics_path) if r.get("epoch", 0) <= out.epoch]
+    write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in out.rows))
+    return out
+
+
+@dataclass
+class EpochStats:
+    loss_sum: float = 0.0  # summed over images
+    correct: int = 0  # images the combined prediction got right
+    seen: int = 0  # images trained on
+
+
+def train_epoch(model: nn.Module, loader, opt: torch.optim.Optimizer, prec: Precision,
+                dev: torch.device, channels_last: bool, t: TrainConfig, epoch: int,
+                progress: Any = None) -> EpochStats:
+    """One pass over the training split; stops the run on a non-finite loss."""
+    model.train()
+    t0 = time.perf_counter()
+    stats = EpochStats()
+    for step, (images, labels) in enumerate(loader):
+        if labels.numel() < 2:  # a last batch of one image: BatchNorm cannot train on it
+            continue
+        images, labels = to_device(images, labels, dev, channels_last)
+        with prec.autocast():
+            out = model(images)
+            loss = model_loss(out, labels, t.label_smoothing)
+        if not torch.isfinite(loss):
+            raise DivergedError(
+                f"loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}; lower "
+                "the learning rates (train.lr_new, train.lr_backbone), set train.grad_clip, "
+                "or use train.amp=bf16/off"
+            )
+        optimizer_step(loss, opt, prec, model, t.grad_clip)
+        n = labels.numel()
+        stats.loss_sum += loss.item() * n
+        stats.correct += int((out["combined"].argmax(1) == labels).sum())
+        stats.seen += n
+        if progress is not None:
+            progress.batch(loss.item(), 100.0 * stats.correct / stats.seen,
+                           stats.seen / max(1e-9, time.perf_counter() - t0))
+    return stats
+
+
 def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "auto",
               progress: Any = None, stop_after_epochs: int | None = None,
               before_write: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -194,70 +237,26 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
     data = build_data(cfg.dataset, image_size=t.image_size, resize=t.resize,
                       batch_size=t.batch_size, workers=t.workers, seed=cfg.seed,
                       device=dev.type)
-    model = build_model(cfg.model, data.num_classes).to(dev)
-    channels_last = t.channels_last and dev.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, channels_last = prepare_model(build_model(cfg.model, data.num_classes), dev,
+                                         channels_last=t.channels_last, compile=t.compile)
     opt, sched = make_optimizer(model, cfg)
     prec = precision(t.amp, dev)
-    if t.compile and dev.type == "cuda":
-        model.fusion = torch.compile(model.fusion)
-        model.attention = torch.compile(model.attention)
-
-    ckpt_path = run_dir / CHECKPOINT
-    start_epoch, best, before = 0, None, 0.0
     setup_s = time.perf_counter() - t_start
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        if state.get("run_id") == run_id:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            if prec.scaler is not None and state.get("scaler"):
-                prec.scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"])
-            start_epoch, best = state["epoch"], state.get("best_val")
-            before = state.get("wall_time_s", 0.0)
     if before_write is not None:
-        before_write()
-    # Keep exactly the metrics of the epochs the checkpoint holds.
-    metrics_path = run_dir / "metrics.jsonl"
-    rows = [r for r in read_jsonl(metrics_path) if r.get("epoch", 0) <= start_epoch]
-    write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
-
+        before_write()  # resume rewrites metrics.jsonl
+    start = resume(run_dir, run_id, model, opt, sched, prec, dev)
+    best = start.best
+    metrics_path = run_dir / METRICS_JSONL
     train_time = checkpoint_s = 0.0
-    record: dict[str, Any] = rows[-1] if rows else {}
-    for epoch in range(start_epoch, t.epochs):
+    for epoch in range(start.epoch, t.epochs):
         if stop_after_epochs is not None and epoch >= stop_after_epochs:
             return {"stopped": True}
         data.set_epoch(epoch)
         seed_everything(epoch_seed(cfg.seed, epoch))
-        model.train()
         t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
         if progress is not None:
             progress.start_epoch(epoch, t.epochs, len(data.train))
-        for step, (images, labels) in enumerate(data.train):
-            if labels.numel() < 2:  # a last batch of one image: BatchNorm cannot train on it
-                continue
-            images, labels = to_device(images, labels, dev, channels_last)
-            with prec.autocast():
-                out = model(images)
-                loss = model_loss(out, labels, t.label_smoothing)
-            if not torch.isfinite(loss):
-                raise DivergedError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}; lower "
-                    "the learning rates (train.lr_new, train.lr_backbone), set train.grad_clip, "
-                    "or use train.amp=bf16/off"
-                )
-            optimizer_step(loss, opt, prec, model, t.grad_clip)
-            n = labels.numel()
-            loss_sum += loss.item() * n
-            correct += int((out["combined"].argmax(1) == labels).sum())
-            seen += n
-            if progress is not None:
-                progress.batch(loss.item(), 100.0 * correct / seen,
-                               seen / max(1e-9, time.perf_counter() - t0))
+        ep = train_epoch(model, data.train, opt, prec, dev, channels_last, t, epoch, progress)
         epoch_train_s = time.perf_counter() - t0
         lr = opt.param_groups[1]["lr"]
         sched.step()
@@ -265,11 +264,11 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         test = evaluate(model, data.test, dev, prec, channels_last)
         epoch_s = time.perf_counter() - t0
         train_time += epoch_s
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(1, seen),
-                  "train_acc": 100.0 * correct / max(1, seen),
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": ep.loss_sum / max(1, ep.seen),
+                  "train_acc": 100.0 * ep.correct / max(1, ep.seen),
                   "val_acc": val["acc"] if val else None,
                   "test_acc": test["acc"], "test_heads": test["heads"],
-                  "images_per_s": seen / max(1e-9, epoch_train_s), "epoch_s": epoch_s}
+                  "images_per_s": ep.seen / max(1e-9, epoch_train_s), "epoch_s": epoch_s}
         if val is not None and (best is None or val["acc"] > best["val_acc"]):
             best = {"epoch": epoch + 1, "val_acc": val["acc"], "acc": test["acc"],
                     "heads": test["heads"]}
@@ -277,35 +276,42 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
             before_write()
         t_ckpt = time.perf_counter()
         with deferred():  # a signal waits: checkpoint and metrics line go together
-            _save_checkpoint(ckpt_path, {
+            _save_checkpoint(run_dir / CHECKPOINT, {
                 "run_id": run_id, "epoch": epoch + 1, "config": to_dict(cfg),
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
                 "rng": _rng_state(), "best_val": best, "num_classes": data.num_classes,
                 "class_names": data.class_names,
-                "wall_time_s": before + time.perf_counter() - t_start})
+                "wall_time_s": start.wall_before_s + time.perf_counter() - t_start})
             append_jsonl(metrics_path, record)
         checkpoint_s += time.perf_counter() - t_ckpt
         if progress is not None:
             progress.end_epoch(record)
     if not t.keep_checkpoint:
-        ckpt_path.unlink(missing_ok=True)
-    rows = read_jsonl(metrics_path)
-    last = rows[-1] if rows else record
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    times = {"train_time_s": train_time, "setup_s": setup_s, "checkpoint_s": checkpoint_s,
+             "wall_time_s": start.wall_before_s + time.perf_counter() - t_start}
+    return run_summary(read_jsonl(metrics_path), best, data, dev, prec, times)
+
+
+def run_summary(rows: list[dict], best: dict | None, data: Any, dev: torch.device,
+                prec: Precision, times: dict[str, float]) -> dict[str, Any]:
+    """The result part of a run's summary.json (docs/results-format.md).
+
+    Args:
+        rows: the run's metrics.jsonl lines, one per epoch; the last is the reported one.
+        best: the epoch with the best validation accuracy (None without a val split).
+        data: the run's data (split sizes, classes, skipped images).
+        times: train_time_s, setup_s, checkpoint_s and wall_time_s.
+    """
+    last = rows[-1] if rows else {}
     return {
         "final": {"acc": last.get("test_acc"), "heads": last.get("test_heads", {})},
         "best_val": best,
         "test_size": data.test_size, "val_size": data.val_size,
         "num_classes": data.num_classes, "epochs": len(rows),
-        "device": _device_name(dev), "precision": prec.name,
+        "device": device_name(dev), "precision": prec.name,
         "skipped_images": data.skipped(),
-        "train_time_s": train_time, "setup_s": setup_s, "checkpoint_s": checkpoint_s,
-        "wall_time_s": before + time.perf_counter() - t_start,
+        **times,
     }
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"{dev} ({torch.cuda.get_device_name(dev)})"
-    return f"cpu ({torch.get_num_threads()} threads)"

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fusion_lab import store
 from fusion_lab.config import RunConfig, from_dict
 from fusion_lab.errors import FusionLabError
 from fusion_lab.model import FusionModel, build_model, resolve_parts
-
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -42,7 +41,7 @@ def has_sa(cfg: RunConfig) -> bool:
 
 
 def _run_config(run_dir: Path) -> RunConfig | None:
-    p = run_dir / "config.json"
+    p = run_dir / store.CONFIG_JSON
     if not p.is_file():
         return None
     return from_dict(json.loads(p.read_text())["config"])
@@ -60,7 +59,7 @@ def pick_run(run_dirs: list[list[Path]], configs: list[RunConfig]) -> tuple[Path
         order, why = list(reversed(range(len(run_dirs)))), "no row has SA masks; last row"
     for i in order:
         for d in run_dirs[i]:
-            if (d / CHECKPOINT).is_file():
+            if (d / store.CHECKPOINT).is_file():
                 return d, why
     return run_dirs[order[0]][0], why + " (no checkpoint found)"
 
@@ -68,35 +67,44 @@ def pick_run(run_dirs: list[list[Path]], configs: list[RunConfig]) -> tuple[Path
 def find_run(arg: str, results: str | Path) -> tuple[Path, str | None]:
     """A run folder from a folder path, a run id (or unique prefix), a study name or file.
 
-    Returns the folder and, for a study, a note saying which run was picked.
+    A study is found by ``fusion_lab.planning.find_study``; for one, the run picked is its
+    CN-CNN-like run (``pick_run``). Returns the folder and, for a study, a note saying
+    which run was picked.
     """
-    results, path = Path(results), Path(arg)
-    if path.suffix in (".yaml", ".yml"):
-        from fusion_lab.runner import prepare, run_dir
+    from fusion_lab.planning import find_study
 
-        study, runs = prepare(path)
+    path = Path(arg)
+    if path.is_dir() and ((path / store.CONFIG_JSON).is_file()
+                          or (path / store.CHECKPOINT).is_file()):
+        return path, None
+    ref = find_study(arg, results)
+    if ref.kind == "file":
+        from fusion_lab.planning import prepare
+
+        study, runs = prepare(ref.file)
         rows: dict[str, list] = {}
         for r in runs:
             rows.setdefault(r.group_id, []).append(r)
         groups = list(rows.values())
-        d, why = pick_run([[run_dir(results, study, r) for r in g] for g in groups],
-                          [g[0].config for g in groups])
-        label = next(r.display for r in runs if run_dir(results, study, r) == d)
+        d, why = pick_run([[store.run_dir(results, study.name, r.run_id) for r in g]
+                           for g in groups], [g[0].config for g in groups])
+        label = next(r.display for r in runs
+                     if store.run_dir(results, study.name, r.run_id) == d)
         return d, f"study {study.name}: picked run {d.name[:12]} ({label}; {why})"
-    if path.is_dir() and ((path / "config.json").is_file() or (path / CHECKPOINT).is_file()):
-        return path, None
-    if (results / arg / "study.json").is_file():
-        plan = json.loads((results / arg / "study.json").read_text())
-        dirs = [[results / arg / rid for rid in row["run_ids"]] for row in plan["rows"]]
+    if ref.has_results:
+        plan = json.loads((ref.results / store.STUDY_JSON).read_text())
+        dirs = [[ref.results / rid for rid in row["run_ids"]] for row in plan["rows"]]
         configs = [_run_config(ds[0]) for ds in dirs]
         keep = [i for i, c in enumerate(configs) if c is not None]
         if not keep:
-            raise FusionLabError(f"study {arg!r} has no trained runs in {results}/: "
-                                 "run `fusionlab run` on its study file first")
+            raise FusionLabError(f"study {ref.name!r} has no trained runs in "
+                                 f"{ref.results.parent}/: run `fusionlab run` on its study "
+                                 "file first")
         d, why = pick_run([dirs[i] for i in keep], [configs[i] for i in keep])
         label = next(row["label"] for row in plan["rows"] if d.name in row["run_ids"])
-        return d, f"study {arg}: picked run {d.name[:12]} ({label}; {why})"
-    found = sorted(p for p in results.glob(f"*/{arg}*") if (p / "config.json").is_file())
+        return d, f"study {ref.name}: picked run {d.name[:12]} ({label}; {why})"
+    results = Path(results)
+    found = sorted(p for p in results.glob(f"*/{arg}*") if (p / store.CONFIG_JSON).is_file())
     if len(found) == 1:
         return found[0], None
     if len(found) > 1:
@@ -109,10 +117,10 @@ def find_run(arg: str, results: str | Path) -> tuple[Path, str | None]:
 def load_trained(run_dir: str | Path) -> tuple[FusionModel, RunConfig, list[str]]:
     """The model of a run with its last checkpoint's weights (CPU, eval mode)."""
     run_dir = Path(run_dir)
-    ckpt = run_dir / CHECKPOINT
+    ckpt = run_dir / store.CHECKPOINT
     if not ckpt.is_file():
         raise FusionLabError(
-            f"run {run_dir.name[:12]} has no {CHECKPOINT}: train it with `fusionlab run` "
+            f"run {run_dir.name[:12]} has no {store.CHECKPOINT}: train it with `fusionlab run` "
             "first (or it ran with train.keep_checkpoint: false, which deletes it at the end)")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     cfg = from_dict(state["config"])

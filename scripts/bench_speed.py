@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from collections.abc import Callable
 
 import timm
@@ -23,11 +22,9 @@ from torch import nn
 
 from fusion_lab.config import ModelConfig
 from fusion_lab.model import build_model, model_loss
-from fusion_lab.profile import cpu_model, forward_gflops
+from fusion_lab.profile import cpu_model, forward_gflops, round_robin
 
 NUM_CLASSES = 200
-
-
 
 
 def make_models() -> dict[str, nn.Module]:
@@ -79,18 +76,13 @@ def main() -> None:
     x = torch.randn(args.batch, 3, args.image_size, args.image_size)
     y = torch.randint(0, NUM_CLASSES, (args.batch,))
     steps = {name: train_step_fn(m, x, y) for name, m in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for r in range(args.warmup + args.repeats):
-        this_round = {}
-        for name, step in steps.items():  # round-robin: drift hits every model alike
-            t0 = time.perf_counter()
-            step()
-            this_round[name] = time.perf_counter() - t0
-            if r >= args.warmup:
-                times[name].append(this_round[name])
+    def show(r: int, this_round: dict) -> None:
         tag = " (warm-up)" if r < args.warmup else ""
         print(f"  round {r + 1}/{args.warmup + args.repeats}{tag}: "
               + ", ".join(f"{dt:.2f}s" for dt in this_round.values()), flush=True)
+
+    # round-robin: drift hits every model alike
+    times = round_robin(steps, args.repeats, args.warmup, on_round=show)
     med = {name: statistics.median(ts) for name, ts in times.items()}
     ours, plain, bare = (med[n] for n in models)
     print()

@@ -7,6 +7,8 @@ CN-CNN >= 300 images/s, bare ResNet50 >= 1,000.
 
     python scripts/gpu_throughput.py                       # CUDA: 448, batch 32, 20 steps
     python scripts/gpu_throughput.py --device cpu --image-size 64 --batch-size 2 --steps 2
+
+The compiled rows need CUDA (as train.compile does) and are skipped on the CPU.
 """
 
 from __future__ import annotations
@@ -18,21 +20,19 @@ import time
 import torch
 
 from fusion_lab.config import ModelConfig
+from fusion_lab.device import device_name, precision, prepare_model, resolve_device
 from fusion_lab.model import build_model, model_loss
-from fusion_lab.train import optimizer_step, precision
+from fusion_lab.profile import round_robin
+from fusion_lab.train import optimizer_step
 
 TARGETS = {"baseline": 1000.0, "cn_cnn": 300.0}  # images/s on an H100 at 448
 
 
 def setup(preset: str, compiled: bool, dev: torch.device, args: argparse.Namespace):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(preset=preset, backbone="resnet50"), args.classes).to(dev)
-    cl = dev.type == "cuda"
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    if compiled:  # what train.compile does: the fusion and attention modules
-        model.fusion = torch.compile(model.fusion)
-        model.attention = torch.compile(model.attention)
+    model = build_model(ModelConfig(preset=preset, backbone="resnet50"), args.classes)
+    # as training places it: channels_last on CUDA; compiled: what train.compile does
+    model, cl = prepare_model(model, dev, channels_last=True, compile=compiled)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
     prec = precision(args.amp, dev)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=dev)
@@ -60,12 +60,13 @@ def main() -> None:
     ap.add_argument("--amp", default="bf16", help="bf16 | fp16 | off (CUDA only)")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled runs")
     args = ap.parse_args()
-    dev = torch.device(args.device)
+    dev = resolve_device(args.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    compile_too = dev.type == "cuda" and not args.no_compile  # train.compile is CUDA-only
     configs = [(p, c) for p in ("baseline", "cn_cnn") for c in (False, True)
-               if not (c and args.no_compile)]
+               if not c or compile_too]
     steps, prec_name = {}, "fp32"
     for preset, compiled in configs:
         steps[(preset, compiled)], prec_name = setup(preset, compiled, dev, args)
@@ -75,17 +76,9 @@ def main() -> None:
         sync()
         print(f"warm-up {preset}{' compiled' if compiled else ''}: "
               f"{time.perf_counter() - t0:.1f}s", flush=True)
-    times: dict[tuple, list[float]] = {k: [] for k in steps}
-    for _ in range(args.steps):
-        for key, step in steps.items():  # round-robin
-            sync()
-            t0 = time.perf_counter()
-            step()
-            sync()
-            times[key].append(time.perf_counter() - t0)
+    times = round_robin(steps, args.steps, sync=sync)
     ips = {k: args.batch_size / statistics.median(v) for k, v in times.items()}
-    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    print(f"\n{where}, {args.image_size}x{args.image_size}, batch {args.batch_size}, "
+    print(f"\n{device_name(dev)}, {args.image_size}x{args.image_size}, batch {args.batch_size}, "
           f"{prec_name}, median of {args.steps} steps")
     print(f"{'model':<10}{'compile':>9}{'images/s':>11}{'/ baseline':>12}{'target':>9}")
     for (preset, compiled), v in ips.items():

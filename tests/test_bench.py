@@ -13,7 +13,7 @@ import pytest
 from fusion_lab import store as S
 from fusion_lab.cli import main
 from fusion_lab.model import build_model
-from fusion_lab.runner import prepare, run_dir
+from fusion_lab.planning import prepare
 from fusion_lab.study import study_plan
 
 TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"
@@ -103,7 +103,7 @@ def test_table_cost_shows_the_columns(benched, capsys):
     study, runs = prepare(study_file)
     S.write_json(results / study.name / "study.json", study_plan(study, runs))
     for r in runs:  # finished runs as `fusionlab run` records them (accuracy only)
-        S.write_json(run_dir(results, study, r) / "summary.json", {
+        S.write_json(S.run_dir(results, study.name, r.run_id) / "summary.json", {
             "run_id": r.run_id, "group_id": r.group_id, "study": study.name,
             "label": r.label, "grid": r.grid, "seed": r.seed, "status": "done",
             "error": None, "final": {"acc": 50.0 + r.seed, "heads": {}}, "best_val": None,

@@ -13,7 +13,8 @@ from test_runner import STUDY
 from fusion_lab import store as S
 from fusion_lab.cli import main
 from fusion_lab.launchers import LaunchJob, make_launcher
-from fusion_lab.runner import prepare, run_dir
+from fusion_lab.planning import prepare
+from fusion_lab.runner import run_dir
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from test_runner import STUDY
 from fusion_lab import store as S
 from fusion_lab.cli import main
 from fusion_lab.lease import Lease, RunInterrupted, deferred, interrupts
-from fusion_lab.runner import prepare, run_dir, train_study
+from fusion_lab.planning import prepare
+from fusion_lab.runner import run_dir, train_study
 
 
 def foreign_claim(d: Path, age_s: float, lease_s: float, beat_age_s: float | None = None):

@@ -12,7 +12,8 @@ import torch
 
 from fusion_lab import store as S
 from fusion_lab.cli import main
-from fusion_lab.runner import prepare, run_dir, train_study
+from fusion_lab.planning import prepare
+from fusion_lab.runner import train_study
 from fusion_lab.train import train_run
 
 TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"
@@ -54,7 +55,7 @@ def test_run_stores_results_and_a_rerun_trains_nothing(study_file, tmp_path):
     done = summaries(results)
     assert set(done) == {r.run_id for r in runs}
     for r in runs:
-        d = run_dir(results, study, r)
+        d = S.run_dir(results, study.name, r.run_id)
         s = done[r.run_id]
         assert s["status"] == "done" and s["epochs"] == 2 and s["test_size"] == 9
         assert 0 <= s["final"]["acc"] <= 100 and s["versions"]["torch"] == torch.__version__
@@ -77,7 +78,7 @@ def test_run_stores_results_and_a_rerun_trains_nothing(study_file, tmp_path):
 def test_dry_run_prints_ids_and_statuses_and_trains_nothing(study_file, tmp_path, capsys):
     results = tmp_path / "results"
     study, runs = prepare(study_file)
-    S.write_json(run_dir(results, study, runs[0]) / "summary.json", {"status": "failed"})
+    S.write_json(S.run_dir(results, study.name, runs[0].run_id) / "summary.json", {"status": "failed"})
     main(["run", str(study_file), "--results", str(results), "--dry-run"])  # returns: exit 0
     out = capsys.readouterr().out
     assert f"{runs[0].run_id}  failed" in out and f"{runs[1].run_id}  pending" in out
@@ -108,7 +109,7 @@ def test_resumed_run_equals_an_uninterrupted_one(study_file, tmp_path):
 def test_a_killed_run_with_a_stale_claim_resumes(study_file, tmp_path):
     results = tmp_path / "results"
     study, runs = prepare(study_file)
-    d = run_dir(results, study, runs[0])
+    d = S.run_dir(results, study.name, runs[0].run_id)
     d.mkdir(parents=True)
     train_run(d, runs[0].config, runs[0].run_id, device="cpu", stop_after_epochs=1)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -153,7 +154,7 @@ def test_fail_fast_stops_at_the_first_failure(study_file, tmp_path):
     study, runs = prepare(study_file)
     out = train_study(study, runs, results, device="cpu", fail_fast=True)
     assert len(out.failed) == 1 and out.trained == []
-    assert S.run_status(run_dir(results, study, runs[1])) == "pending"
+    assert S.run_status(S.run_dir(results, study.name, runs[1].run_id)) == "pending"
 
 
 def test_two_processes_never_train_the_same_run(study_file, tmp_path):

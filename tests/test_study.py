@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from fusion_lab.errors import ConfigError, FusionLabError
-from fusion_lab.runner import prepare
+from fusion_lab.planning import prepare
 from fusion_lab.study import expand, load_study
 
 TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"

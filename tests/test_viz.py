@@ -11,9 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from fusion_lab import store as S
 from fusion_lab.cli import main
 from fusion_lab.errors import FusionLabError
-from fusion_lab.runner import prepare, run_dir, train_study
+from fusion_lab.planning import prepare
+from fusion_lab.runner import train_study
 from fusion_lab.viz import draw, extract_maps, figure3, find_run, load_trained, sample_images
 
 TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"
@@ -46,7 +48,7 @@ def trained(tmp_path_factory):
     study, runs = prepare(study_file)
     out = train_study(study, runs, results, device="cpu")
     assert not out.failed
-    return study_file, results, {r.label: run_dir(results, study, r) for r in runs}
+    return study_file, results, {r.label: S.run_dir(results, study.name, r.run_id) for r in runs}
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
-
-
-def study_file(arg: str) -> Path:
-    """A studies/*.yaml path as given, or the file of a study name in ./studies/."""
-    path = Path(arg)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        return path
-    return Path("studies") / f"{arg}.yaml"
 
 
 @click.command("bench")
@@ -34,19 +24,20 @@ def bench(study: str, results: str, device: str, batch_size: int | None,
           threads: int | None, no_memory: bool) -> None:
     """Measure parameters, GFLOPs, train/inference images/s and peak memory of each variant.
 
-    STUDY: a studies/*.yaml file or a study name (studies/NAME.yaml). Synthetic inputs: no
+    STUDY: a study file or a study name (studies/NAME.yaml). Synthetic inputs: no
     dataset is read. Writes RESULTS/<study>/cost.json, shown by `fusionlab table --cost`.
     """
     import torch
 
+    from fusion_lab import store
     from fusion_lab.bench import bench_study, format_cost
-    from fusion_lab.runner import prepare
+    from fusion_lab.planning import find_study, prepare
 
     if threads:
         torch.set_num_threads(threads)
-    st, runs = prepare(study_file(study))
+    st, runs = prepare(find_study(study, results).require_file())
     cost = bench_study(st, runs, results, device=device, batch_size=batch_size,
                        image_size=image_size, repeats=repeats, classes=num_classes,
                        memory=not no_memory, log=lambda s: click.echo(s, err=True))
     click.echo(format_cost(cost))
-    click.echo(f"wrote {Path(results) / st.name / 'cost.json'}", err=True)
+    click.echo(f"wrote {store.study_dir(results, st.name) / store.COST_JSON}", err=True)

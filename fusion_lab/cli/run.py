@@ -47,7 +47,8 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     from fusion_lab import store as S
     from fusion_lab.errors import FusionLabError
     from fusion_lab.launchers import LaunchJob, choose
-    from fusion_lab.runner import prepare, run_dir
+    from fusion_lab.planning import prepare
+    from fusion_lab.runner import run_dir
 
     t_start = time.perf_counter() - _process_age()
     study, runs = prepare(study_file, list(overrides))
@@ -73,7 +74,8 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     if name != "local":  # the local launcher's train_study writes it
         from fusion_lab.study import study_plan
 
-        S.write_json(results_dir / study.name / "study.json", study_plan(study, runs))
+        S.write_json(S.study_dir(results_dir, study.name) / S.STUDY_JSON,
+                     study_plan(study, runs))
     code = chosen.launch(job)
     if name in ("local", "ray") or wait:
         failed = _finish(study, runs, results_dir, show_table)
@@ -97,7 +99,7 @@ def _dry_run(study, runs, results_dir: Path) -> None:
         status = S.run_status(d)
         note = ""
         claim = S.read_claim(d) if status in (S.RUNNING, S.PENDING, S.INTERRUPTED) else None
-        queued = S.read_json(d / "queued.json")
+        queued = S.read_json(d / S.QUEUED_JSON)
         if claim:
             beat = claim.get("beat")
             age = f", last heartbeat {_time.time() - beat:.0f}s ago" if beat else ""
@@ -128,8 +130,7 @@ def _process_age() -> float:
 
 
 def _finish(study, runs, results_dir: Path, show_table: bool) -> list[str]:
-    from fusion_lab import store as S
-    from fusion_lab.runner import run_dir
+    from fusion_lab import store
 
     if show_table:
         from fusion_lab.cli.table import table
@@ -140,9 +141,9 @@ def _finish(study, runs, results_dir: Path, show_table: bool) -> list[str]:
             click.echo(f"(could not print the table: {e})", err=True)
     failed = []
     for r in runs:
-        d = run_dir(results_dir, study, r)
-        if S.run_status(d) == S.FAILED:
-            err = (S.read_json(d / "summary.json") or {}).get("error")
+        d = store.run_dir(results_dir, study.name, r.run_id)
+        if store.run_status(d) == store.FAILED:
+            err = (store.read_json(d / store.SUMMARY_JSON) or {}).get("error")
             failed.append(f"{r.run_id[:12]} {r.display} seed {r.seed}: {err}")
     if failed:
         click.echo(f"{len(failed)} run(s) failed (see their summary.json and error.log; "

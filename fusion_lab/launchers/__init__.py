@@ -96,8 +96,9 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
     shared filesystem and the same installation.
     """
     from fusion_lab import store as S
+    from fusion_lab.planning import prepare
     from fusion_lab.provenance import plugin_files
-    from fusion_lab.runner import Outcome, prepare, run_dir, train_one
+    from fusion_lab.runner import Outcome, run_dir, train_one
 
     study, runs = prepare(study_file, overrides)
     run = next((r for r in runs if r.run_id == run_id), None)
@@ -105,7 +106,7 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
         raise FusionLabError(f"run {run_id} is no longer part of study {study_file} "
                              "(the study file changed after submission)")
     d = run_dir(Path(results), study, run)
-    (d / "queued.json").unlink(missing_ok=True)
+    (d / S.QUEUED_JSON).unlink(missing_ok=True)
     train_one(study, run, Path(results), Outcome(), device=device, retry_failed=retry_failed,
               lease_s=lease_s,
               plugins=plugin_files(study.plugins, study.path.parent if study.path else None))

@@ -23,9 +23,9 @@ class LocalLauncher(Launcher):
             gpus = [g.strip() for g in str(self.gpus).split(",") if g.strip()]
             return launch_workers(str(job.study_file), job.overrides, job.results, gpus,
                                   job.fail_fast, job.retry_failed, lease_s=job.lease_s)
+        from fusion_lab.device import resolve_device
         from fusion_lab.progress import Progress
         from fusion_lab.runner import train_study
-        from fusion_lab.train import resolve_device
 
         t_start = job.extra.get("t_start", time.perf_counter())
         resolve_device(job.device)  # --device cuda without CUDA: one error before training
