@@ -115,3 +115,19 @@ def test_a_slurm_task_stopped_by_the_time_limit_signal_is_requeued_and_resumes(
     assert summary["status"] == "done", summary.get("error")
     assert summary["trained_by"]["pid"] != first  # a new process (the requeued task) finished
     assert [x["epoch"] for x in S.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow  # starting a local Ray instance took ~45 s on the shared 2-core machine
+def test_ray_on_a_local_instance_trains_each_run_once(study_file, tmp_path, capsys):
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+    results = tmp_path / "results"
+    code, out, err = run_cli(["run", str(study_file), "--results", str(results), "--device",
+                              "cpu", "--launcher", "ray", "--launcher-opt", "gpus=0",
+                              "--launcher-opt", "cpus=1", "--progress", "off"], capsys)
+    assert code == 0, err
+    assert "started 2 Ray task(s)" in err and "CN-CNN" in out
+    study, runs = prepare(study_file)
+    for r in runs:
+        d = run_dir(results, study, r)
+        assert json.loads((d / "summary.json").read_text())["status"] == "done"
+        assert [x["epoch"] for x in S.read_jsonl(d / "metrics.jsonl")] == [1, 2]

@@ -43,9 +43,15 @@ class RayLauncher(Launcher):
         refs = [remote.remote(str(job.study_file), job.overrides, str(job.results), r.run_id,
                               job.device, job.retry_failed, job.lease_s) for r in job.pending]
         click.echo(f"started {len(refs)} Ray task(s) of study {job.study.name}", err=True)
-        for ref in refs:  # Ray tasks live with this driver: always wait
-            try:
-                ray.get(ref)
-            except Exception as e:  # the run's summary.json has the details
-                click.echo(f"a Ray task ended with an error: {type(e).__name__}: {e}", err=True)
+        try:
+            for ref in refs:  # Ray tasks live with this driver: always wait
+                try:
+                    ray.get(ref)
+                except Exception as e:  # the run's summary.json has the details
+                    first = str(e).strip().splitlines()
+                    click.echo(f"a Ray task ended with an error: "
+                               f"{first[-1] if first else type(e).__name__}", err=True)
+        finally:
+            if self.address is None:  # the local instance we started
+                ray.shutdown()
         return 0
