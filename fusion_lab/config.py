@@ -63,6 +63,8 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA if supported, else fp16) | bf16 | fp16 | off
     channels_last: bool = True  # on CUDA only
     compile: bool = False  # torch.compile the fusion and attention modules (CUDA)
+    world_size: int = 1  # processes training one run with DDP (set by fusionlab run --nproc)
+    sync_bn: bool = False  # SyncBatchNorm across those processes (CUDA only)
     # Fields below cannot change the result; they are left out of the run id.
     workers: int = 4
     log_every: int = 0  # batches between log lines (0: progress bar only)
@@ -90,7 +92,7 @@ NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint"}
 # Fields added after results existed, with the value that reproduces the behaviour from
 # before they existed (dotted key -> neutral value). At that value such a field is left
 # out of the run id, so adding it changes no existing id; any other value is in the id.
-ID_NEUTRAL: dict[str, Any] = {}
+ID_NEUTRAL: dict[str, Any] = {"train.world_size": 1, "train.sync_bn": False}
 
 SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "train": TrainConfig}
 

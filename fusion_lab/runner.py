@@ -59,7 +59,12 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
     """
     t0 = time.perf_counter()
     out = Outcome()
-    store.write_json(store.study_dir(results, study.name) / store.STUDY_JSON, study_plan(study, runs))
+    from fusion_lab import ddp
+
+    group = ddp.current()
+    if group.main:
+        store.write_json(store.study_dir(results, study.name) / store.STUDY_JSON,
+                         study_plan(study, runs))
     todo = []
     for r in runs:
         status = store.run_status(run_dir(results, study, r))
@@ -67,13 +72,16 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
             out.skipped.append((r, status))
         else:
             todo.append(r)
+    if group.active:  # every process works through process 0's list
+        ids = set(ddp.broadcast([r.run_id for r in todo], group))
+        todo = [r for r in runs if r.run_id in ids]
     if progress is not None:
         progress.start_study(study.name, len(runs), len(todo))
     plugins = plugin_files(study.plugins, study.path.parent if study.path else None)
     for r in todo:
         train_one(study, r, results, out, device=device, retry_failed=retry_failed,
                   progress=progress, lease_s=lease_s, plugins=plugins)
-        if out.failed and fail_fast:
+        if ddp.broadcast(bool(out.failed and fail_fast), group):
             break
     out.wall_s = time.perf_counter() - t0
     return out
@@ -83,11 +91,21 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
               retry_failed: bool = False, progress: Any = None, lease_s: float = store.LEASE_S,
               plugins: list[Path] | None = None) -> None:
     """Claim, train and record one run (its outcome goes into ``out``)."""
+    from fusion_lab import ddp
     from fusion_lab.train import train_run
 
+    group = ddp.current()
     d = run_dir(results, study, r)
+    if not group.main:  # DDP: process 0 claims, records and decides; this one trains along
+        if ddp.broadcast(None, group):
+            try:
+                train_run(d, r.config, r.run_id, device=device)
+            except (store.ClaimLost, FusionLabError):
+                pass  # process 0 records what happened
+        return
     token = store.try_claim(d, lease_s=lease_s)
     if not token:
+        ddp.broadcast(False, group)
         out.skipped.append((r, store.RUNNING))
         return
     lease = Lease(d, token, interval_s=min(store.HEARTBEAT_S, lease_s / 4))
@@ -95,8 +113,10 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
         with lease, interrupts():
             status = store.run_status(d)  # re-read under the claim: another process may have won
             if status == store.DONE or (status == store.FAILED and not retry_failed):
+                ddp.broadcast(False, group)
                 out.skipped.append((r, status))
                 return
+            ddp.broadcast(True, group)
             (d / store.SUMMARY_JSON).unlink(missing_ok=True)
             store.write_json(d / store.CONFIG_JSON, {**identity(study, r), "config": to_dict(r.config)})
             if progress is not None:

@@ -24,12 +24,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from fusion_lab import ddp
 from fusion_lab.config import RunConfig, TrainConfig, to_dict
 from fusion_lab.device import Precision, device_name, precision, prepare_model, resolve_device
 from fusion_lab.errors import DivergedError, FusionLabError
 from fusion_lab.lease import deferred
 from fusion_lab.model import FusionModel, build_model, model_loss
-from fusion_lab.store import CHECKPOINT, METRICS_JSONL, append_jsonl, read_jsonl, write_text
+from fusion_lab.store import (
+    CHECKPOINT,
+    METRICS_JSONL,
+    ClaimLost,
+    append_jsonl,
+    read_jsonl,
+    write_text,
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -149,9 +157,10 @@ class Resumed:
 
 
 def resume(run_dir: Path, run_id: str, model: nn.Module, opt: torch.optim.Optimizer,
-           sched: Any, prec: Precision, dev: torch.device) -> Resumed:
+           sched: Any, prec: Precision, dev: torch.device, write: bool = True) -> Resumed:
     """Restore the run's checkpoint (when it belongs to ``run_id``) into the model,
-    optimizer, scheduler, grad scaler and RNGs; cut metrics.jsonl to the epochs it holds."""
+    optimizer, scheduler, grad scaler and RNGs; cut metrics.jsonl to the epochs it holds
+    (unless ``write`` is false: DDP processes other than 0 only read)."""
     ckpt_path = run_dir / CHECKPOINT
     out = Resumed()
     if ckpt_path.exists():
@@ -168,7 +177,8 @@ def resume(run_dir: Path, run_id: str, model: nn.Module, opt: torch.optim.Optimi
     # Keep exactly the metrics of the epochs the checkpoint holds.
     metrics_path = run_dir / METRICS_JSONL
     out.rows = [r for r in read_jsonl(metrics_path) if r.get("epoch", 0) <= out.epoch]
-    write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in out.rows))
+    if write:
+        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in out.rows))
     return out
 
 
@@ -181,31 +191,37 @@ class EpochStats:
 
 def train_epoch(model: nn.Module, loader, opt: torch.optim.Optimizer, prec: Precision,
                 dev: torch.device, channels_last: bool, t: TrainConfig, epoch: int,
-                progress: Any = None) -> EpochStats:
-    """One pass over the training split; stops the run on a non-finite loss."""
+                progress: Any = None, d: ddp.Dist = ddp.SINGLE) -> EpochStats:
+    """One pass over the training split; stops the run on a non-finite loss.
+
+    With DDP (``d.active``) the loader yields this process's share of each global batch;
+    the loss is scaled so that the averaged gradient is the global batch's, and the
+    statistics are the global batch's.
+    """
     model.train()
     t0 = time.perf_counter()
     stats = EpochStats()
     for step, (images, labels) in enumerate(loader):
-        if labels.numel() < 2:  # a last batch of one image: BatchNorm cannot train on it
-            continue
+        if labels.numel() < 2 and not d.active:  # BatchNorm cannot train on one image
+            continue  # (DDP: ShardedBatches skips such batches on every process)
         images, labels = to_device(images, labels, dev, channels_last)
         with prec.autocast():
             out = model(images)
             loss = model_loss(out, labels, t.label_smoothing)
-        if not torch.isfinite(loss):
+        right = int((out["combined"].argmax(1) == labels).sum())
+        loss, mean_loss, right, n = ddp.scaled_loss(loss, right, labels.numel(), d)
+        if not math.isfinite(mean_loss):
             raise DivergedError(
-                f"loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}; lower "
+                f"loss became {mean_loss} at epoch {epoch + 1}, batch {step + 1}; lower "
                 "the learning rates (train.lr_new, train.lr_backbone), set train.grad_clip, "
                 "or use train.amp=bf16/off"
             )
         optimizer_step(loss, opt, prec, model, t.grad_clip)
-        n = labels.numel()
-        stats.loss_sum += loss.item() * n
-        stats.correct += int((out["combined"].argmax(1) == labels).sum())
+        stats.loss_sum += mean_loss * n
+        stats.correct += right
         stats.seen += n
         if progress is not None:
-            progress.batch(loss.item(), 100.0 * stats.correct / stats.seen,
+            progress.batch(mean_loss, 100.0 * stats.correct / stats.seen,
                            stats.seen / max(1e-9, time.perf_counter() - t0))
     return stats
 
@@ -225,26 +241,36 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         stop_after_epochs: stop (as if killed) once this many epochs are done; for tests.
         before_write: called before each epoch's checkpoint and metrics are written; the
             runner's lease check, which raises if another process took the claim over.
+
+    Under DDP (``fusion_lab.ddp``, ``train.world_size`` processes) every process calls
+    this; process 0 alone evaluates and writes, and its ``before_write`` decides for all.
     """
     from fusion_lab.data import build_data
 
     run_dir = Path(run_dir)
+    d = ddp.current()
     t, dev = cfg.train, resolve_device(device)
+    if t.world_size != d.world_size:
+        raise FusionLabError(
+            f"train.world_size is {t.world_size} but this is one of {d.world_size} "
+            f"process(es): train it with fusionlab run --nproc {t.world_size}")
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = build_data(cfg.dataset, image_size=t.image_size, resize=t.resize,
                       batch_size=t.batch_size, workers=t.workers, seed=cfg.seed,
-                      device=dev.type)
+                      device=dev.type, rank=d.rank, world_size=d.world_size)
     model, channels_last = prepare_model(build_model(cfg.model, data.num_classes), dev,
                                          channels_last=t.channels_last, compile=t.compile)
+    model = ddp.to_sync_bn(model, d, dev, t.sync_bn)
     opt, sched = make_optimizer(model, cfg)
+    net = ddp.wrap(model, d, dev)  # what steps; ``model`` is what is evaluated and saved
     prec = precision(t.amp, dev)
     setup_s = time.perf_counter() - t_start
-    if before_write is not None:
+    if before_write is not None and d.main:
         before_write()  # resume rewrites metrics.jsonl
-    start = resume(run_dir, run_id, model, opt, sched, prec, dev)
+    start = resume(run_dir, run_id, model, opt, sched, prec, dev, write=d.main)
     best = start.best
     metrics_path = run_dir / METRICS_JSONL
     train_time = checkpoint_s = 0.0
@@ -256,10 +282,14 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         t0 = time.perf_counter()
         if progress is not None:
             progress.start_epoch(epoch, t.epochs, len(data.train))
-        ep = train_epoch(model, data.train, opt, prec, dev, channels_last, t, epoch, progress)
+        ep = train_epoch(net, data.train, opt, prec, dev, channels_last, t, epoch, progress, d)
         epoch_train_s = time.perf_counter() - t0
         lr = opt.param_groups[1]["lr"]
         sched.step()
+        if not d.main:  # process 0 evaluates and writes; go on once it says so
+            if not ddp.broadcast(None, d):
+                raise ClaimLost("process 0 lost the run's claim; stopping")
+            continue
         val = evaluate(model, data.val, dev, prec, channels_last) if data.val else None
         test = evaluate(model, data.test, dev, prec, channels_last)
         epoch_s = time.perf_counter() - t0
@@ -272,8 +302,13 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         if val is not None and (best is None or val["acc"] > best["val_acc"]):
             best = {"epoch": epoch + 1, "val_acc": val["acc"], "acc": test["acc"],
                     "heads": test["heads"]}
-        if before_write is not None:
-            before_write()
+        try:
+            if before_write is not None:
+                before_write()
+        except BaseException:
+            ddp.broadcast(False, d)
+            raise
+        ddp.broadcast(True, d)
         t_ckpt = time.perf_counter()
         with deferred():  # a signal waits: checkpoint and metrics line go together
             _save_checkpoint(run_dir / CHECKPOINT, {
@@ -288,11 +323,12 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         checkpoint_s += time.perf_counter() - t_ckpt
         if progress is not None:
             progress.end_epoch(record)
-    if not t.keep_checkpoint:
+    if not t.keep_checkpoint and d.main:
         (run_dir / CHECKPOINT).unlink(missing_ok=True)
     times = {"train_time_s": train_time, "setup_s": setup_s, "checkpoint_s": checkpoint_s,
              "wall_time_s": start.wall_before_s + time.perf_counter() - t_start}
-    return run_summary(read_jsonl(metrics_path), best, data, dev, prec, times)
+    return {**run_summary(read_jsonl(metrics_path), best, data, dev, prec, times),
+            "world_size": d.world_size, "batch_per_process": t.batch_size // d.world_size}
 
 
 def run_summary(rows: list[dict], best: dict | None, data: Any, dev: torch.device,

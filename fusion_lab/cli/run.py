@@ -24,6 +24,9 @@ import click
 @click.option("--launcher-opt", "launcher_opts", multiple=True, metavar="KEY=VALUE",
               help="A launcher option, e.g. --launcher-opt partition=gpu (overrides the "
                    "study's launcher: section).")
+@click.option("--nproc", type=click.IntRange(1), default=None, metavar="N",
+              help="Train each run on N processes with DistributedDataParallel (started "
+                   "through torchrun; on CUDA one GPU each, on the CPU the gloo backend).")
 @click.option("--wait", is_flag=True,
               help="With a cluster launcher: wait for the runs, then print the table.")
 @click.option("--dry-run", is_flag=True, help="Print every run with its id and status; train nothing.")
@@ -36,7 +39,8 @@ import click
               help="Seconds without a heartbeat after which other processes, on any host, "
                    "take a claimed run over.")
 def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
-        gpus: str | None, launcher: str | None, launcher_opts: tuple[str, ...], wait: bool,
+        gpus: str | None, launcher: str | None, launcher_opts: tuple[str, ...],
+        nproc: int | None, wait: bool,
         dry_run: bool, fail_fast: bool, retry_failed: bool, progress_mode: str,
         show_table: bool, lease_s: float) -> None:
     """Train every run of STUDY_FILE that is not done; print the table at the end.
@@ -44,15 +48,25 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     A rerun trains nothing that is done; growing a study trains only the new runs; a
     killed or interrupted run resumes from its last checkpoint. Exits 1 if any run failed.
     """
+    from fusion_lab import ddp
     from fusion_lab import store as S
-    from fusion_lab.errors import FusionLabError
+    from fusion_lab.errors import ConfigError, FusionLabError
     from fusion_lab.launchers import LaunchJob, choose
     from fusion_lab.planning import prepare
     from fusion_lab.runner import run_dir
 
     t_start = time.perf_counter() - _process_age()
-    study, runs = prepare(study_file, list(overrides))
+    world = ddp.env_world_size()  # > 1: this is one of torchrun's processes
+    overrides = list(overrides)
+    if (nproc or 1) > 1 and world > 1:
+        raise FusionLabError("--nproc starts torchrun itself; inside torchrun leave it out")
+    if world > 1 or (nproc or 1) > 1:  # a DDP run is its own run (its id says so)
+        overrides.append(f"train.world_size={world if world > 1 else nproc}")
+    study, runs = prepare(study_file, overrides)
     results_dir = Path(results)
+    problems = ddp.check_runs(runs, device)
+    if problems:
+        raise ConfigError(problems, source=study_file)
     if gpus and (launcher or (study.launcher or {}).get("name") or "local") != "local":
         raise FusionLabError("--gpus is the local launcher's option; with another launcher "
                              "use --launcher-opt gpus=N (GPUs per run)")
@@ -61,6 +75,21 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     if dry_run:
         _dry_run(study, runs, results_dir)
         return
+    if (nproc or 1) > 1:
+        if name != "local" or gpus:
+            raise FusionLabError("--nproc trains on this machine: use it with the local "
+                                 "launcher and without --gpus")
+        code = ddp.start_torchrun(nproc, study_file, overrides, results_dir, device,
+                                  fail_fast, retry_failed, progress_mode, lease_s)
+        failed = _finish(study, runs, results_dir, show_table)
+        code = max(code, 1 if failed else 0)
+        if code:
+            sys.exit(code)
+        return
+    if world > 1:
+        group = ddp.init(device)
+        if not group.main:
+            progress_mode, show_table = "off", False
     pending = []
     for r in runs:
         status = S.run_status(run_dir(results_dir, study, r))
@@ -77,6 +106,8 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         S.write_json(S.study_dir(results_dir, study.name) / S.STUDY_JSON,
                      study_plan(study, runs))
     code = chosen.launch(job)
+    if world > 1 and not ddp.current().main:
+        return  # process 0 reports
     if name in ("local", "ray") or wait:
         failed = _finish(study, runs, results_dir, show_table)
         code = max(code, 1 if failed else 0)
