@@ -125,13 +125,15 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
             try:
                 result = train_run(d, r.config, r.run_id, device=device, progress=progress,
                                    before_write=lease.check)
-            except (RunInterrupted, KeyboardInterrupt, SystemExit) as e:
-                # SystemExit: submitit's requeue on the scheduler's signal exits this way
+            except (RunInterrupted, KeyboardInterrupt, SystemExit, _NotRequeued) as e:
+                # SystemExit: submitit's requeue on the scheduler's signal exits this way;
+                # its UncompletedJobError: the signal came but the task is not requeued
                 if not lease.lost and store.owns_claim(d, token):
                     last = store.read_jsonl(d / store.METRICS_JSONL)
                     why = (str(e) if isinstance(e, RunInterrupted) else
                            "interrupted by SIGINT" if isinstance(e, KeyboardInterrupt) else
-                           "stopped by the scheduler (requeued)")
+                           "stopped by the scheduler (requeued)" if isinstance(e, SystemExit)
+                           else f"stopped by the scheduler, not requeued: {e}")
                     summary.update(status=store.INTERRUPTED, error=why, final=None, best_val=None,
                                    last_epoch=last[-1] if last else None,
                                    finished=store.now(), trained_by=_who())
@@ -165,6 +167,13 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
             store.write_json(d / store.SUMMARY_JSON, summary)
     finally:
         store.release_claim(d, token)
+
+
+try:  # raised by submitit's signal handler when a timed-out task is not requeued
+    from submitit.core.utils import UncompletedJobError as _NotRequeued
+except ImportError:
+    class _NotRequeued(Exception):  # type: ignore[no-redef]
+        """Stands in for submitit's UncompletedJobError when submitit is absent."""
 
 
 def _who() -> dict[str, Any]:
