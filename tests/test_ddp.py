@@ -109,7 +109,7 @@ def _model_and_batch(cfg: RunConfig):
     return model, torch.randn(5, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 1, 0])
 
 
-def test_first_step_gradient_on_two_processes_equals_one_process(tmp_path, isolated_registries):
+def test_first_step_gradient_on_two_processes_equals_one_process(tmp_path):
     from fusion_lab.model import model_loss
     from fusion_lab.registries import PRESETS, load_plugins
 
