@@ -131,3 +131,36 @@ def test_ray_on_a_local_instance_trains_each_run_once(study_file, tmp_path, caps
         d = run_dir(results, study, r)
         assert json.loads((d / "summary.json").read_text())["status"] == "done"
         assert [x["epoch"] for x in S.read_jsonl(d / "metrics.jsonl")] == [1, 2]
+
+
+def test_slurm_options_pass_through_to_the_sbatch_script(study_file, tmp_path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")  # submitit looks for srun
+    launcher = make_launcher("slurm", {
+        "partition": "gpu", "account": "proj", "gpus": 2, "cpus": 12, "mem_gb": 48,
+        "time": 90, "sbatch": {"qos": "high", "constraint": "a100"},
+        "setup": ["module load cuda"], "signal_delay_s": 100})
+    text = launcher.executor(local_slurm_job(study_file, tmp_path / "r")
+                             )._make_submission_file_text("python -m task", "uid")
+    for line in ("--partition=gpu", "--account=proj", "--gpus-per-node=2",
+                 "--cpus-per-task=12", "--mem=48GB", "--time=90", "--signal=USR2@100",
+                 "--qos=high", "--constraint=a100", "module load cuda"):
+        assert line in text, line
+
+
+def test_dry_run_shows_stale_claims_and_queued_tasks(study_file, tmp_path, capsys):
+    results = tmp_path / "results"
+    study, runs = prepare(study_file)
+    stale, queued = (run_dir(results, study, r) for r in runs)
+    stale.mkdir(parents=True)
+    (stale / "claim").write_text(json.dumps({"pid": 1, "host": "node-7", "token": "t",
+                                             "ts": time.time() - 3600, "lease_s": 300.0}))
+    S.write_json(queued / "queued.json", {"launcher": "slurm", "job_id": "4242_1",
+                                          "submitted": S.now()})
+    main(["run", str(study_file), "--results", str(results), "--dry-run"])
+    out = capsys.readouterr().out
+    assert f"{runs[0].run_id}  stale" in out and "(stale claim: node-7 pid 1" in out
+    assert f"{runs[1].run_id}  queued" in out and "slurm job 4242_1" in out
