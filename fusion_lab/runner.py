@@ -192,15 +192,27 @@ def _error_message(e: BaseException) -> str:
 
 
 def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: list[str],
-                   fail_fast: bool, retry_failed: bool, lease_s: float = store.LEASE_S) -> int:
+                   fail_fast: bool, retry_failed: bool, lease_s: float = store.LEASE_S,
+                   device: str = "cuda") -> int:
     """One worker process per GPU, each with its own CUDA_VISIBLE_DEVICES.
 
-    The workers share the results folder; claims keep them off each other's runs.
+    The workers share the results folder; claims keep them off each other's runs. A
+    SIGTERM to this process is passed on to the workers, which record their runs as
+    interrupted.
     """
-    procs = []
+    import signal
+
+    procs: list[subprocess.Popen] = []
+
+    def forward(signum: int, frame) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = signal.signal(signal.SIGTERM, forward) if _main_thread() else None
     for gpu in gpus:
         cmd = [sys.executable, "-m", "fusion_lab", "run", study_path, "--results",
-               str(results), "--device", "cuda", "--no-table", "--progress", "plain",
+               str(results), "--device", device, "--no-table", "--progress", "plain",
                "--lease", str(lease_s)]
         for o in overrides:
             cmd += ["--set", o]
@@ -211,5 +223,15 @@ def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: l
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
         click.echo(f"worker on GPU {gpu}: started", err=True)
         procs.append(subprocess.Popen(cmd, env=env))
-    codes = [p.wait() for p in procs]
+    try:
+        codes = [p.wait() for p in procs]
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
     return max(codes) if codes else 0
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

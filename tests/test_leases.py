@@ -154,3 +154,28 @@ def test_sigterm_mid_epoch_records_interrupted_and_a_rerun_resumes(study_file, t
     assert len(out.trained) == 1
     assert [r["epoch"] for r in S.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
     assert json.loads((d / "summary.json").read_text())["status"] == "done"
+
+
+def test_sigterm_to_the_gpus_parent_reaches_its_workers(study_file, tmp_path):
+    import threading
+
+    from fusion_lab.runner import launch_workers
+
+    results = tmp_path / "results"
+    study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 4").replace(
+        "train_per_class: 6", "train_per_class: 40").replace(
+        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
+    study, runs = prepare(study_file)
+    d = run_dir(results, study, runs[0])
+
+    def stop_after_epoch_1():
+        deadline = time.time() + 120
+        while not S.read_jsonl(d / "metrics.jsonl") and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # to the parent (this process)
+
+    threading.Thread(target=stop_after_epoch_1, daemon=True).start()
+    code = launch_workers(str(study_file), [], results, ["0"], False, False, device="cpu")
+    assert code == 143
+    assert json.loads((d / "summary.json").read_text())["status"] == "interrupted"
+    assert not (d / "claim").exists()
