@@ -15,7 +15,6 @@ importing torch (the peak is reset through /proc/self/clear_refs; where that fai
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import resource
 import statistics
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fusion_lab import store as S
+from fusion_lab import store
 from fusion_lab.config import RunConfig, from_dict, to_dict
 from fusion_lab.device import device_name, precision, prepare_model, resolve_device
 from fusion_lab.errors import FusionLabError
@@ -37,8 +36,6 @@ from fusion_lab.model import build_model, count_parameters, model_loss
 from fusion_lab.profile import forward_gflops, round_robin
 from fusion_lab.study import PlannedRun, Study
 from fusion_lab.train import optimizer_step
-
-KNOWN_CLASSES = {"cub200": 200, "stanford_cars": 196, "fgvc_aircraft": 100}
 
 
 @dataclass
@@ -58,15 +55,14 @@ def variants(runs: list[PlannedRun]) -> list[Variant]:
 
 
 def num_classes(cfg: RunConfig) -> int:
-    """Classes of the dataset, without reading it where the number is known."""
+    """Classes of the dataset: its class's ``classes_for(options)`` where the number is
+    known without the data, else counted from the data."""
     from fusion_lab.registries import DATASETS
 
     d = cfg.dataset
-    if d.name in KNOWN_CLASSES:
-        return KNOWN_CLASSES[d.name]
-    if d.name in DATASETS and "num_classes" in inspect.signature(DATASETS.get(d.name)).parameters:
-        default = inspect.signature(DATASETS.get(d.name)).parameters["num_classes"].default
-        return int(d.options.get("num_classes", default))
+    known = getattr(DATASETS.get(d.name), "classes_for", None) if d.name in DATASETS else None
+    if known is not None and known(d.options) is not None:
+        return int(known(d.options))
     from fusion_lab.data import open_source
 
     try:
@@ -208,9 +204,9 @@ def bench_study(study: Study, runs: list[PlannedRun], results: str | Path, devic
             mem = peak_memory_mb(v.config, n_cls, str(dev), batch, size, study.plugins, base_dir)
             log(f"peak memory of {v.label}: {mem:.0f} MB")
         rows[v.group_id]["peak_mem_mb"] = mem
-    cost = {"device": device_name(dev), "measured": S.now(), "image_size": size, "batch_size": batch,
+    cost = {"device": device_name(dev), "measured": store.now(), "image_size": size, "batch_size": batch,
             "baseline": study.baseline or vs[0].label, "rows": rows}
-    S.write_json(S.study_dir(results, study.name) / S.COST_JSON, cost)
+    store.write_json(store.study_dir(results, study.name) / store.COST_JSON, cost)
     return cost
 
 

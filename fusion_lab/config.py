@@ -1,8 +1,11 @@
 """Typed configuration of one run: dataset, model and training (no torch import here).
 
 A study file's ``base``, ``variants`` and ``grid`` are merged into one nested dict per run,
-then turned into a ``RunConfig`` by ``from_dict``, which rejects unknown keys and wrong types.
-The YAML itself is parsed in ``fusion_lab.study`` only.
+then turned into a ``RunConfig`` by ``from_dict``, which rejects unknown keys and wrong types;
+``resolve`` fills the preset's and recipe's defaults and ``check`` rejects values out of
+range. A field's range lives with the field (``_f(default, min=..., choices=...)``), so the
+check and the field's definition cannot drift apart. The YAML itself is parsed in
+``fusion_lab.study`` only.
 """
 
 from __future__ import annotations
@@ -16,13 +19,24 @@ from typing import Any, Union
 
 from fusion_lab.errors import ConfigError
 
+AMP_MODES = ("auto", "bf16", "fp16", "off")  # fusion_lab.device.precision's modes
+
+
+def _f(default: Any = None, *, min: float | None = None,
+       below: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field with its valid range: ``min`` <= v (< ``below``), or v in ``choices``.
+    ``None`` is always allowed where the field's type allows it."""
+    rules = {k: v for k, v in (("min", min), ("below", below), ("choices", choices))
+             if v is not None}
+    return field(default=default, metadata=rules)
+
 
 @dataclass
 class DatasetConfig:
     name: str = "synthetic_fgvc"  # a registered dataset (fusionlab list datasets)
     root: str | None = None  # the dataset's folder; not needed by synthetic_fgvc
     options: dict = field(default_factory=dict)  # keyword arguments of the dataset class
-    val_fraction: float = 0.0  # part of train held out to choose a best epoch (0: none)
+    val_fraction: float = _f(0.0, min=0, below=1)  # part of train held out to choose a best epoch (0: none)
     val_seed: int = 0  # seed of that split, independent of the run's seed
 
 
@@ -35,8 +49,8 @@ class ModelConfig:
     fusion: str | None = None  # none | fpn_add | convlstm (None: from the preset)
     attention: str | None = None  # none | sa | ca | sa+ca (None: from the preset)
     head: str | None = None  # multi_level | linear (None: from the preset)
-    width: int = 256  # channels of the fused maps
-    hidden: int | None = None  # classifier hidden width; None: 512 if 200 classes else 256
+    width: int = _f(256, min=1)  # channels of the fused maps
+    hidden: int | None = _f(None, min=1)  # classifier hidden width; None: 512 if 200 classes else 256
     concat_head: bool = True  # the reference code's 4th classifier on the fused maps
     resize_back: bool = False  # paper: resize fused maps to their own level's size
     fusion_args: dict = field(default_factory=dict)
@@ -47,27 +61,27 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     recipe: str = "reference"  # reference | paper: the defaults below come from it
-    epochs: int | None = None  # None: the recipe's (reference 100, paper 300)
-    batch_size: int = 16
-    image_size: int = 448  # crop size
-    resize: int | None = None  # resize before cropping; None: image_size * 600 / 448
-    lr_backbone: float | None = None  # None: the recipe's (reference 1e-4, paper 1e-3)
-    lr_new: float | None = None  # None: the recipe's (reference 1e-3, paper 0.1)
-    optimizer: str = "sgd"  # sgd (the paper's) | adamw (faster from scratch, e.g. quickstart)
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine (per epoch) | constant
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None  # max grad norm, None: no clipping
-    amp: str = "auto"  # auto (bf16 on CUDA if supported, else fp16) | bf16 | fp16 | off
+    epochs: int | None = _f(None, min=1)  # None: the recipe's (reference 100, paper 300)
+    batch_size: int = _f(16, min=1)
+    image_size: int = _f(448, min=1)  # crop size
+    resize: int | None = _f(None, min=1)  # resize before cropping (>= image_size); None: image_size * 600 / 448
+    lr_backbone: float | None = _f(None, min=0)  # None: the recipe's (reference 1e-4, paper 1e-3)
+    lr_new: float | None = _f(None, min=0)  # None: the recipe's (reference 1e-3, paper 0.1)
+    optimizer: str = _f("sgd", choices=("sgd", "adamw"))  # sgd (the paper's) | adamw (faster from scratch, e.g. quickstart)
+    momentum: float = _f(0.9, min=0)  # sgd only
+    weight_decay: float = _f(5e-4, min=0)
+    schedule: str = _f("cosine", choices=("cosine", "constant"))  # cosine (per epoch) | constant
+    warmup_epochs: int = _f(0, min=0)
+    label_smoothing: float = _f(0.0, min=0, below=1)
+    grad_clip: float | None = _f(None, min=0)  # max grad norm, None: no clipping
+    amp: str = _f("auto", choices=AMP_MODES)  # auto (bf16 on CUDA if supported, else fp16) | bf16 | fp16 | off
     channels_last: bool = True  # on CUDA only
     compile: bool = False  # torch.compile the fusion and attention modules (CUDA)
     world_size: int = 1  # processes training one run with DDP (set by fusionlab run --nproc)
     sync_bn: bool = False  # SyncBatchNorm across those processes (CUDA only)
     # Fields below cannot change the result; they are left out of the run id.
-    workers: int = 4
-    log_every: int = 0  # batches between log lines (0: progress bar only)
+    workers: int = _f(4, min=0)
+    log_every: int = _f(0, min=0)  # batches between log lines (0: progress bar only)
     keep_checkpoint: bool = True  # keep the last checkpoint after the run finished
 
 
@@ -192,7 +206,39 @@ def resolve(cfg: RunConfig, presets: dict[str, dict] | None = None) -> RunConfig
             setattr(t, key, value)
     if t.resize is None:
         t.resize = int(round(t.image_size * 600 / 448))
+    problems = check(cfg)
+    if problems:
+        raise ConfigError(problems)
     return cfg
+
+
+def _range_problem(name: str, value: Any, rules: dict[str, Any]) -> str | None:
+    if value is None:
+        return None
+    if "choices" in rules and value not in rules["choices"]:
+        return f"{name} must be one of {', '.join(rules['choices'])}, got {value!r}"
+    if ("min" not in rules or value >= rules["min"]) and (
+            "below" not in rules or value < rules["below"]):
+        return None
+    if "below" in rules:
+        return f"{name} must be in [{rules['min']:g}, {rules['below']:g}), got {value!r}"
+    return f"{name} must be >= {rules['min']:g}, got {value!r}"
+
+
+def check(cfg: RunConfig) -> list[str]:
+    """Values out of their field's range, one line each with the valid values."""
+    problems = []
+    for section, cls in SECTIONS.items():
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(cls):
+            problem = _range_problem(f"{section}.{f.name}", getattr(values, f.name), f.metadata)
+            if problem:
+                problems.append(problem)
+    t = cfg.train
+    if t.resize is not None and t.image_size is not None and t.resize < t.image_size:
+        problems.append(f"train.resize ({t.resize}) must be >= train.image_size "
+                        f"({t.image_size}): the image is resized, then cropped to image_size")
+    return problems
 
 
 def result_dict(cfg: RunConfig) -> dict[str, Any]:

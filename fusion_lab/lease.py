@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from fusion_lab import store as S
+from fusion_lab import store
 
 
 class Lease:
@@ -33,7 +33,7 @@ class Lease:
         interval_s: seconds between heartbeats.
     """
 
-    def __init__(self, run_dir: str | Path, token: str, interval_s: float = S.HEARTBEAT_S):
+    def __init__(self, run_dir: str | Path, token: str, interval_s: float = store.HEARTBEAT_S):
         self.run_dir, self.token, self.interval_s = Path(run_dir), token, interval_s
         self.lost = False
         self._stop = threading.Event()
@@ -41,17 +41,17 @@ class Lease:
 
     def beat(self) -> None:
         """Refresh the heartbeat, unless the claim is no longer ours."""
-        if not S.owns_claim(self.run_dir, self.token):
+        if not store.owns_claim(self.run_dir, self.token):
             self.lost = True
             return
-        S.write_json(S.beat_path(self.run_dir, self.token), {"ts": time.time(), "time": S.now()})
+        store.write_json(store.beat_path(self.run_dir, self.token), {"ts": time.time(), "time": store.now()})
 
     def check(self) -> None:
         """Raise ``ClaimLost`` if another process holds the claim now (call before a write)."""
-        if self.lost or not S.owns_claim(self.run_dir, self.token):
+        if self.lost or not store.owns_claim(self.run_dir, self.token):
             self.lost = True
-            claim = S.read_json(self.run_dir / "claim") or {}
-            raise S.ClaimLost(f"run {self.run_dir.name[:12]}: claim taken over by "
+            claim = store.read_json(self.run_dir / "claim") or {}
+            raise store.ClaimLost(f"run {self.run_dir.name[:12]}: claim taken over by "
                               f"{claim.get('host')} pid {claim.get('pid')}; stopping")
 
     def _loop(self) -> None:

@@ -6,6 +6,7 @@ shapes (channels per level) and their own explicit arguments.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
@@ -72,6 +73,25 @@ def _check_args(kind: str, name: str, cls: Any, args: dict, fixed: int) -> list[
             for k in args if k not in allowed]
 
 
+# Component arguments promoted to top-level model keys: (model key, args section, argument).
+# The top-level key is passed when the component takes the argument; set in both places
+# to different values, it is an error (one setting, one place).
+PROMOTED = (("hidden", "head_args", "hidden"), ("concat_head", "head_args", "concat"),
+            ("resize_back", "fusion_args", "resize_back"))
+
+
+def promotion_conflicts(cfg: ModelConfig) -> list[str]:
+    """A promoted key set both at the top level and in its component's arguments."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    problems = []
+    for key, section, arg in PROMOTED:
+        top, args = getattr(cfg, key), getattr(cfg, section)
+        if top != defaults[key] and arg in args and args[arg] != top:
+            problems.append(f"model.{key} ({top!r}) and model.{section}.{arg} "
+                            f"({args[arg]!r}) are the same setting: set only model.{key}")
+    return problems
+
+
 def resolve_parts(cfg: ModelConfig) -> tuple[str, str, str]:
     """(fusion, attention, head) names, filled from the preset where unset."""
     load_builtin()
@@ -87,6 +107,7 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
     if cfg.preset is not None and cfg.preset not in PRESETS:
         problems.append(PRESETS.unknown_message(cfg.preset))
         return problems
+    problems += promotion_conflicts(cfg)
     fusion, attention, head = resolve_parts(cfg)
     for reg, name, args, fixed in ((FUSIONS, fusion, cfg.fusion_args, 2),
                                    (ATTENTIONS, attention, cfg.attention_args, 1),
@@ -97,12 +118,9 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
             problems += _check_args(reg.kind, name, reg.get(name), args, fixed)
     if cfg.resize_back and fusion in FUSIONS and not _accepts(FUSIONS.get(fusion), "resize_back"):
         problems.append(f"model.resize_back is not supported by fusion {fusion!r}")
-    from fusion_lab.registry.backbones import backbone_problem
+    from fusion_lab.registry.backbones import backbone_problems
 
-    problem = backbone_problem(cfg.backbone, cfg.pretrained)
-    if problem:
-        problems.append(problem)
-    return problems
+    return problems + backbone_problems(cfg.backbone, cfg.pretrained, cfg.out_indices)
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> FusionModel:

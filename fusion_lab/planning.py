@@ -133,16 +133,18 @@ def validate(runs: list[PlannedRun]) -> list[str]:
 
 
 def dataset_problems(cfg: Any) -> list[str]:
-    """A dataset name that is not registered, or a root folder that is not there."""
+    """A dataset name that is not registered, options the dataset class rejects (its
+    ``check_options`` hook), or a root folder that is not there."""
+    from fusion_lab.data.source import option_problems
     from fusion_lab.registries import DATASETS
 
     if cfg.name not in DATASETS:
         return [DATASETS.unknown_message(cfg.name)]
-    if not 0 <= cfg.val_fraction < 1:
-        return [f"val_fraction must be in [0, 1), got {cfg.val_fraction}"]
     cls = DATASETS.get(cfg.name)
-    if cfg.name == "synthetic_fgvc":  # generated in memory: nothing to look for
-        return []
+    check = getattr(cls, "check_options", None)
+    problems = check(cfg.options) if check is not None else option_problems(cls, cfg.options)
+    if problems or not getattr(cls, "needs_root", True):  # e.g. made in memory
+        return problems
     if cfg.root is None or not Path(cfg.root).expanduser().is_dir():
         url = getattr(cls, "url", None)
         where = f" (published at {url})" if url else ""

@@ -17,8 +17,8 @@ class Progress:
     def __init__(self, mode: str = "auto"):
         self.bars = mode == "bars" or (mode == "auto" and sys.stderr.isatty())
         self.study_bar = self.epoch_bar = None
-        self.run = None
         self.t_run = 0.0
+        self.epochs = 0
 
     def _line(self, text: str) -> None:
         if self.bars:
@@ -37,11 +37,11 @@ class Progress:
                                   file=sys.stderr, dynamic_ncols=True)
 
     def start_run(self, run: Any) -> None:
-        self.run, self.t_run = run, time.perf_counter()
+        self.t_run = time.perf_counter()
         self._line(f"run {run.run_id[:12]}  {run.display}  seed {run.seed}")
 
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
-        self.epoch, self.epochs = epoch, epochs
+        self.epochs = epochs
         if self.bars:
             from tqdm import tqdm
 

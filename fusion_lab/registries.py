@@ -10,20 +10,32 @@ A registry is a dict and a decorator::
 
 Contracts per kind (the assembler wires components by shape, never by config):
 
-- BACKBONES: ``cls(name, pretrained, out_indices)`` -> module returning a list of maps,
-  low level first, with ``.out_channels`` (list[int]) and ``.reductions`` (list[int]).
+- BACKBONES: ``cls(pretrained=..., out_indices=...)`` (keyword arguments; the registered
+  name picks the class, so it is not passed) -> module returning a list of maps, low
+  level first, with ``.out_channels`` (list[int]) and ``.reductions`` (list[int]).
+  Optional classmethod ``check_args(pretrained, out_indices) -> list[str]``: problems found
+  without building it (e.g. stages it does not have), reported at validation.
+  Any other name is a timm model (``fusion_lab.registry.backbones.TimmBackbone``).
 - FUSIONS: ``cls(in_channels: list[int], out_channels: int, **kw)`` -> module mapping the
   list of backbone maps (low level first) to a list of fused maps (low level first),
   with ``.out_channels`` (list[int]).
 - ATTENTIONS: ``cls(channels: list[int], **kw)`` -> module mapping the fused maps to
-  ``(attended_maps, masks)``, masks a dict of name -> list of tensors (one per level).
+  ``(attended_maps, masks)``, masks a dict of name -> list of tensors (one per level);
+  class attribute ``masks``: the names of the masks it returns (``("sa",)`` for spatial
+  masks, which ``fusionlab viz`` draws; default none).
 - HEADS: ``cls(channels: list[int], num_classes: int, **kw)`` -> module mapping
   ``(fused_maps, attended_maps)`` to a dict of head name -> logits.
 - PRESETS: plain dicts of model-config fields, registered with ``PRESETS.add``.
-- DATASETS: see ``fusion_lab.data``.
+- DATASETS: ``cls(root, **options)``; see ``fusion_lab.data.source`` (including the
+  ``check_options`` hook that validation calls).
 - LAUNCHERS: see ``fusion_lab.launchers``: ``cls(**options)`` with ``OPTIONS`` (name ->
   (default, help)) and ``launch(job) -> exit code``; where each pending run's training
   executes (this process, a SLURM job array, a Ray cluster).
+
+``**kw`` above stands for the component's own keyword arguments (a study's
+``fusion_args``, ``attention_args``, ``head_args``): name them in the signature rather
+than taking ``**kwargs``, so that validation can reject a misspelt argument before
+anything trains (a class that takes ``**kwargs`` gets no such check).
 
 Lookup of an unknown name raises ``UnknownComponentError`` naming the closest matches and
 every valid name. Third-party components load from the ``fusion_lab.components`` entry-point

@@ -186,8 +186,6 @@ def _error_message(e: BaseException) -> str:
     if isinstance(e, torch.cuda.OutOfMemoryError):
         return ("OutOfMemoryError: the GPU ran out of memory; lower train.batch_size or "
                 "train.image_size, or use train.amp=bf16")
-    if isinstance(e, FusionLabError):
-        return f"{type(e).__name__}: {e}"
     return f"{type(e).__name__}: {e}".strip()
 
 

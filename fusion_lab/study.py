@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from fusion_lab import config as C
+from fusion_lab.config import RunConfig, from_dict, resolve, result_dict
 from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.store import canonical_json, run_ids
 
@@ -48,7 +48,7 @@ class PlannedRun:
     label: str
     grid: dict[str, Any]
     seed: int
-    config: C.RunConfig
+    config: RunConfig
 
     @property
     def display(self) -> str:
@@ -265,7 +265,7 @@ def expand(study: Study, presets: dict[str, dict] | None = None) -> list[Planned
             for seed in study.seeds:
                 merged["seed"] = seed
                 try:
-                    cfg = C.resolve(C.from_dict(merged), presets)
+                    cfg = resolve(from_dict(merged), presets)
                 except ConfigError as e:
                     where = f"variant {label!r}" + (f" {cell}" if cell else "")
                     for p in e.problems:
@@ -273,7 +273,7 @@ def expand(study: Study, presets: dict[str, dict] | None = None) -> list[Planned
                             seen.add((where, p))
                             problems.append((where, p))
                     break
-                run_id, group_id = run_ids(C.result_dict(cfg))
+                run_id, group_id = run_ids(result_dict(cfg))
                 shown = {k: (_grid_text(v) if isinstance(v, dict) else v)
                          for k, v in cell.items()}
                 runs.append(PlannedRun(run_id, group_id, label, shown, seed, cfg))

@@ -36,8 +36,12 @@ class Maps:
 
 
 def has_sa(cfg: RunConfig) -> bool:
-    """Whether the model of ``cfg`` has spatial attention masks (attention sa or sa+ca)."""
-    return "sa" in resolve_parts(cfg.model)[1].split("+")
+    """Whether the model of ``cfg`` has spatial attention masks: its attention class lists
+    "sa" in its ``masks`` attribute (the ATTENTIONS contract)."""
+    from fusion_lab.registries import ATTENTIONS
+
+    name = resolve_parts(cfg.model)[1]
+    return name in ATTENTIONS and "sa" in getattr(ATTENTIONS.get(name), "masks", ())
 
 
 def _run_config(run_dir: Path) -> RunConfig | None:

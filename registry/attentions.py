@@ -43,6 +43,10 @@ class ChannelMask(nn.Module):
 class LevelAttention(nn.Module):
     """Spatial and/or channel attention per level, with CA's low-to-high link.
 
+    The registered classes take ``reduction`` and ``link`` only (a typo in a study's
+    ``attention_args`` is caught at validation) and name the masks they return in
+    ``masks`` (the ATTENTIONS contract, e.g. ``fusionlab viz`` draws the "sa" ones).
+
     Args:
         channels: channels of each level's map, low level first.
         spatial: use SA.
@@ -86,29 +90,37 @@ class LevelAttention(nn.Module):
 class NoAttention(LevelAttention):
     """No attention: the fused maps go to the heads unchanged."""
 
-    def __init__(self, channels: list[int], **kw):
-        super().__init__(channels, spatial=False, channel=False, **kw)
+    masks = ()
+
+    def __init__(self, channels: list[int], reduction: int = 16, link: bool = True):
+        super().__init__(channels, spatial=False, channel=False, reduction=reduction, link=link)
 
 
 @ATTENTIONS.register("sa")
 class SpatialAttention(LevelAttention):
     """Spatial attention only (3x3 transposed conv to one sigmoid mask per level)."""
 
-    def __init__(self, channels: list[int], **kw):
-        super().__init__(channels, spatial=True, channel=False, **kw)
+    masks = ("sa",)
+
+    def __init__(self, channels: list[int], reduction: int = 16, link: bool = True):
+        super().__init__(channels, spatial=True, channel=False, reduction=reduction, link=link)
 
 
 @ATTENTIONS.register("ca")
 class ChannelAttention(LevelAttention):
     """Channel attention only, with the low-to-high link between levels."""
 
-    def __init__(self, channels: list[int], **kw):
-        super().__init__(channels, spatial=False, channel=True, **kw)
+    masks = ("ca",)
+
+    def __init__(self, channels: list[int], reduction: int = 16, link: bool = True):
+        super().__init__(channels, spatial=False, channel=True, reduction=reduction, link=link)
 
 
 @ATTENTIONS.register("sa+ca")
 class SpatialChannelAttention(LevelAttention):
     """Spatial and channel attention, masks added then applied (CN-CNN's LH pathway)."""
 
-    def __init__(self, channels: list[int], **kw):
-        super().__init__(channels, spatial=True, channel=True, **kw)
+    masks = ("sa", "ca")
+
+    def __init__(self, channels: list[int], reduction: int = 16, link: bool = True):
+        super().__init__(channels, spatial=True, channel=True, reduction=reduction, link=link)

@@ -26,6 +26,20 @@ class SmallCNN(nn.Module):
 
     widths = (24, 48, 96, 160)
 
+    @classmethod
+    def check_args(cls, pretrained: bool | str, out_indices: list[int]) -> list[str]:
+        """Problems found before building: pretrained weights, stages it does not have."""
+        n = len(cls.widths) - 1
+        problems = []
+        if pretrained:
+            problems.append("small_cnn has no pretrained weights; set pretrained: false")
+        if not out_indices or any(not -n <= i < n for i in out_indices) or len(
+                {i % n for i in out_indices}) != len(out_indices):
+            problems.append(f"small_cnn has {n} stages: model.out_indices must be distinct "
+                            f"stage indices in {-n}..{n - 1} (e.g. [-3, -2, -1]), "
+                            f"got {list(out_indices)}")
+        return problems
+
     def __init__(self, pretrained: bool | str = False, out_indices=(-3, -2, -1)):
         super().__init__()
         if pretrained:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import os
 
 import timm
@@ -108,21 +109,51 @@ def build_backbone(
 ) -> nn.Module:
     """A backbone registered under ``name`` (a user's own), else timm's model of that name.
 
-    Registered backbones take ``(pretrained, out_indices)`` and follow the contract in
-    ``fusion_lab.registries``.
+    A registered backbone is called as ``cls(pretrained=..., out_indices=...)``, the
+    contract in ``fusion_lab.registries``.
     """
     if name in BACKBONES:
         return BACKBONES.get(name)(pretrained=pretrained, out_indices=out_indices)
     return TimmBackbone(name, pretrained=pretrained, out_indices=out_indices)
 
 
-def backbone_problem(name: str, pretrained: bool | str) -> str | None:
-    """Why a backbone cannot be built, found without building it (None if it can)."""
+def backbone_problems(name: str, pretrained: bool | str,
+                      out_indices: list[int] | tuple[int, ...] = (-3, -2, -1)) -> list[str]:
+    """Why a backbone cannot be built, found without building it (empty if it can).
+
+    An unknown name; a weights file that is missing or holds no state dict (read once per
+    file); and whatever a registered backbone's own ``check_args`` hook reports.
+    """
     if name not in BACKBONES and not timm.is_model(name):
-        return _unknown_backbone(name)
-    if isinstance(pretrained, str) and not os.path.isfile(pretrained):
-        return (f"pretrained weights file {pretrained!r} not found; give the path of a state "
-                f"dict saved from timm's {name!r}, true (download) or false")
+        return [_unknown_backbone(name)]
+    if isinstance(pretrained, str):
+        if not os.path.isfile(pretrained):
+            return [f"pretrained weights file {pretrained!r} not found; give the path of a "
+                    f"state dict saved from timm's {name!r}, true (download) or false"]
+        st = os.stat(pretrained)
+        problem = _weights_file_problem(pretrained, os.path.abspath(pretrained), st.st_mtime_ns,
+                                        st.st_size)
+        if problem:
+            return [problem]
+    check = getattr(BACKBONES.get(name), "check_args", None) if name in BACKBONES else None
+    return list(check(pretrained, list(out_indices))) if check is not None else []
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_file_problem(shown: str, path: str, mtime_ns: int, size: int) -> str | None:
+    """Whether a weights file reads as a state dict (name -> tensor); cached per version
+    of the file (its path, modification time and size)."""
+    what = (f"weights file {shown!r} holds no state dict (a mapping of parameter names to "
+            "tensors, as torch.save(model.state_dict(), path) writes)")
+    try:
+        state = timm.models.load_state_dict(path)
+    except AttributeError:  # timm unwraps a mapping: a list or a tensor has no .items()
+        return what
+    except Exception as e:  # not a torch file, truncated, pickled code, ...
+        return f"cannot read weights file {shown!r}: {type(e).__name__}: {e}"
+    if not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                            for k, v in state.items()):
+        return what
     return None
 
 

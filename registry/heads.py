@@ -63,8 +63,7 @@ class MultiLevelHead(nn.Module):
 class LinearHead(nn.Module):
     """Global average pooling and one linear layer on the highest level (the baseline)."""
 
-    def __init__(self, channels: list[int], num_classes: int, names: list[str] | None = None,
-                 **unused):
+    def __init__(self, channels: list[int], num_classes: int, names: list[str] | None = None):
         super().__init__()
         self.fc = nn.Linear(channels[-1], num_classes)
 

@@ -145,5 +145,59 @@ def test_small_cnn_taps_strides_4_8_16_and_trains():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters())
-    with pytest.raises(WeightsError):
+    # caught by validation, before anything is built (was a WeightsError at build time)
+    with pytest.raises(FusionLabError, match="small_cnn has no pretrained weights"):
         build_model(ModelConfig(preset="baseline", backbone="small_cnn", pretrained=True), 5)
+
+
+PLUGIN_BACKBONE = '''
+from torch import nn
+
+from fusion_lab.registries import BACKBONES
+
+
+@BACKBONES.register("doc_backbone")
+class DocBackbone(nn.Module):
+    """Written exactly as fusion_lab.registries' BACKBONES contract says."""
+
+    @classmethod
+    def check_args(cls, pretrained, out_indices):
+        return [] if list(out_indices) == [-3, -2, -1] else ["doc_backbone taps 3 stages"]
+
+    def __init__(self, pretrained=False, out_indices=(-3, -2, -1)):
+        super().__init__()
+        self.stages = nn.ModuleList(
+            nn.Conv2d(cin, cout, 3, 2, 1) for cin, cout in [(3, 4), (4, 6), (6, 8)])
+        self.out_channels, self.reductions = [4, 6, 8], [2, 4, 8]
+
+    def forward(self, x):
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out  # low level first
+'''
+
+
+def test_a_plugin_backbone_written_as_the_contract_says_builds_and_is_checked(
+        tmp_path, isolated_registries, capsys):
+    from fusion_lab.cli import main
+    from fusion_lab.planning import prepare
+
+    (tmp_path / "doc_backbone.py").write_text(PLUGIN_BACKBONE)
+    study = tmp_path / "doc.yaml"
+    study.write_text(
+        "name: doc\nplugins: [doc_backbone.py]\n"
+        "base:\n  dataset: {name: synthetic_fgvc}\n"
+        "  model: {backbone: doc_backbone, preset: cn_cnn, width: 8, hidden: 8}\n")
+    _, runs = prepare(study)
+    model = build_model(runs[0].config.model, 5).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out["combined"].shape == (2, 5)
+    assert model.backbone.out_channels == [4, 6, 8]
+    with pytest.raises(SystemExit) as e:  # its check_args hook runs at validation
+        main(["run", str(study), "--results", str(tmp_path / "r"), "--dry-run",
+              "--set", "model.out_indices=[0, 1]"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: {study}: model: doc_backbone taps 3 stages"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fusion_lab import store as S
+from fusion_lab import store
 from fusion_lab.cli import main
 from fusion_lab.model import build_model
 from fusion_lab.planning import prepare
@@ -101,9 +101,9 @@ def test_bench_prints_a_table(benched):
 def test_table_cost_shows_the_columns(benched, capsys):
     study_file, results, cost, _ = benched
     study, runs = prepare(study_file)
-    S.write_json(results / study.name / "study.json", study_plan(study, runs))
+    store.write_json(results / study.name / "study.json", study_plan(study, runs))
     for r in runs:  # finished runs as `fusionlab run` records them (accuracy only)
-        S.write_json(S.run_dir(results, study.name, r.run_id) / "summary.json", {
+        store.write_json(store.run_dir(results, study.name, r.run_id) / "summary.json", {
             "run_id": r.run_id, "group_id": r.group_id, "study": study.name,
             "label": r.label, "grid": r.grid, "seed": r.seed, "status": "done",
             "error": None, "final": {"acc": 50.0 + r.seed, "heads": {}}, "best_val": None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest_data import (
+from dataset_trees import (
     load_datasets,
     make_aircraft,
     make_cars_annos,

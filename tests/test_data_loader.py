@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest_data import corrupt, load_datasets, make_imagefolder
+from dataset_trees import corrupt, load_datasets, make_imagefolder
 
 from fusion_lab.config import DatasetConfig
 from fusion_lab.data import build_data
@@ -115,7 +115,7 @@ def test_unreadable_image_is_skipped_and_counted(folder, workers):
 
 
 def test_truncated_image_is_skipped(folder):
-    from conftest_data import write_image
+    from dataset_trees import write_image
 
     write_image(folder / "test/b/big.jpg", 0, size=(200, 150))
     corrupt(folder / "test/b/big.jpg", how="truncate")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest_data import load_datasets
+from dataset_trees import load_datasets
 
 from fusion_lab.data import open_source
 from fusion_lab.data.synthetic import MAX_CLASSES, render

@@ -10,8 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_runner import STUDY, TINY
 
-from fusion_lab import ddp
-from fusion_lab import store as S
+from fusion_lab import ddp, store
 from fusion_lab.cli import main
 from fusion_lab.config import RunConfig, from_dict
 from fusion_lab.planning import prepare
@@ -39,7 +38,7 @@ def test_nproc_2_trains_each_run_with_ddp_once(study_file, tmp_path, capsys):
         summary = json.loads((d / "summary.json").read_text())
         assert summary["status"] == "done", summary.get("error")
         assert summary["world_size"] == 2 and summary["batch_per_process"] == 3
-        assert [x["epoch"] for x in S.read_jsonl(d / "metrics.jsonl")] == [1, 2]
+        assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2]
     # the dry run with --nproc shows the DDP runs' ids as done
     main(["run", str(study_file), "--results", str(results), "--nproc", "2", "--dry-run"])
     assert capsys.readouterr().out.count("  done") == 2

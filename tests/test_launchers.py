@@ -10,7 +10,7 @@ import time
 import pytest
 from test_runner import STUDY
 
-from fusion_lab import store as S
+from fusion_lab import store
 from fusion_lab.cli import main
 from fusion_lab.launchers import LaunchJob, make_launcher
 from fusion_lab.planning import prepare
@@ -90,7 +90,7 @@ def test_slurm_job_array_on_the_local_executor_trains_every_run(study_file, tmp_
     for r in runs:
         d = run_dir(results, study, r)
         assert json.loads((d / "summary.json").read_text())["status"] == "done"
-        assert [x["epoch"] for x in S.read_jsonl(d / "metrics.jsonl")] == [1, 2]
+        assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2]
         assert not (d / "queued.json").exists() and not (d / "claim").exists()
 
 
@@ -106,7 +106,7 @@ def test_a_slurm_task_stopped_by_the_time_limit_signal_is_requeued_and_resumes(
     launcher = make_launcher("slurm", {"cluster": "local", "gpus": 0, "time": 10})
     launcher.launch(job)
     deadline = time.time() + 120
-    while not S.read_jsonl(d / "metrics.jsonl") and time.time() < deadline:
+    while not store.read_jsonl(d / "metrics.jsonl") and time.time() < deadline:
         time.sleep(0.05)
     first = json.loads((d / "claim").read_text())["pid"]
     os.kill(first, signal.SIGUSR2)  # what SLURM sends before the time limit (--signal)
@@ -114,7 +114,7 @@ def test_a_slurm_task_stopped_by_the_time_limit_signal_is_requeued_and_resumes(
     summary = json.loads((d / "summary.json").read_text())
     assert summary["status"] == "done", summary.get("error")
     assert summary["trained_by"]["pid"] != first  # a new process (the requeued task) finished
-    assert [x["epoch"] for x in S.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
 @pytest.mark.slow  # starting a local Ray instance took ~45 s on the shared 2-core machine
@@ -130,7 +130,7 @@ def test_ray_on_a_local_instance_trains_each_run_once(study_file, tmp_path, caps
     for r in runs:
         d = run_dir(results, study, r)
         assert json.loads((d / "summary.json").read_text())["status"] == "done"
-        assert [x["epoch"] for x in S.read_jsonl(d / "metrics.jsonl")] == [1, 2]
+        assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2]
 
 
 def test_slurm_options_pass_through_to_the_sbatch_script(study_file, tmp_path, monkeypatch):
@@ -158,8 +158,8 @@ def test_dry_run_shows_stale_claims_and_queued_tasks(study_file, tmp_path, capsy
     stale.mkdir(parents=True)
     (stale / "claim").write_text(json.dumps({"pid": 1, "host": "node-7", "token": "t",
                                              "ts": time.time() - 3600, "lease_s": 300.0}))
-    S.write_json(queued / "queued.json", {"launcher": "slurm", "job_id": "4242_1",
-                                          "submitted": S.now()})
+    store.write_json(queued / "queued.json", {"launcher": "slurm", "job_id": "4242_1",
+                                          "submitted": store.now()})
     main(["run", str(study_file), "--results", str(results), "--dry-run"])
     out = capsys.readouterr().out
     assert f"{runs[0].run_id}  stale" in out and "(stale claim: node-7 pid 1" in out

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_runner import STUDY
 
-from fusion_lab import store as S
+from fusion_lab import store
 from fusion_lab.cli import main
 from fusion_lab.lease import Lease, RunInterrupted, deferred, interrupts
 from fusion_lab.planning import prepare
@@ -27,47 +27,47 @@ def foreign_claim(d: Path, age_s: float, lease_s: float, beat_age_s: float | Non
              "token": "b" * 32, "lease_s": lease_s}
     (d / "claim").write_text(json.dumps(claim))
     if beat_age_s is not None:
-        S.write_json(S.beat_path(d, "b" * 32), {"ts": time.time() - beat_age_s})
+        store.write_json(store.beat_path(d, "b" * 32), {"ts": time.time() - beat_age_s})
 
 
 def test_claim_from_another_host_is_respected_while_its_heartbeat_is_fresh(tmp_path):
     d = tmp_path / "run"
     foreign_claim(d, age_s=5, lease_s=2)  # 5 s old, lease 2 s, skew allowance 60 s
-    assert S.run_status(d) == S.RUNNING and S.try_claim(d) is None
+    assert store.run_status(d) == store.RUNNING and store.try_claim(d) is None
     foreign_claim(d, age_s=3600, lease_s=2, beat_age_s=1)  # old claim, fresh heartbeat
-    assert S.run_status(d) == S.RUNNING and S.try_claim(d) is None
-    assert not S.claim_is_live(S.read_claim(d), skew_s=0, now=time.time() + 5)
+    assert store.run_status(d) == store.RUNNING and store.try_claim(d) is None
+    assert not store.claim_is_live(store.read_claim(d), skew_s=0, now=time.time() + 5)
 
 
 def test_claim_from_another_host_with_an_old_heartbeat_is_taken_over(tmp_path):
     d = tmp_path / "run"
     foreign_claim(d, age_s=3600, lease_s=2, beat_age_s=120)  # beat older than 2 s + 60 s
-    assert S.run_status(d) == S.PENDING
-    token = S.try_claim(d)
-    assert token and S.owns_claim(d, token)
-    assert not S.beat_path(d, "b" * 32).exists()  # the old owner's heartbeat is cleared
+    assert store.run_status(d) == store.PENDING
+    token = store.try_claim(d)
+    assert token and store.owns_claim(d, token)
+    assert not store.beat_path(d, "b" * 32).exists()  # the old owner's heartbeat is cleared
     # a claim written before leases existed, on another host: judged by its start time
-    (d / "claim").write_text(json.dumps({"pid": 1, "host": "old-node", "time": S.now()}))
-    assert S.run_status(d) == S.RUNNING
+    (d / "claim").write_text(json.dumps({"pid": 1, "host": "old-node", "time": store.now()}))
+    assert store.run_status(d) == store.RUNNING
     (d / "claim").write_text(json.dumps({"pid": 1, "host": "old-node",
                                          "time": "2020-01-01T00:00:00+00:00"}))
-    assert S.run_status(d) == S.PENDING  # was "running" forever before leases
+    assert store.run_status(d) == store.PENDING  # was "running" forever before leases
 
 
 def test_the_heartbeat_keeps_a_short_lease_alive_and_stops_when_the_claim_is_lost(tmp_path):
     d = tmp_path / "run"
-    token = S.try_claim(d, lease_s=0.6)
+    token = store.try_claim(d, lease_s=0.6)
     with Lease(d, token, interval_s=0.1) as lease:
         time.sleep(1.5)  # well past the lease: only the heartbeat keeps it
-        assert S.claim_is_live(S.read_claim(d), skew_s=0)
+        assert store.claim_is_live(store.read_claim(d), skew_s=0)
         # another process takes the claim over (as if this one had been paused)
         (d / "claim").write_text(json.dumps({"pid": 1, "host": "other", "token": "x" * 32,
                                              "ts": time.time(), "lease_s": 300.0}))
         time.sleep(0.4)
         assert lease.lost
-        with pytest.raises(S.ClaimLost, match="taken over by other"):
+        with pytest.raises(store.ClaimLost, match="taken over by other"):
             lease.check()
-    S.release_claim(d, token)  # never removes the new owner's claim
+    store.release_claim(d, token)  # never removes the new owner's claim
     assert json.loads((d / "claim").read_text())["token"] == "x" * 32
 
 
@@ -105,7 +105,7 @@ def test_a_process_that_lost_its_claim_stops_without_writing(study_file, tmp_pat
 
     out = train_study(study, runs[:1], results, device="cpu", progress=Quiet(taken_over))
     assert out.trained == [] and out.skipped == [(runs[0], "lost")]
-    assert [r["epoch"] for r in S.read_jsonl(d / "metrics.jsonl")] == [1]
+    assert [r["epoch"] for r in store.read_jsonl(d / "metrics.jsonl")] == [1]
     assert not (d / "summary.json").exists()
     assert json.loads((d / "claim").read_text()) == new_owner
 
@@ -137,7 +137,7 @@ def test_sigterm_mid_epoch_records_interrupted_and_a_rerun_resumes(study_file, t
                              "--results", str(results), "--device", "cpu", "--progress",
                              "off", "--no-table"], env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not S.read_jsonl(d / "metrics.jsonl") and time.time() < deadline:
+    while not store.read_jsonl(d / "metrics.jsonl") and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # during epoch 2
     _, err = proc.communicate(timeout=60)
@@ -145,14 +145,14 @@ def test_sigterm_mid_epoch_records_interrupted_and_a_rerun_resumes(study_file, t
     assert "interrupted by SIGTERM" in err
     summary = json.loads((d / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["error"] == "interrupted by SIGTERM"
-    done = [r["epoch"] for r in S.read_jsonl(d / "metrics.jsonl")]
+    done = [r["epoch"] for r in store.read_jsonl(d / "metrics.jsonl")]
     assert 1 <= len(done) < 4 and not (d / "claim").exists()
-    assert S.run_status(d) == S.INTERRUPTED
+    assert store.run_status(d) == store.INTERRUPTED
     main(["run", str(study_file), "--results", str(results), "--dry-run"])
     assert f"{runs[0].run_id}  interrupted" in capsys.readouterr().out
     out = train_study(study, runs, results, device="cpu")
     assert len(out.trained) == 1
-    assert [r["epoch"] for r in S.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in store.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
     assert json.loads((d / "summary.json").read_text())["status"] == "done"
 
 
@@ -170,7 +170,7 @@ def test_sigterm_to_the_gpus_parent_reaches_its_workers(study_file, tmp_path):
 
     def stop_after_epoch_1():
         deadline = time.time() + 120
-        while not S.read_jsonl(d / "metrics.jsonl") and time.time() < deadline:
+        while not store.read_jsonl(d / "metrics.jsonl") and time.time() < deadline:
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)  # to the parent (this process)
 

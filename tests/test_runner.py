@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fusion_lab import store as S
+from fusion_lab import store
 from fusion_lab.cli import main
 from fusion_lab.planning import prepare
 from fusion_lab.runner import train_study
@@ -55,11 +55,11 @@ def test_run_stores_results_and_a_rerun_trains_nothing(study_file, tmp_path):
     done = summaries(results)
     assert set(done) == {r.run_id for r in runs}
     for r in runs:
-        d = S.run_dir(results, study.name, r.run_id)
+        d = store.run_dir(results, study.name, r.run_id)
         s = done[r.run_id]
         assert s["status"] == "done" and s["epochs"] == 2 and s["test_size"] == 9
         assert 0 <= s["final"]["acc"] <= 100 and s["versions"]["torch"] == torch.__version__
-        assert len(S.read_jsonl(d / "metrics.jsonl")) == 2
+        assert len(store.read_jsonl(d / "metrics.jsonl")) == 2
         cfg = json.loads((d / "config.json").read_text())
         assert cfg["run_id"] == r.run_id and cfg["config"]["seed"] == 0
         assert not (d / "claim").exists()
@@ -78,7 +78,7 @@ def test_run_stores_results_and_a_rerun_trains_nothing(study_file, tmp_path):
 def test_dry_run_prints_ids_and_statuses_and_trains_nothing(study_file, tmp_path, capsys):
     results = tmp_path / "results"
     study, runs = prepare(study_file)
-    S.write_json(S.run_dir(results, study.name, runs[0].run_id) / "summary.json", {"status": "failed"})
+    store.write_json(store.run_dir(results, study.name, runs[0].run_id) / "summary.json", {"status": "failed"})
     main(["run", str(study_file), "--results", str(results), "--dry-run"])  # returns: exit 0
     out = capsys.readouterr().out
     assert f"{runs[0].run_id}  failed" in out and f"{runs[1].run_id}  pending" in out
@@ -94,31 +94,31 @@ def test_resumed_run_equals_an_uninterrupted_one(study_file, tmp_path):
     a = train_run(whole, r.config, r.run_id, device="cpu")
     stopped = train_run(split, r.config, r.run_id, device="cpu", stop_after_epochs=1)
     assert stopped == {"stopped": True}
-    assert len(S.read_jsonl(split / "metrics.jsonl")) == 1
+    assert len(store.read_jsonl(split / "metrics.jsonl")) == 1
     b = train_run(split, r.config, r.run_id, device="cpu")  # resumes at epoch 2
-    assert len(S.read_jsonl(split / "metrics.jsonl")) == 2
+    assert len(store.read_jsonl(split / "metrics.jsonl")) == 2
     wa = torch.load(whole / "checkpoint.pt", weights_only=False)["model"]
     wb = torch.load(split / "checkpoint.pt", weights_only=False)["model"]
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
     assert a["final"] == b["final"]
-    la, lb = S.read_jsonl(whole / "metrics.jsonl"), S.read_jsonl(split / "metrics.jsonl")
+    la, lb = store.read_jsonl(whole / "metrics.jsonl"), store.read_jsonl(split / "metrics.jsonl")
     assert [x["train_loss"] for x in la] == [x["train_loss"] for x in lb]
 
 
 def test_a_killed_run_with_a_stale_claim_resumes(study_file, tmp_path):
     results = tmp_path / "results"
     study, runs = prepare(study_file)
-    d = S.run_dir(results, study.name, runs[0].run_id)
+    d = store.run_dir(results, study.name, runs[0].run_id)
     d.mkdir(parents=True)
     train_run(d, runs[0].config, runs[0].run_id, device="cpu", stop_after_epochs=1)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
     (d / "claim").write_text(json.dumps({"pid": int(dead), "host": os.uname().nodename}))
-    assert S.run_status(d) == "pending"
+    assert store.run_status(d) == "pending"
     out = train_study(study, runs[:1], results, device="cpu")
     assert len(out.trained) == 1
-    rows = S.read_jsonl(d / "metrics.jsonl")
+    rows = store.read_jsonl(d / "metrics.jsonl")
     assert [x["epoch"] for x in rows] == [1, 2]
 
 
@@ -154,7 +154,7 @@ def test_fail_fast_stops_at_the_first_failure(study_file, tmp_path):
     study, runs = prepare(study_file)
     out = train_study(study, runs, results, device="cpu", fail_fast=True)
     assert len(out.failed) == 1 and out.trained == []
-    assert S.run_status(S.run_dir(results, study.name, runs[1].run_id)) == "pending"
+    assert store.run_status(store.run_dir(results, study.name, runs[1].run_id)) == "pending"
 
 
 def test_two_processes_never_train_the_same_run(study_file, tmp_path):
@@ -172,7 +172,7 @@ def test_two_processes_never_train_the_same_run(study_file, tmp_path):
     done = summaries(results)
     assert len(done) == 4 and all(s["status"] == "done" for s in done.values())
     for run_id in done:  # each run trained exactly once: one line per epoch, no repeats
-        rows = S.read_jsonl(results / "tiny" / run_id / "metrics.jsonl")
+        rows = store.read_jsonl(results / "tiny" / run_id / "metrics.jsonl")
         assert [x["epoch"] for x in rows] == [1, 2]
 
 
@@ -181,23 +181,23 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     live = {"pid": os.getppid(), "host": os.uname().nodename, "time": "x"}
     d.mkdir()
     (d / "claim").write_text(json.dumps(live))
-    assert not S.try_claim(d)
-    assert S.run_status(d) == "running"
+    assert not store.try_claim(d)
+    assert store.run_status(d) == "running"
     (d / "claim").write_text(json.dumps({**live, "pid": 2**22 + 12345}))  # no such process
-    assert S.try_claim(d)
+    assert store.try_claim(d)
     assert json.loads((d / "claim").read_text())["pid"] == os.getpid()
 
 
 def test_a_crash_while_writing_never_leaves_half_a_summary(tmp_path, monkeypatch):
     path = tmp_path / "summary.json"
-    S.write_json(path, {"status": "done", "final": {"acc": 50.0}})
+    store.write_json(path, {"status": "done", "final": {"acc": 50.0}})
 
     def boom(fd):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(OSError):
-        S.write_json(path, {"status": "done", "final": {"acc": 99.0}, "pad": "x" * 100000})
+        store.write_json(path, {"status": "done", "final": {"acc": 99.0}, "pad": "x" * 100000})
     assert json.loads(path.read_text())["final"]["acc"] == 50.0
     assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fusion_lab import store as S
+from fusion_lab import store
 from fusion_lab.cli import main
 from fusion_lab.errors import FusionLabError
 from fusion_lab.planning import prepare
@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
     study, runs = prepare(study_file)
     out = train_study(study, runs, results, device="cpu")
     assert not out.failed
-    return study_file, results, {r.label: S.run_dir(results, study.name, r.run_id) for r in runs}
+    return study_file, results, {r.label: store.run_dir(results, study.name, r.run_id) for r in runs}
 
 
 def png_size(path: Path) -> tuple[int, int]:

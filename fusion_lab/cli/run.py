@@ -48,8 +48,7 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     A rerun trains nothing that is done; growing a study trains only the new runs; a
     killed or interrupted run resumes from its last checkpoint. Exits 1 if any run failed.
     """
-    from fusion_lab import ddp
-    from fusion_lab import store as S
+    from fusion_lab import ddp, store
     from fusion_lab.errors import ConfigError, FusionLabError
     from fusion_lab.launchers import LaunchJob, choose
     from fusion_lab.planning import prepare
@@ -92,8 +91,8 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
             progress_mode, show_table = "off", False
     pending = []
     for r in runs:
-        status = S.run_status(run_dir(results_dir, study, r))
-        if status != S.DONE and (status != S.FAILED or retry_failed):
+        status = store.run_status(run_dir(results_dir, study, r))
+        if status != store.DONE and (status != store.FAILED or retry_failed):
             pending.append(r)
     job = LaunchJob(study_file=Path(study_file).resolve(), overrides=list(overrides),
                     results=results_dir.resolve(), study=study, runs=runs, pending=pending,
@@ -103,7 +102,7 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     if name != "local":  # the local launcher's train_study writes it
         from fusion_lab.study import study_plan
 
-        S.write_json(S.study_dir(results_dir, study.name) / S.STUDY_JSON,
+        store.write_json(store.study_dir(results_dir, study.name) / store.STUDY_JSON,
                      study_plan(study, runs))
     code = chosen.launch(job)
     if world > 1 and not ddp.current().main:
@@ -119,7 +118,7 @@ def _dry_run(study, runs, results_dir: Path) -> None:
     """Every run with its id and status; for a claim or a queued task, whose and how old."""
     import time as _time
 
-    from fusion_lab import store as S
+    from fusion_lab import store
     from fusion_lab.runner import run_dir
 
     counts: dict[str, int] = {}
@@ -127,18 +126,18 @@ def _dry_run(study, runs, results_dir: Path) -> None:
     click.echo(f"study {study.name}: {len(runs)} runs{about}")
     for r in runs:
         d = run_dir(results_dir, study, r)
-        status = S.run_status(d)
+        status = store.run_status(d)
         note = ""
-        claim = S.read_claim(d) if status in (S.RUNNING, S.PENDING, S.INTERRUPTED) else None
-        queued = S.read_json(d / S.QUEUED_JSON)
+        claim = store.read_claim(d) if status in (store.RUNNING, store.PENDING, store.INTERRUPTED) else None
+        queued = store.read_json(d / store.QUEUED_JSON)
         if claim:
             beat = claim.get("beat")
             age = f", last heartbeat {_time.time() - beat:.0f}s ago" if beat else ""
-            kind = "claim" if status == S.RUNNING else "stale claim"
+            kind = "claim" if status == store.RUNNING else "stale claim"
             note = f"  ({kind}: {claim.get('host')} pid {claim.get('pid')}{age})"
-            if status == S.PENDING:
+            if status == store.PENDING:
                 status = "stale"
-        elif status == S.PENDING and isinstance(queued, dict):
+        elif status == store.PENDING and isinstance(queued, dict):
             status = "queued"
             note = f"  ({queued.get('launcher')} job {queued.get('job_id')}, " \
                    f"submitted {queued.get('submitted')})"

@@ -22,8 +22,9 @@ def viz(run_or_study: str, n_images: int, out: str | None, results: str,
         plugins: tuple[str, ...]) -> None:
     """Draw the LH pathway's maps and the SA masks of a trained run for a few test images.
 
-    RUN_OR_STUDY: a run folder, a run id (or a unique prefix of one), a study name or a
-    studies/*.yaml file (then its CN-CNN-like run: the last row with spatial attention).
+    RUN_OR_STUDY: a run folder, a run id (or a unique prefix of one), or a study (a study
+    name, a results/<study> folder or a studies/*.yaml file; then its CN-CNN-like run: the
+    last row with spatial attention).
     """
     from fusion_lab.registries import load_plugins
     from fusion_lab.viz import figure3, find_run

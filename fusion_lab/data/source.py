@@ -7,12 +7,23 @@ A dataset registered in ``fusion_lab.registries.DATASETS`` is a class called as
 - ``train`` and ``test``: lists of ``(item, label)``; an item is usually an image path;
 - ``load(item) -> PIL.Image.Image`` (RGB); the default opens a path.
 
+and whose class may say, for validation before anything trains (``ImageSource`` gives
+defaults):
+
+- ``check_options(options) -> list[str]``: problems with the study's ``dataset.options``
+  (unknown names, values out of range), one line each; the default checks the names
+  against the constructor's signature and ``max_unreadable``;
+- ``needs_root``: False for a dataset made without files (its root is not looked for);
+- ``classes_for(options) -> int | None``: the number of classes when it is known without
+  reading the data (``fusionlab bench`` uses it), else None.
+
 Loading, splitting, transforms and skipping unreadable files are done once for every
 dataset by ``fusion_lab.data``; a dataset class only says where its images are.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +47,8 @@ class ImageSource:
 
     name = "dataset"  # the registered name, used in messages
     url = ""  # where the dataset is published
+    needs_root = True  # False: made without files, dataset.root is not needed
+    classes: int | None = None  # the number of classes, when fixed
     class_names: list[str]
     train: list[tuple[Any, int]]
     test: list[tuple[Any, int]]
@@ -56,6 +69,33 @@ class ImageSource:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[str]:
+        """Problems with ``dataset.options`` found without reading the data."""
+        return option_problems(cls, options)
+
+    @classmethod
+    def classes_for(cls, options: dict[str, Any]) -> int | None:
+        """The number of classes with these options, without reading the data (or None)."""
+        return cls.classes
+
+
+def option_problems(cls: type, options: dict[str, Any]) -> list[str]:
+    """Option names the dataset class does not take, and ``max_unreadable`` out of [0, 1]."""
+    options = dict(options or {})
+    problems = []
+    if "max_unreadable" in options:
+        value = options.pop("max_unreadable")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            problems.append(f"dataset {getattr(cls, 'name', cls.__name__)!r}: option "
+                            f"max_unreadable must be a fraction in [0, 1], got {value!r}")
+    params = [p for p in inspect.signature(cls).parameters if p != "root"]
+    unknown = sorted(k for k in options if k not in params)
+    if unknown:
+        problems.append(f"dataset {getattr(cls, 'name', cls.__name__)!r} does not take "
+                        f"options {unknown}; valid options: {', '.join([*params, 'max_unreadable'])}")
+    return problems
 
 
 def find_root(name: str, root: str | Path | None, marker: str, subfolders: Iterable[str],

@@ -95,7 +95,7 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
     The study is loaded again (plugins imported) from its file, so a task needs only the
     shared filesystem and the same installation.
     """
-    from fusion_lab import store as S
+    from fusion_lab import store
     from fusion_lab.planning import prepare
     from fusion_lab.provenance import plugin_files
     from fusion_lab.runner import Outcome, run_dir, train_one
@@ -106,11 +106,11 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
         raise FusionLabError(f"run {run_id} is no longer part of study {study_file} "
                              "(the study file changed after submission)")
     d = run_dir(Path(results), study, run)
-    (d / S.QUEUED_JSON).unlink(missing_ok=True)
+    (d / store.QUEUED_JSON).unlink(missing_ok=True)
     train_one(study, run, Path(results), Outcome(), device=device, retry_failed=retry_failed,
               lease_s=lease_s,
               plugins=plugin_files(study.plugins, study.path.parent if study.path else None))
-    return S.run_status(d)
+    return store.run_status(d)
 
 
 from fusion_lab.launchers import local, ray_launcher, slurm  # noqa: E402,F401  (registers them)

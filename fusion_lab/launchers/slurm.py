@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from fusion_lab import store as S
+from fusion_lab import store
 from fusion_lab.errors import FusionLabError
 from fusion_lab.launchers import Launcher, LaunchJob, train_task
 from fusion_lab.registries import LAUNCHERS
@@ -108,7 +108,7 @@ class SlurmLauncher(Launcher):
             self.jobs = [ex.submit(task, *a) for a in args]
         when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         for r, j in zip(job.pending, self.jobs):
-            S.write_json(S.run_dir(job.results, job.study.name, r.run_id) / S.QUEUED_JSON,
+            store.write_json(store.run_dir(job.results, job.study.name, r.run_id) / store.QUEUED_JSON,
                          {"launcher": "slurm", "job_id": str(j.job_id), "submitted": when})
         ids = sorted({str(j.job_id).split("_")[0] for j in self.jobs})
         click.echo(f"submitted {len(self.jobs)} task(s) of study {job.study.name}: "

@@ -37,6 +37,7 @@ class CUB200(ImageSource):
 
     name = "cub200"
     url = URL
+    classes = 200
 
     def __init__(self, root: str | None):
         folder = find_root(self.name, root, "images.txt", ["CUB_200_2011"], FILES, URL)

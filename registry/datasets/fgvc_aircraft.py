@@ -18,6 +18,7 @@ from fusion_lab.registries import DATASETS
 
 URL = "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/"
 LEVELS = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
+LEVEL_CLASSES = {"variant": 100, "family": 70, "manufacturer": 30}
 BANNER = 20  # pixels of copyright text at the bottom of every image
 
 
@@ -27,6 +28,19 @@ class FGVCAircraft(ImageSource):
 
     name = "fgvc_aircraft"
     url = URL
+
+    @classmethod
+    def check_options(cls, options: dict) -> list[str]:
+        problems = super().check_options(options)
+        level = (options or {}).get("level", "variant")
+        if level not in LEVELS:
+            problems.append(f"dataset 'fgvc_aircraft': level must be one of "
+                            f"{', '.join(LEVELS)}, got {level!r}")
+        return problems
+
+    @classmethod
+    def classes_for(cls, options: dict) -> int | None:
+        return LEVEL_CLASSES.get((options or {}).get("level", "variant"))
 
     def __init__(self, root: str | None, level: str = "variant", remove_banner: bool = False):
         if level not in LEVELS:

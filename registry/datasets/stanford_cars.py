@@ -54,6 +54,7 @@ class StanfordCars(ImageSource):
 
     name = "stanford_cars"
     url = URL
+    classes = 196
 
     def __init__(self, root: str | None):
         if root is None:

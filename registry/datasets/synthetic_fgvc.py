@@ -8,6 +8,9 @@ docs/synthetic_fgvc.md. ``root`` is ignored.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from PIL import Image
 
 from fusion_lab.data.source import ImageSource
@@ -22,19 +25,47 @@ class SyntheticFGVC(ImageSource):
 
     name = "synthetic_fgvc"
     url = "(generated in memory; nothing to download)"
+    needs_root = False
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[str]:
+        problems = super().check_options(options)
+        if problems:
+            return problems
+        given = inspect.signature(cls).bind(None, **{k: v for k, v in options.items()
+                                                     if k != "max_unreadable"})
+        given.apply_defaults()
+        return cls._range_problems(**{k: v for k, v in given.arguments.items() if k != "root"})
+
+    @staticmethod
+    def _range_problems(num_classes: Any, train_per_class: Any, test_per_class: Any,
+                        image_size: Any, **others: Any) -> list[str]:
+        def whole(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        problems = []
+        if not whole(num_classes) or not 2 <= num_classes <= MAX_CLASSES:
+            problems.append(f"dataset 'synthetic_fgvc': num_classes must be 2..{MAX_CLASSES}, "
+                            f"got {num_classes!r}")
+        for key, value, low in (("train_per_class", train_per_class, 1),
+                                ("test_per_class", test_per_class, 1),
+                                ("image_size", image_size, 16)):
+            if not whole(value) or value < low:
+                problems.append(f"dataset 'synthetic_fgvc': {key} must be an integer >= {low}, "
+                                f"got {value!r}")
+        return problems
+
+    @classmethod
+    def classes_for(cls, options: dict[str, Any]) -> int | None:
+        return int(options.get("num_classes", inspect.signature(cls).parameters[
+            "num_classes"].default))
 
     def __init__(self, root: str | None = None, num_classes: int = 10, train_per_class: int = 40,
                  test_per_class: int = 20, image_size: int = 64, seed: int = 0,
                  max_rotation: float = 25.0, clutter: int = 5, noise: float = 5.0):
-        if not 2 <= num_classes <= MAX_CLASSES:
-            raise DatasetError(
-                f"dataset 'synthetic_fgvc': num_classes must be 2..{MAX_CLASSES}, got {num_classes}"
-            )
-        if train_per_class < 1 or test_per_class < 1 or image_size < 16:
-            raise DatasetError(
-                "dataset 'synthetic_fgvc': train_per_class and test_per_class must be >= 1 "
-                f"and image_size >= 16, got {train_per_class}, {test_per_class}, {image_size}"
-            )
+        problems = self._range_problems(num_classes, train_per_class, test_per_class, image_size)
+        if problems:
+            raise DatasetError("; ".join(problems))
         kw = {"max_rotation": max_rotation, "clutter": clutter, "noise": noise}
         train_x, train_y = generate(num_classes, train_per_class, image_size, seed, 0, **kw)
         test_x, test_y = generate(num_classes, test_per_class, image_size, seed, 1, **kw)

@@ -1,0 +1,76 @@
+"""Facts about a component live on its class, so a plugin gets the treatment a built-in gets.
+
+A dataset says whether it needs a root folder, how many classes it has and which options
+it takes; an attention says which masks it returns (issue 11, part 5).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fusion_lab.bench import num_classes
+from fusion_lab.config import DatasetConfig, ModelConfig, RunConfig
+from fusion_lab.data.source import ImageSource
+from fusion_lab.planning import dataset_problems
+from fusion_lab.viz import has_sa
+
+
+def _register_dataset(registries, name, **attrs):
+    cls = type(name, (ImageSource,), {"name": name, "__init__": lambda self, root, size=1: None,
+                                      **attrs})
+    registries.DATASETS.register(name)(cls)
+    return cls
+
+
+def test_a_plugin_dataset_made_in_memory_needs_no_root(isolated_registries):
+    _register_dataset(isolated_registries, "mem_plugin", needs_root=False)
+    _register_dataset(isolated_registries, "disk_plugin")
+    assert dataset_problems(DatasetConfig(name="mem_plugin")) == []
+    assert "root folder None not found" in dataset_problems(DatasetConfig(name="disk_plugin"))[0]
+
+
+def test_a_plugin_datasets_options_are_checked_by_its_own_hook(isolated_registries):
+    def check_options(cls, options):
+        return [] if options.get("size", 1) > 0 else ["size must be positive"]
+
+    _register_dataset(isolated_registries, "hooked", needs_root=False,
+                      check_options=classmethod(check_options))
+    assert dataset_problems(DatasetConfig(name="hooked", options={"size": 0})) == [
+        "size must be positive"]
+    assert dataset_problems(DatasetConfig(name="hooked", options={"size": 3})) == []
+
+
+def test_the_default_hook_rejects_options_the_class_does_not_take(isolated_registries):
+    _register_dataset(isolated_registries, "plain_plugin", needs_root=False)
+    (problem,) = dataset_problems(DatasetConfig(name="plain_plugin", options={"sise": 2}))
+    assert "does not take options ['sise']; valid options: size, max_unreadable" in problem
+
+
+def test_bench_counts_classes_from_the_dataset_class_without_data(isolated_registries):
+    _register_dataset(isolated_registries, "fixed_plugin", classes=17)
+    assert num_classes(RunConfig(dataset=DatasetConfig(name="fixed_plugin"))) == 17
+    for name, options, n in [("cub200", {}, 200), ("stanford_cars", {}, 196),
+                             ("fgvc_aircraft", {}, 100),
+                             ("fgvc_aircraft", {"level": "family"}, 70),
+                             ("synthetic_fgvc", {"num_classes": 7}, 7)]:
+        cfg = RunConfig(dataset=DatasetConfig(name=name, root="/nonexistent", options=options))
+        assert num_classes(cfg) == n
+
+
+def test_viz_finds_spatial_masks_from_the_attention_class(isolated_registries):
+    class Base(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+
+        def forward(self, maps):
+            return maps, {}
+
+    isolated_registries.ATTENTIONS.register("masked_plugin")(
+        type("Masked", (Base,), {"masks": ("sa",)}))
+    isolated_registries.ATTENTIONS.register("unmasked_plugin")(type("Unmasked", (Base,), {}))
+
+    def cfg(attention):
+        return RunConfig(model=ModelConfig(preset="cn_cnn", attention=attention))
+
+    assert has_sa(cfg("masked_plugin")) and has_sa(cfg("sa+ca")) and has_sa(cfg("sa"))
+    assert not has_sa(cfg("unmasked_plugin")) and not has_sa(cfg("ca"))

@@ -1,0 +1,114 @@
+"""Every bad input a new user tried is one line before anything trains (issue 11, part 2).
+
+Each case goes through the command line as a user types it: `fusionlab run` exits 2 with
+one `error:` line naming the key and the valid values, and writes nothing to results.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+from fusion_lab.cli import main
+
+STUDY = """
+name: bad
+base:
+  dataset:
+    name: synthetic_fgvc
+    options: {num_classes: 3, train_per_class: 2, test_per_class: 2, image_size: 32}
+  model: {backbone: small_cnn, preset: cn_cnn, width: 8, hidden: 8}
+  train: {epochs: 1, batch_size: 4, image_size: 28, resize: 32, workers: 0}
+variants:
+  - {label: CN-CNN}
+"""
+
+# (--set overrides, text the error line must contain)
+CASES = {
+    "attention_args typo": (["model.attention_args={reduktion: 8}"],
+                            "attention 'sa+ca' takes no argument 'reduktion'; it takes: "
+                            "reduction, link"),
+    "head_args typo, linear head": (["model.preset=baseline", "model.head_args={hiden: 3}"],
+                                    "head 'linear' takes no argument 'hiden'; it takes: names"),
+    "optimizer": (["train.optimizer=adam"],
+                  "train.optimizer must be one of sgd, adamw, got 'adam'"),
+    "schedule": (["train.schedule=linear"],
+                 "train.schedule must be one of cosine, constant, got 'linear'"),
+    "amp": (["train.amp=fp8"], "train.amp must be one of auto, bf16, fp16, off, got 'fp8'"),
+    "resize below image_size": (["train.resize=20"],
+                                "train.resize (20) must be >= train.image_size (28)"),
+    "negative epochs": (["train.epochs=-1"], "train.epochs must be >= 1, got -1"),
+    "zero image_size": (["train.image_size=0"],
+                        "train.image_size must be >= 1, got 0"),
+    "zero batch_size": (["train.batch_size=0"], "train.batch_size must be >= 1, got 0"),
+    "negative lr_new": (["train.lr_new=-1"], "train.lr_new must be >= 0, got -1.0"),
+    "zero width": (["model.width=0"], "model.width must be >= 1, got 0"),
+    "dataset option out of range": (["dataset.options={num_classes: 500}"],
+                                     "synthetic_fgvc': num_classes must be 2..30, got 500"),
+    "dataset option typo": (["dataset.options={num_clases: 5}"],
+                            "does not take options ['num_clases']; valid options: "
+                            "num_classes"),
+    "stages small_cnn does not have": (["model.out_indices=[7, 8, 9]"],
+                                       "small_cnn has 3 stages: model.out_indices must be "
+                                       "distinct stage indices in -3..2"),
+    "hidden set twice": (["model.head_args={hidden: 32}"],
+                         "model.hidden (8) and model.head_args.hidden (32) are the same "
+                         "setting"),
+    "concat_head set twice": (["model.concat_head=false", "model.head_args={concat: true}"],
+                              "model.concat_head (False) and model.head_args.concat (True)"),
+}
+
+
+@pytest.fixture
+def study(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(textwrap.dedent(STUDY))
+    return p
+
+
+def _run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    return e.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_bad_input_is_one_line_before_anything_trains(case, study, tmp_path, capsys):
+    overrides, expected = CASES[case]
+    results = tmp_path / "results"
+    args = ["run", str(study), "--results", str(results), "--device", "cpu"]
+    for o in overrides:
+        args += ["--set", o]
+    code, err = _run(args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert expected in lines[0], err
+    assert not results.exists()  # nothing written, nothing trained
+
+
+def test_the_same_mistakes_stop_a_dry_run(study, tmp_path, capsys):
+    code, err = _run(["run", str(study), "--results", str(tmp_path / "r"), "--dry-run",
+                      "--set", "train.epochs=0", "--set", "model.width=0"], capsys)
+    assert code == 2
+    assert "train.epochs must be >= 1, got 0" in err and "model.width must be >= 1" in err
+    assert "pending" not in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("content", [[1, 2], {"layer.weight": 1}, torch.zeros(2)],
+                         ids=["list", "dict of numbers", "tensor"])
+def test_a_weights_file_without_a_state_dict_is_one_error_before_training(
+        content, study, tmp_path, capsys):
+    weights = tmp_path / "weights.pt"
+    torch.save(content, weights)
+    results = tmp_path / "results"
+    code, err = _run(["run", str(study), "--results", str(results), "--device", "cpu",
+                      "--set", "model.backbone=resnet18", "--set", f"model.pretrained={weights}"],
+                     capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"error: {study}: model: weights file {str(weights)!r} holds no state dict (a mapping "
+        "of parameter names to tensors, as torch.save(model.state_dict(), path) writes)"]
+    assert not results.exists()
