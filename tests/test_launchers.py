@@ -56,6 +56,9 @@ def test_bad_launcher_input_is_one_clear_line(study_file, tmp_path, capsys, monk
     code, _, err = run_cli(base + ["--launcher", "slurm"], capsys)
     assert code == 2 and err.count("\n") == 1
     assert "needs submitit" in err and "pip install 'fusion_lab[slurm]'" in err
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, _, err = run_cli(base + ["--launcher", "ray"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "pip install 'fusion_lab[ray]'" in err
     assert not (tmp_path / "r").exists()  # nothing trained or submitted
 
 
