@@ -187,7 +187,6 @@ def start_torchrun(nproc: int, study_file: str, overrides: list[str], results: A
 
     On CUDA each process takes one GPU, so ``nproc`` may not exceed the GPUs present.
     """
-    import subprocess
     import sys
 
     if device != "cpu" and torch.cuda.is_available() and nproc > torch.cuda.device_count():
@@ -205,4 +204,6 @@ def start_torchrun(nproc: int, study_file: str, overrides: list[str], results: A
     cmd += ["--fail-fast"] if fail_fast else []
     cmd += ["--retry-failed"] if retry_failed else []
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.run(cmd, env=env).returncode
+    from fusion_lab.runner import run_forwarding
+
+    return run_forwarding([(cmd, env)])  # a SIGTERM reaches torchrun, and through it the run

@@ -146,3 +146,25 @@ def interrupts() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def ignored() -> Iterator[None]:
+    """SIGTERM/SIGINT ignored inside the block (main thread only).
+
+    DDP processes other than 0 train under this: process 0 alone decides, records the run
+    as interrupted and exits; the others then stop when their next collective fails,
+    instead of dying first and turning process 0's interruption into a failure.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        signal.signal(s, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+

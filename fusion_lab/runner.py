@@ -25,7 +25,7 @@ import click
 from fusion_lab import store
 from fusion_lab.config import to_dict
 from fusion_lab.errors import FusionLabError
-from fusion_lab.lease import Lease, RunInterrupted, interrupts
+from fusion_lab.lease import Lease, RunInterrupted, ignored, interrupts
 from fusion_lab.provenance import plugin_files, record
 from fusion_lab.study import PlannedRun, Study, study_plan
 
@@ -99,7 +99,8 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
     if not group.main:  # DDP: process 0 claims, records and decides; this one trains along
         if ddp.broadcast(None, group):
             try:
-                train_run(d, r.config, r.run_id, device=device)
+                with ignored():  # process 0 handles SIGTERM/SIGINT for the group
+                    train_run(d, r.config, r.run_id, device=device)
             except (store.ClaimLost, FusionLabError):
                 pass  # process 0 records what happened
         return
@@ -198,16 +199,7 @@ def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: l
     SIGTERM to this process is passed on to the workers, which record their runs as
     interrupted.
     """
-    import signal
-
-    procs: list[subprocess.Popen] = []
-
-    def forward(signum: int, frame) -> None:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
-
-    old = signal.signal(signal.SIGTERM, forward) if _main_thread() else None
+    cmds = []
     for gpu in gpus:
         cmd = [sys.executable, "-m", "fusion_lab", "run", study_path, "--results",
                str(results), "--device", device, "--no-table", "--progress", "plain",
@@ -218,10 +210,29 @@ def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: l
             cmd.append("--fail-fast")
         if retry_failed:
             cmd.append("--retry-failed")
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
         click.echo(f"worker on GPU {gpu}: started", err=True)
-        procs.append(subprocess.Popen(cmd, env=env))
+        cmds.append((cmd, {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}))
+    return run_forwarding(cmds)
+
+
+def run_forwarding(cmds: list[tuple[list[str], dict]]) -> int:
+    """Start the commands (each with its environment), wait for all; their worst exit status.
+
+    A SIGTERM to this process is passed on to them while they run.
+    """
+    import signal
+
+    procs: list[subprocess.Popen] = []
+
+    def forward(signum: int, frame) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = signal.signal(signal.SIGTERM, forward) if _main_thread() else None
     try:
+        for cmd, env in cmds:
+            procs.append(subprocess.Popen(cmd, env=env))
         codes = [p.wait() for p in procs]
     finally:
         if old is not None:

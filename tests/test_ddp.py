@@ -136,3 +136,38 @@ def test_a_batch_dependent_model_is_warned_that_sharding_changes_it():
             ddp.wrap(OverTheBatch(), ddp.Dist(0, 2, 0), torch.device("cpu"))
         except (RuntimeError, ValueError):
             pass  # no process group here: only the warning is under test
+
+
+@pytest.mark.slow  # 88 s here: torchrun's shutdown grace before it kills process 1
+def test_sigterm_to_a_ddp_run_records_interrupted_and_nproc_2_resumes_it(study_file, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "results"
+    study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 4").replace(
+        "train_per_class: 6", "train_per_class: 40").replace(
+        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
+    study, runs = prepare(study_file, ["train.world_size=2"])
+    d = run_dir(results, study, runs[0])
+    cmd = [sys.executable, "-m", "fusion_lab", "run", str(study_file), "--results",
+           str(results), "--device", "cpu", "--nproc", "2", "--progress", "off", "--no-table"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not store.read_jsonl(d / "metrics.jsonl") and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "interrupted", (summary, err[-2000:])
+    assert not (d / "claim").exists()
+    done = len(store.read_jsonl(d / "metrics.jsonl"))
+    assert 1 <= done < 4
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["world_size"] == 2
