@@ -1,4 +1,4 @@
-"""How a run trains: the recipe, one epoch, evaluation, checkpoints and resume.
+"""How a run trains: the recipe, one epoch, evaluation (checkpoints: ``fusion_lab.checkpoint``).
 
 ``train_run`` is the whole life of a run folder: ``resume`` restores ``checkpoint.pt`` when
 one is there, ``train_epoch`` trains one epoch, each finished epoch appends a line to
@@ -10,13 +10,11 @@ and the model's layout on the device are in ``fusion_lab.device``.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import torch
 from torch import nn
 
 from fusion_lab import ddp
+from fusion_lab.checkpoint import resume, rng_state, save_checkpoint
 from fusion_lab.config import RunConfig, TrainConfig, to_dict
 from fusion_lab.device import Precision, device_name, precision, prepare_model, resolve_device
 from fusion_lab.errors import DivergedError, FusionLabError
@@ -36,7 +35,6 @@ from fusion_lab.store import (
     ClaimLost,
     append_jsonl,
     read_jsonl,
-    write_text,
 )
 
 
@@ -124,62 +122,6 @@ def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision,
     acc = {k: 100.0 * v / total for k, v in correct.items()}
     heads = {k: v for k, v in acc.items() if k != "combined"}
     return {"acc": acc["combined"], "heads": heads, "n": total}
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if s.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-@dataclass
-class Resumed:
-    """Where a run starts: 0 for a fresh run, else the checkpoint's epoch and its state."""
-
-    epoch: int = 0
-    best: dict | None = None  # the best validation epoch so far (see ``run_summary``)
-    wall_before_s: float = 0.0  # wall time of the earlier, interrupted attempts
-    rows: list[dict] = field(default_factory=list)  # metrics.jsonl lines of those epochs
-
-
-def resume(run_dir: Path, run_id: str, model: nn.Module, opt: torch.optim.Optimizer,
-           sched: Any, prec: Precision, dev: torch.device, write: bool = True) -> Resumed:
-    """Restore the run's checkpoint (when it belongs to ``run_id``) into the model,
-    optimizer, scheduler, grad scaler and RNGs; cut metrics.jsonl to the epochs it holds
-    (unless ``write`` is false: DDP processes other than 0 only read)."""
-    ckpt_path = run_dir / CHECKPOINT
-    out = Resumed()
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        if state.get("run_id") == run_id:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            if prec.scaler is not None and state.get("scaler"):
-                prec.scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"])
-            out.epoch, out.best = state["epoch"], state.get("best_val")
-            out.wall_before_s = state.get("wall_time_s", 0.0)
-    # Keep exactly the metrics of the epochs the checkpoint holds.
-    metrics_path = run_dir / METRICS_JSONL
-    out.rows = [r for r in read_jsonl(metrics_path) if r.get("epoch", 0) <= out.epoch]
-    if write:
-        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in out.rows))
-    return out
 
 
 @dataclass
@@ -311,12 +253,12 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         ddp.broadcast(True, d)
         t_ckpt = time.perf_counter()
         with deferred():  # a signal waits: checkpoint and metrics line go together
-            _save_checkpoint(run_dir / CHECKPOINT, {
+            save_checkpoint(run_dir / CHECKPOINT, {
                 "run_id": run_id, "epoch": epoch + 1, "config": to_dict(cfg),
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
-                "rng": _rng_state(), "best_val": best, "num_classes": data.num_classes,
+                "rng": rng_state(), "best_val": best, "num_classes": data.num_classes,
                 "class_names": data.class_names,
                 "wall_time_s": start.wall_before_s + time.perf_counter() - t_start})
             append_jsonl(metrics_path, record)
