@@ -171,3 +171,14 @@ def test_sigterm_to_a_ddp_run_records_interrupted_and_nproc_2_resumes_it(study_f
     assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
     summary = json.loads((d / "summary.json").read_text())
     assert summary["status"] == "done" and summary["world_size"] == 2
+
+
+def test_nproc_beyond_the_gpus_present_is_one_line(study_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a 1-GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(study_file), "--results", str(tmp_path / "r"), "--nproc", "2"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "--nproc 2 asks for more processes than the 1 GPU(s) present" in err
+    assert not (tmp_path / "r").exists()
