@@ -17,12 +17,14 @@ from typing import Any
 import pandas as pd
 
 from fusion_lab.errors import FusionLabError
+from fusion_lab.provenance import plugin_changes
 from fusion_lab.stats import difference_interval
 from fusion_lab.store import (
     CONFIG_JSON,
     COST_JSON,
     DONE,
     FAILED,
+    INTERRUPTED,
     PENDING,
     RUNNING,
     STUDY_JSON,
@@ -113,6 +115,7 @@ def _run_record(run_dir: Path, metric: str, known: dict | None = None) -> dict:
     rec["acc"] = (result or {}).get("acc")
     rec["heads"] = (result or {}).get("heads") or {}
     rec["no_metric"] = rec["status"] == DONE and rec["acc"] is None
+    rec["plugins_changed"] = plugin_changes(summary) if rec["status"] == DONE else []
     return rec
 
 
@@ -285,7 +288,7 @@ def load_results(study_dir: Path, metric: str = "final", cost: bool = False
 
 
 def not_done(runs: pd.DataFrame) -> pd.DataFrame:
-    """Failed, running and pending runs (run folders without a summary included)."""
+    """Failed, running, interrupted and pending runs (folders without a summary included)."""
     if not len(runs):
         return runs
-    return runs[runs.status.isin([FAILED, RUNNING, PENDING])]
+    return runs[runs.status.isin([FAILED, RUNNING, INTERRUPTED, PENDING])]

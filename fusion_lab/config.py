@@ -93,6 +93,8 @@ class TrainConfig:
     amp: str = _f("auto", choices=AMP_MODES)  # auto (bf16 on CUDA if supported, else fp16) | bf16 | fp16 | off
     channels_last: bool = True  # on CUDA only
     compile: bool = False  # torch.compile the fusion and attention modules (CUDA)
+    world_size: int = 1  # processes training one run with DDP (set by fusionlab run --nproc)
+    sync_bn: bool = False  # SyncBatchNorm across those processes (CUDA only)
     # Fields below cannot change the result; they are left out of the run id.
     workers: int = _f(4, min=0)
     log_every: int = _f(0, min=0)  # batches between log lines (0: progress bar only)
@@ -122,6 +124,8 @@ ID_NEUTRAL: dict[str, Any] = {
     "train.backbone_high_lr_stages": 0,
     "model.init": "pytorch",
     "dataset.decode": "cpu",  # where JPEGs are decoded; cpu is the pipeline every run used
+    "train.world_size": 1,  # DDP processes of one run (1: an ordinary run)
+    "train.sync_bn": False,
 }
 
 INITS = ("pytorch", "released")

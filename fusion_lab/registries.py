@@ -38,6 +38,9 @@ Contracts per kind (the assembler wires components by shape, never by config):
 - DATASETS: ``cls(root, **options)``; see ``fusion_lab.data.source`` (including the
   ``check_options`` hook that validation calls, and ``reference_recipe``, the training
   recipe a dataset names; see ``fusion_lab.recipes``).
+- LAUNCHERS: see ``fusion_lab.launchers``: ``cls(**options)`` with ``OPTIONS`` (name ->
+  (default, help)) and ``launch(job) -> exit code``; where each pending run's training
+  executes (this process, a SLURM job array, a Ray cluster).
 
 ``**kw`` above stands for the component's own keyword arguments (a study's
 ``fusion_args``, ``attention_args``, ``head_args``): name them in the signature rather
@@ -156,6 +159,7 @@ ATTENTIONS = Registry("attention")
 HEADS = Registry("head")
 PRESETS = Registry("preset")
 DATASETS = Registry("dataset")
+LAUNCHERS = Registry("launcher")
 
 KINDS: dict[str, Registry] = {
     "backbones": BACKBONES,
@@ -164,6 +168,7 @@ KINDS: dict[str, Registry] = {
     "heads": HEADS,
     "presets": PRESETS,
     "datasets": DATASETS,
+    "launchers": LAUNCHERS,
 }
 
 _loaded_builtin = False
@@ -176,6 +181,7 @@ def load_builtin() -> None:
     global _loaded_builtin, _loaded_entry_points
     if not _loaded_builtin:
         importlib.import_module("fusion_lab.registry")
+        importlib.import_module("fusion_lab.launchers")
         _loaded_builtin = True
     if not _loaded_entry_points:
         _loaded_entry_points = True

@@ -1,17 +1,17 @@
-"""Run a study's planned runs: train what is missing or failed, in this process or in one
-worker process per GPU (planning is in ``fusion_lab.planning``, training in
-``fusion_lab.train``, the results folder's layout in ``fusion_lab.store``).
+"""Run a study's planned runs: train what is missing, failed or interrupted, in this process
+or in one worker process per GPU (planning is in ``fusion_lab.planning``, training in
+``fusion_lab.train``, the results folder's layout in ``fusion_lab.store``, other places to
+train in ``fusion_lab.launchers``).
 
-Every run folder is claimed atomically before training, so several ``fusionlab run``
-processes (or one per GPU with ``--gpus``) can share one results folder without ever
-training the same run. A failing run is recorded and the study goes on.
+Every run folder is claimed atomically (a lease, kept alive by a heartbeat) before
+training, so several ``fusionlab run`` processes, on one host or many sharing a results
+folder, never train the same run. A failing run is recorded and the study goes on.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -22,8 +22,11 @@ from typing import Any
 
 import click
 
-from fusion_lab import __version__, store
+from fusion_lab import store
 from fusion_lab.config import to_dict
+from fusion_lab.errors import FusionLabError
+from fusion_lab.lease import Lease, RunInterrupted, ignored, interrupts
+from fusion_lab.provenance import plugin_files, record
 from fusion_lab.study import PlannedRun, Study, study_plan
 
 
@@ -36,24 +39,8 @@ class Outcome:
     wall_s: float = 0.0
 
 
-def versions() -> dict[str, str]:
-    import timm
-    import torch
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "timm": timm.__version__, "fusion_lab": __version__}
-
-
-def git_commit() -> str | None:
-    here = Path(__file__).resolve().parent.parent
-    if not (here / ".git").exists() or shutil.which("git") is None:
-        return None
-    try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+def run_dir(results: Path, study: Study, r: PlannedRun) -> Path:
+    return store.run_dir(results, study.name, r.run_id)
 
 
 def identity(study: Study, r: PlannedRun) -> dict[str, Any]:
@@ -63,42 +50,101 @@ def identity(study: Study, r: PlannedRun) -> dict[str, Any]:
 
 def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str = "auto",
                 fail_fast: bool = False, retry_failed: bool = False,
-                progress: Any = None) -> Outcome:
-    """Train every run that is not done (nor failed, unless ``retry_failed``) in this process."""
-    from fusion_lab.train import train_run
+                progress: Any = None, lease_s: float = store.LEASE_S) -> Outcome:
+    """Train every run that is not done (nor failed, unless ``retry_failed``) in this process.
 
+    Each run is trained under a lease (``fusion_lab.lease``). SIGTERM/SIGINT record the run
+    as interrupted, release its claim and propagate (``RunInterrupted``); a run whose claim
+    was taken over by another process stops without writing anything more.
+    """
     t0 = time.perf_counter()
     out = Outcome()
-    store.write_json(store.study_dir(results, study.name) / store.STUDY_JSON,
-                     study_plan(study, runs))
+    from fusion_lab import ddp
+
+    group = ddp.current()
+    if group.main:
+        store.write_json(store.study_dir(results, study.name) / store.STUDY_JSON,
+                         study_plan(study, runs))
     todo = []
     for r in runs:
-        status = store.run_status(store.run_dir(results, study.name, r.run_id))
+        status = store.run_status(run_dir(results, study, r))
         if status == store.DONE or (status == store.FAILED and not retry_failed):
             out.skipped.append((r, status))
         else:
             todo.append(r)
+    if group.active:  # every process works through process 0's list
+        ids = set(ddp.broadcast([r.run_id for r in todo], group))
+        todo = [r for r in runs if r.run_id in ids]
     if progress is not None:
         progress.start_study(study.name, len(runs), len(todo))
+    plugins = plugin_files(study.plugins, study.path.parent if study.path else None)
     for r in todo:
-        d = store.run_dir(results, study.name, r.run_id)
-        if not store.try_claim(d):
-            out.skipped.append((r, store.RUNNING))
-            continue
-        try:
+        train_one(study, r, results, out, device=device, retry_failed=retry_failed,
+                  progress=progress, lease_s=lease_s, plugins=plugins)
+        if ddp.broadcast(bool(out.failed and fail_fast), group):
+            break
+    out.wall_s = time.perf_counter() - t0
+    return out
+
+
+def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: str = "auto",
+              retry_failed: bool = False, progress: Any = None, lease_s: float = store.LEASE_S,
+              plugins: list[Path] | None = None) -> None:
+    """Claim, train and record one run (its outcome goes into ``out``)."""
+    from fusion_lab import ddp
+    from fusion_lab.train import train_run
+
+    group = ddp.current()
+    d = run_dir(results, study, r)
+    if not group.main:  # DDP: process 0 claims, records and decides; this one trains along
+        if ddp.broadcast(None, group):
+            try:
+                with ignored():  # process 0 handles SIGTERM/SIGINT for the group
+                    train_run(d, r.config, r.run_id, device=device)
+            except (store.ClaimLost, FusionLabError):
+                pass  # process 0 records what happened
+        return
+    token = store.try_claim(d, lease_s=lease_s)
+    if not token:
+        ddp.broadcast(False, group)
+        out.skipped.append((r, store.RUNNING))
+        return
+    lease = Lease(d, token, interval_s=min(store.HEARTBEAT_S, lease_s / 4))
+    try:
+        with lease, interrupts():
             status = store.run_status(d)  # re-read under the claim: another process may have won
             if status == store.DONE or (status == store.FAILED and not retry_failed):
+                ddp.broadcast(False, group)
                 out.skipped.append((r, status))
-                continue
+                return
+            ddp.broadcast(True, group)
             (d / store.SUMMARY_JSON).unlink(missing_ok=True)
-            store.write_json(d / store.CONFIG_JSON,
-                             {**identity(study, r), "config": to_dict(r.config)})
+            store.write_json(d / store.CONFIG_JSON, {**identity(study, r), "config": to_dict(r.config)})
             if progress is not None:
                 progress.start_run(r)
             summary = {**identity(study, r), "status": store.DONE, "error": None}
             try:
-                result = train_run(d, r.config, r.run_id, device=device, progress=progress)
-            except Exception as e:  # recorded, and the study goes on (Ctrl-C is not one)
+                result = train_run(d, r.config, r.run_id, device=device, progress=progress,
+                                   before_write=lease.check)
+            except (RunInterrupted, KeyboardInterrupt, SystemExit, _NotRequeued) as e:
+                # SystemExit: submitit's requeue on the scheduler's signal exits this way;
+                # its UncompletedJobError: the signal came but the task is not requeued
+                if not lease.lost and store.owns_claim(d, token):
+                    last = store.read_jsonl(d / store.METRICS_JSONL)
+                    why = (str(e) if isinstance(e, RunInterrupted) else
+                           "interrupted by SIGINT" if isinstance(e, KeyboardInterrupt) else
+                           "stopped by the scheduler (requeued)" if isinstance(e, SystemExit)
+                           else f"stopped by the scheduler, not requeued: {e}")
+                    summary.update(status=store.INTERRUPTED, error=why, final=None, best_val=None,
+                                   last_epoch=last[-1] if last else None,
+                                   finished=store.now(), trained_by=_who())
+                    store.write_json(d / store.SUMMARY_JSON, summary)
+                raise
+            except store.ClaimLost as e:
+                out.skipped.append((r, "lost"))
+                click.echo(f"warning: {e}", err=True)
+                return
+            except Exception as e:  # recorded, and the study goes on
                 msg = _error_message(e)
                 (d / store.ERROR_LOG).write_text(traceback.format_exc())
                 last = store.read_jsonl(d / store.METRICS_JSONL)
@@ -113,15 +159,26 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
                 out.train_s += result["setup_s"] + result["train_time_s"]
                 if progress is not None:
                     progress.end_run(r, result, None)
-            summary.update(versions=versions(), git_commit=git_commit(), finished=store.now(),
-                           trained_by={"pid": os.getpid(), "host": platform.node()})
+            summary.update(record(plugins or []), finished=store.now(), trained_by=_who())
+            try:
+                lease.check()
+            except store.ClaimLost as e:
+                click.echo(f"warning: {e}", err=True)
+                return
             store.write_json(d / store.SUMMARY_JSON, summary)
-            if out.failed and fail_fast:
-                break
-        finally:
-            store.release_claim(d)
-    out.wall_s = time.perf_counter() - t0
-    return out
+    finally:
+        store.release_claim(d, token)
+
+
+try:  # raised by submitit's signal handler when a timed-out task is not requeued
+    from submitit.core.utils import UncompletedJobError as _NotRequeued
+except ImportError:
+    class _NotRequeued(Exception):  # type: ignore[no-redef]
+        """Stands in for submitit's UncompletedJobError when submitit is absent."""
+
+
+def _who() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": platform.node()}
 
 
 def _error_message(e: BaseException) -> str:
@@ -134,23 +191,56 @@ def _error_message(e: BaseException) -> str:
 
 
 def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: list[str],
-                   fail_fast: bool, retry_failed: bool) -> int:
+                   fail_fast: bool, retry_failed: bool, lease_s: float = store.LEASE_S,
+                   device: str = "cuda") -> int:
     """One worker process per GPU, each with its own CUDA_VISIBLE_DEVICES.
 
-    The workers share the results folder; claims keep them off each other's runs.
+    The workers share the results folder; claims keep them off each other's runs. A
+    SIGTERM to this process is passed on to the workers, which record their runs as
+    interrupted.
     """
-    procs = []
+    cmds = []
     for gpu in gpus:
         cmd = [sys.executable, "-m", "fusion_lab", "run", study_path, "--results",
-               str(results), "--device", "cuda", "--no-table", "--progress", "plain"]
+               str(results), "--device", device, "--no-table", "--progress", "plain",
+               "--lease", str(lease_s)]
         for o in overrides:
             cmd += ["--set", o]
         if fail_fast:
             cmd.append("--fail-fast")
         if retry_failed:
             cmd.append("--retry-failed")
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
         click.echo(f"worker on GPU {gpu}: started", err=True)
-        procs.append(subprocess.Popen(cmd, env=env))
-    codes = [p.wait() for p in procs]
+        cmds.append((cmd, {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}))
+    return run_forwarding(cmds)
+
+
+def run_forwarding(cmds: list[tuple[list[str], dict]]) -> int:
+    """Start the commands (each with its environment), wait for all; their worst exit status.
+
+    A SIGTERM to this process is passed on to them while they run.
+    """
+    import signal
+
+    procs: list[subprocess.Popen] = []
+
+    def forward(signum: int, frame) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = signal.signal(signal.SIGTERM, forward) if _main_thread() else None
+    try:
+        for cmd, env in cmds:
+            procs.append(subprocess.Popen(cmd, env=env))
+        codes = [p.wait() for p in procs]
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
     return max(codes) if codes else 0
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -23,7 +23,7 @@ from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.store import canonical_json, run_ids
 
 STUDY_KEYS = ("name", "describe", "plugins", "base", "variants", "grid", "seeds",
-              "baseline", "reference")
+              "baseline", "reference", "launcher")
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Study:
     seeds: list[int] = field(default_factory=lambda: [0])
     baseline: str | None = None
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
+    launcher: dict[str, Any] = field(default_factory=dict)  # {name: slurm, OPTION: value, ..}
     path: Path | None = None
 
 
@@ -198,11 +199,16 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
                 sub = key.split(".", 1)[1] if "." in key else None
                 if sub is not None:
                     _drop_dotted(v[section], sub)
+    launcher = raw.get("launcher") or {}
+    if not isinstance(launcher, dict) or not isinstance(launcher.get("name", ""), str):
+        problems.append("launcher must be a mapping with a `name` and its options, e.g. "
+                        "{name: slurm, partition: gpu}")
+        launcher = {}
     if problems:
         raise ConfigError(problems, source=str(path))
     return Study(name=name, describe=str(raw.get("describe", "")), plugins=plugins, base=base,
                  variants=variants, grid=grid, seeds=seeds, baseline=baseline,
-                 reference=reference, path=path)
+                 reference=reference, launcher=launcher, path=path)
 
 
 def _merge_common(problems: list[tuple[str, str]], n_rows: int) -> list[str]:

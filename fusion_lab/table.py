@@ -70,6 +70,7 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
     records: list[dict] = []
     blocks: list[str] = []
     for study_dir, res in zip(dirs, loaded):
+        out.warnings += plugin_warnings(res)
         if not len(res.rows):
             empty = f"{res.name}: no runs yet: run `fusionlab run` on its study file"
             (out.warnings if fmt in ("csv", "json") else blocks).append(empty)
@@ -107,6 +108,21 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
     else:
         out.text = "\n\n".join(blocks)
     return out
+
+
+def plugin_warnings(res: StudyResults) -> list[str]:
+    """One line per plugin file that changed on disk since finished runs were trained with it."""
+    runs = res.runs
+    if not len(runs) or "plugins_changed" not in runs:
+        return []
+    by_file: dict[str, int] = {}
+    for changed in runs.plugins_changed:
+        for path in changed or []:
+            by_file[path] = by_file.get(path, 0) + 1
+    return [f"warning: {res.name}: plugin file {path} has changed since {n} finished run(s) "
+            "were trained with it (its SHA-256 differs from the one in their summary.json); "
+            "their results may not be what the file computes now"
+            for path, n in sorted(by_file.items())]
 
 
 def pivot_frame(res: StudyResults, row_key: str, col_key: str) -> pd.DataFrame:

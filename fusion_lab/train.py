@@ -1,4 +1,4 @@
-"""How a run trains: the recipe, one epoch, evaluation, checkpoints and resume.
+"""How a run trains: the recipe, one epoch, evaluation (checkpoints: ``fusion_lab.checkpoint``).
 
 ``train_run`` is the whole life of a run folder: ``resume`` restores ``checkpoint.pt`` when
 one is there, ``train_epoch`` trains one epoch, each finished epoch appends a line to
@@ -10,13 +10,12 @@ and the model's layout on the device are in ``fusion_lab.device``.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +23,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from fusion_lab import ddp
+from fusion_lab.checkpoint import resume, rng_state, save_checkpoint
 from fusion_lab.config import RunConfig, TrainConfig, to_dict
 from fusion_lab.data.device import on_device
 from fusion_lab.device import Precision, device_name, precision, prepare_model, resolve_device
 from fusion_lab.errors import DivergedError, FusionLabError, FusionLabWarning
+from fusion_lab.lease import deferred
 from fusion_lab.loggers import Sinks
 from fusion_lab.model import FusionModel, build_model, model_loss, split_backbone
 from fusion_lab.store import (
     BEST_WEIGHTS,
     CHECKPOINT,
     METRICS_JSONL,
+    ClaimLost,
     append_jsonl,
     read_jsonl,
-    write_text,
 )
 
 
@@ -133,60 +135,6 @@ def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision,
     return {"acc": acc["combined"], "heads": heads, "n": total}
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if s.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-@dataclass
-class Resumed:
-    """Where a run starts: 0 for a fresh run, else the checkpoint's epoch and its state."""
-
-    epoch: int = 0
-    best: dict | None = None  # the best validation epoch so far (see ``run_summary``)
-    wall_before_s: float = 0.0  # wall time of the earlier, interrupted attempts
-    rows: list[dict] = field(default_factory=list)  # metrics.jsonl lines of those epochs
-
-
-def resume(run_dir: Path, run_id: str, model: nn.Module, opt: torch.optim.Optimizer,
-           sched: Any, prec: Precision, dev: torch.device) -> Resumed:
-    """Restore the run's checkpoint (when it belongs to ``run_id``) into the model,
-    optimizer, scheduler, grad scaler and RNGs; cut metrics.jsonl to the epochs it holds."""
-    ckpt_path = run_dir / CHECKPOINT
-    out = Resumed()
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        if state.get("run_id") == run_id:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            if prec.scaler is not None and state.get("scaler"):
-                prec.scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"])
-            out.epoch, out.best = state["epoch"], state.get("best_val")
-            out.wall_before_s = state.get("wall_time_s", 0.0)
-    # Keep exactly the metrics of the epochs the checkpoint holds.
-    metrics_path = run_dir / METRICS_JSONL
-    out.rows = [r for r in read_jsonl(metrics_path) if r.get("epoch", 0) <= out.epoch]
-    write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in out.rows))
-    return out
-
-
 @dataclass
 class EpochStats:
     loss_sum: float = 0.0  # summed over images
@@ -196,36 +144,43 @@ class EpochStats:
 
 def train_epoch(model: nn.Module, loader, opt: torch.optim.Optimizer, prec: Precision,
                 dev: torch.device, channels_last: bool, t: TrainConfig, epoch: int,
-                progress: Any = None) -> EpochStats:
-    """One pass over the training split; stops the run on a non-finite loss."""
+                progress: Any = None, d: ddp.Dist = ddp.SINGLE) -> EpochStats:
+    """One pass over the training split; stops the run on a non-finite loss.
+
+    With DDP (``d.active``) the loader yields this process's share of each global batch;
+    the loss is scaled so that the averaged gradient is the global batch's, and the
+    statistics are the global batch's.
+    """
     model.train()
     t0 = time.perf_counter()
     stats = EpochStats()
     for step, (images, labels) in enumerate(on_device(loader, dev, channels_last)):
-        if labels.numel() < 2:  # a last batch of one image: BatchNorm cannot train on it
-            continue
+        if labels.numel() < 2 and not d.active:  # BatchNorm cannot train on one image
+            continue  # (DDP: ShardedBatches skips such batches on every process)
         with prec.autocast():
             out = model(images)
             loss = model_loss(out, labels, t.label_smoothing)
-        if not torch.isfinite(loss):
+        right = int((out["combined"].argmax(1) == labels).sum())
+        loss, mean_loss, right, n = ddp.scaled_loss(loss, right, labels.numel(), d)
+        if not math.isfinite(mean_loss):
             raise DivergedError(
-                f"loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}; lower "
+                f"loss became {mean_loss} at epoch {epoch + 1}, batch {step + 1}; lower "
                 "the learning rates (train.lr_new, train.lr_backbone), set train.grad_clip, "
                 "or use train.amp=bf16/off"
             )
         optimizer_step(loss, opt, prec, model, t.grad_clip)
-        n = labels.numel()
-        stats.loss_sum += loss.item() * n
-        stats.correct += int((out["combined"].argmax(1) == labels).sum())
+        stats.loss_sum += mean_loss * n
+        stats.correct += right
         stats.seen += n
         if progress is not None:
-            progress.batch(loss.item(), 100.0 * stats.correct / stats.seen,
+            progress.batch(mean_loss, 100.0 * stats.correct / stats.seen,
                            stats.seen / max(1e-9, time.perf_counter() - t0))
     return stats
 
 
 def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "auto",
-              progress: Any = None, stop_after_epochs: int | None = None) -> dict[str, Any]:
+              progress: Any = None, stop_after_epochs: int | None = None,
+              before_write: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train (or resume) one run in ``run_dir``; returns the result part of its summary.
 
     Args:
@@ -236,28 +191,43 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         progress: an object with ``start_epoch(epoch, epochs, batches)``,
             ``batch(loss, acc, images_per_s)`` and ``end_epoch(record)`` (or None).
         stop_after_epochs: stop (as if killed) once this many epochs are done; for tests.
+        before_write: called before each epoch's checkpoint and metrics are written; the
+            runner's lease check, which raises if another process took the claim over.
+
+    Under DDP (``fusion_lab.ddp``, ``train.world_size`` processes) every process calls
+    this; process 0 alone evaluates and writes, and its ``before_write`` decides for all.
     """
     from fusion_lab.data import build_data
 
     run_dir = Path(run_dir)
+    d = ddp.current()
     t, dev = cfg.train, resolve_device(device)
+    if t.world_size != d.world_size:
+        raise FusionLabError(
+            f"train.world_size is {t.world_size} but this is one of {d.world_size} "
+            f"process(es): train it with fusionlab run --nproc {t.world_size}")
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = build_data(cfg.dataset, image_size=t.image_size, resize=t.resize,
                       batch_size=t.batch_size, workers=t.workers, seed=cfg.seed,
-                      device=dev.type)
+                      device=dev.type, rank=d.rank, world_size=d.world_size)
     model, channels_last = prepare_model(build_model(cfg.model, data.num_classes), dev,
                                          channels_last=t.channels_last, compile=t.compile)
+    model = ddp.to_sync_bn(model, d, dev, t.sync_bn)
     opt, sched = make_optimizer(model, cfg)
+    net = ddp.wrap(model, d, dev)  # what steps; ``model`` is what is evaluated and saved
     prec = precision(t.amp, dev)
     setup_s = time.perf_counter() - t_start
-    start = resume(run_dir, run_id, model, opt, sched, prec, dev)
+    if before_write is not None and d.main:
+        before_write()  # resume rewrites metrics.jsonl
+    start = resume(run_dir, run_id, model, opt, sched, prec, dev, write=d.main)
     best = start.best
     metrics_path = run_dir / METRICS_JSONL
     train_time = checkpoint_s = 0.0
-    sinks, ok = Sinks(t.loggers, run_dir), False
+    # optional tracking sinks (train.loggers) beside metrics.jsonl; process 0 writes
+    sinks, ok = Sinks(t.loggers if d.main else [], run_dir), False
     try:
         for epoch in range(start.epoch, t.epochs):
             if stop_after_epochs is not None and epoch >= stop_after_epochs:
@@ -267,10 +237,14 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
             t0 = time.perf_counter()
             if progress is not None:
                 progress.start_epoch(epoch, t.epochs, len(data.train))
-            ep = train_epoch(model, data.train, opt, prec, dev, channels_last, t, epoch, progress)
+            ep = train_epoch(net, data.train, opt, prec, dev, channels_last, t, epoch, progress, d)
             epoch_train_s = time.perf_counter() - t0
             lr = opt.param_groups[1]["lr"]
             sched.step()
+            if not d.main:  # process 0 evaluates and writes; go on once it says so
+                if not ddp.broadcast(None, d):
+                    raise ClaimLost("process 0 lost the run's claim; stopping")
+                continue
             val = evaluate(model, data.val, dev, prec, channels_last) if data.val else None
             test = evaluate(model, data.test, dev, prec, channels_last)
             epoch_s = time.perf_counter() - t0
@@ -280,24 +254,33 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
                       "val_acc": val["acc"] if val else None,
                       "test_acc": test["acc"], "test_heads": test["heads"],
                       "images_per_s": ep.seen / max(1e-9, epoch_train_s), "epoch_s": epoch_s}
-            if val is not None and (best is None or val["acc"] > best["val_acc"]):
+            new_best = val is not None and (best is None or val["acc"] > best["val_acc"])
+            if new_best:
                 best = {"epoch": epoch + 1, "val_acc": val["acc"], "acc": test["acc"],
                         "heads": test["heads"]}
-                # the weights of the best validation epoch, for viz and later evaluation
-                _save_checkpoint(run_dir / BEST_WEIGHTS, {
-                    "run_id": run_id, "epoch": epoch + 1, "val_acc": val["acc"],
-                    "config": to_dict(cfg), "model": model.state_dict(),
-                    "num_classes": data.num_classes, "class_names": data.class_names})
+            try:
+                if before_write is not None:
+                    before_write()
+            except BaseException:
+                ddp.broadcast(False, d)
+                raise
+            ddp.broadcast(True, d)
             t_ckpt = time.perf_counter()
-            _save_checkpoint(run_dir / CHECKPOINT, {
-                "run_id": run_id, "epoch": epoch + 1, "config": to_dict(cfg),
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
-                "rng": _rng_state(), "best_val": best, "num_classes": data.num_classes,
-                "class_names": data.class_names,
-                "wall_time_s": start.wall_before_s + time.perf_counter() - t_start})
-            append_jsonl(metrics_path, record)
+            with deferred():  # a signal waits: checkpoint and metrics line go together
+                if new_best:  # the best validation epoch's weights, for viz and evaluation
+                    save_checkpoint(run_dir / BEST_WEIGHTS, {
+                        "run_id": run_id, "epoch": epoch + 1, "val_acc": val["acc"],
+                        "config": to_dict(cfg), "model": model.state_dict(),
+                        "num_classes": data.num_classes, "class_names": data.class_names})
+                save_checkpoint(run_dir / CHECKPOINT, {
+                    "run_id": run_id, "epoch": epoch + 1, "config": to_dict(cfg),
+                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
+                    "rng": rng_state(), "best_val": best, "num_classes": data.num_classes,
+                    "class_names": data.class_names,
+                    "wall_time_s": start.wall_before_s + time.perf_counter() - t_start})
+                append_jsonl(metrics_path, record)
             sinks.log_epoch(record)
             checkpoint_s += time.perf_counter() - t_ckpt
             if progress is not None:
@@ -305,16 +288,16 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         ok = True
     finally:
         sinks.close(ok)
-    if not t.keep_checkpoint:
+    if not t.keep_checkpoint and d.main:
         (run_dir / CHECKPOINT).unlink(missing_ok=True)
     times = {"train_time_s": train_time, "setup_s": setup_s, "checkpoint_s": checkpoint_s,
              "wall_time_s": start.wall_before_s + time.perf_counter() - t_start}
-    summary = run_summary(read_jsonl(metrics_path), best, data, dev, prec, times)
     # The test loader's batches (the training batch size, unshuffled): a batch-dependent
     # model's predictions depend on them (docs/results-format.md).
-    summary.update(batch_dependent=bool(getattr(model, "batch_dependent", False)),
-                   test_batch_size=t.batch_size)
-    return summary
+    return {**run_summary(read_jsonl(metrics_path), best, data, dev, prec, times),
+            "world_size": d.world_size, "batch_per_process": t.batch_size // d.world_size,
+            "batch_dependent": bool(getattr(model, "batch_dependent", False)),
+            "test_batch_size": t.batch_size}
 
 
 def run_summary(rows: list[dict], best: dict | None, data: Any, dev: torch.device,

@@ -15,6 +15,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,9 +83,10 @@ class StudyWriter:
         ident = {"run_id": run_id, "group_id": group_id, "study": self.study["name"],
                  "label": label, "grid": grid, "seed": seed}
         (d / "config.json").write_text(json.dumps({**ident, "config": cfg}))
-        if status == "running":  # claimed on another machine: counts as running
+        if status == "running":  # claimed on another machine, fresh heartbeat: running
             (d / "claim").write_text(json.dumps({"pid": 1, "host": "elsewhere-" +
-                                                 socket.gethostname(), "time": "x"}))
+                                                 socket.gethostname(), "ts": time.time(),
+                                                 "token": "t", "lease_s": 300.0}))
         if status not in ("done", "failed"):
             return
         final = {"acc": acc, "heads": heads or {}} if status == "done" else None

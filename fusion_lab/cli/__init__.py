@@ -1,7 +1,8 @@
 """The `fusionlab` command: a thin click layer over the library, one command per file.
 
 Subcommands are imported only when invoked, so `fusionlab table` never imports torch.
-A ``FusionLabError`` becomes one line on stderr and exit status 2; a Ctrl-C exits 130.
+A ``FusionLabError`` becomes one line on stderr and exit status 2; a Ctrl-C exits 130, a
+SIGTERM while a run trains 143 (the run is recorded as interrupted).
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except BaseException as e:
+        from fusion_lab.lease import RunInterrupted
+
+        if not isinstance(e, RunInterrupted):
+            raise
+        click.echo(f"{e}: the run is recorded as interrupted; rerun to resume it", err=True)
+        sys.exit(128 + e.signum)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

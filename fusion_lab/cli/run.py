@@ -1,4 +1,4 @@
-"""`fusionlab run STUDY`: train every run of a study that is missing or failed."""
+"""`fusionlab run STUDY`: train (or submit, with a cluster launcher) every run not done yet."""
 
 from __future__ import annotations
 
@@ -18,69 +18,132 @@ import click
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")
 @click.option("--gpus", default=None, metavar="0,1,..",
-              help="Train several runs at once, one process per GPU.")
+              help="Train several runs at once, one process per GPU (local launcher).")
+@click.option("--launcher", default=None,
+              help="Where runs train: local (default), slurm, ray; `fusionlab list launchers`.")
+@click.option("--launcher-opt", "launcher_opts", multiple=True, metavar="KEY=VALUE",
+              help="A launcher option, e.g. --launcher-opt partition=gpu (overrides the "
+                   "study's launcher: section).")
+@click.option("--nproc", type=click.IntRange(1), default=None, metavar="N",
+              help="Train each run on N processes with DistributedDataParallel (started "
+                   "through torchrun; on CUDA one GPU each, on the CPU the gloo backend).")
+@click.option("--wait", is_flag=True,
+              help="With a cluster launcher: wait for the runs, then print the table.")
 @click.option("--dry-run", is_flag=True, help="Print every run with its id and status; train nothing.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run.")
 @click.option("--retry-failed", is_flag=True, help="Train failed runs again (from their last checkpoint).")
 @click.option("--progress", "progress_mode", default="auto", show_default=True,
               type=click.Choice(["auto", "bars", "plain", "off"]))
 @click.option("--table/--no-table", "show_table", default=True, help="Print the table at the end.")
+@click.option("--lease", "lease_s", default=300.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds without a heartbeat after which other processes, on any host, "
+                   "take a claimed run over.")
 def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
-        gpus: str | None, dry_run: bool, fail_fast: bool, retry_failed: bool,
-        progress_mode: str, show_table: bool) -> None:
+        gpus: str | None, launcher: str | None, launcher_opts: tuple[str, ...],
+        nproc: int | None, wait: bool,
+        dry_run: bool, fail_fast: bool, retry_failed: bool, progress_mode: str,
+        show_table: bool, lease_s: float) -> None:
     """Train every run of STUDY_FILE that is not done; print the table at the end.
 
     A rerun trains nothing that is done; growing a study trains only the new runs; a
-    killed run resumes from its last checkpoint. Exits 1 if any run failed.
+    killed or interrupted run resumes from its last checkpoint. Exits 1 if any run failed.
     """
-    from fusion_lab import store
+    from fusion_lab import ddp, store
+    from fusion_lab.errors import ConfigError, FusionLabError
+    from fusion_lab.launchers import LaunchJob, choose
     from fusion_lab.planning import prepare
-    from fusion_lab.runner import launch_workers, train_study
+    from fusion_lab.runner import run_dir
 
     t_start = time.perf_counter() - _process_age()
-    study, runs = prepare(study_file, list(overrides))
+    world = ddp.env_world_size()  # > 1: this is one of torchrun's processes
+    overrides = list(overrides)
+    if (nproc or 1) > 1 and world > 1:
+        raise FusionLabError("--nproc starts torchrun itself; inside torchrun leave it out")
+    if world > 1 or (nproc or 1) > 1:  # a DDP run is its own run (its id says so)
+        overrides.append(f"train.world_size={world if world > 1 else nproc}")
+    study, runs = prepare(study_file, overrides)
     results_dir = Path(results)
+    problems = ddp.check_runs(runs, device)
+    if problems:
+        raise ConfigError(problems, source=study_file)
+    if gpus and (launcher or (study.launcher or {}).get("name") or "local") != "local":
+        raise FusionLabError("--gpus is the local launcher's option; with another launcher "
+                             "use --launcher-opt gpus=N (GPUs per run)")
+    opts = list(launcher_opts) + ([f"gpus={gpus}"] if gpus else [])
+    name, chosen = choose(study, launcher, opts)
     if dry_run:
-        counts: dict[str, int] = {}
-        about = f" - {study.describe}" if study.describe else ""
-        click.echo(f"study {study.name}: {len(runs)} runs{about}")
-        for r in runs:
-            status = store.run_status(store.run_dir(results_dir, study.name, r.run_id))
-            counts[status] = counts.get(status, 0) + 1
-            click.echo(f"{r.run_id}  {status:<8} seed {r.seed:<3} {r.display}")
-        click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        _dry_run(study, runs, results_dir)
         return
-    if gpus:
-        code = launch_workers(study_file, list(overrides), results_dir,
-                              [g.strip() for g in gpus.split(",") if g.strip()],
-                              fail_fast, retry_failed)
-        _finish(study, runs, results_dir, show_table)
+    if (nproc or 1) > 1:
+        if name != "local" or gpus:
+            raise FusionLabError("--nproc trains on this machine: use it with the local "
+                                 "launcher and without --gpus")
+        code = ddp.start_torchrun(nproc, study_file, overrides, results_dir, device,
+                                  fail_fast, retry_failed, progress_mode, lease_s)
+        failed = _finish(study, runs, results_dir, show_table)
+        code = max(code, 1 if failed else 0)
+        if code:
+            sys.exit(code)
+        return
+    if world > 1:
+        group = ddp.init(device)
+        if not group.main:
+            progress_mode, show_table = "off", False
+    pending = []
+    for r in runs:
+        status = store.run_status(run_dir(results_dir, study, r))
+        if status != store.DONE and (status != store.FAILED or retry_failed):
+            pending.append(r)
+    job = LaunchJob(study_file=Path(study_file).resolve(), overrides=list(overrides),
+                    results=results_dir.resolve(), study=study, runs=runs, pending=pending,
+                    device=device, fail_fast=fail_fast, retry_failed=retry_failed,
+                    progress=progress_mode, lease_s=lease_s, wait=wait,
+                    extra={"t_start": t_start})
+    if name != "local":  # the local launcher's train_study writes it
+        from fusion_lab.study import study_plan
+
+        store.write_json(store.study_dir(results_dir, study.name) / store.STUDY_JSON,
+                     study_plan(study, runs))
+    code = chosen.launch(job)
+    if world > 1 and not ddp.current().main:
+        return  # process 0 reports
+    if name in ("local", "ray") or wait:
+        failed = _finish(study, runs, results_dir, show_table)
+        code = max(code, 1 if failed else 0)
+    if code:
         sys.exit(code)
-    from fusion_lab.device import resolve_device
-    from fusion_lab.progress import Progress
 
-    dev = resolve_device(device)  # --device cuda without CUDA: one error before anything trains
-    if dev.type != "cuda" and any(r.config.dataset.decode == "gpu" for r in runs):
-        from fusion_lab.errors import ConfigError
 
-        raise ConfigError(f"dataset.decode: gpu needs a CUDA device, and this run is on {dev}; "
-                          "use --device cuda or dataset.decode: cpu")
-    progress = Progress(progress_mode) if progress_mode != "off" else None
-    try:
-        out = train_study(study, runs, results_dir, device=device, fail_fast=fail_fast,
-                          retry_failed=retry_failed, progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
-    wall = time.perf_counter() - t_start
-    if out.trained:
-        overhead = wall - out.train_s
-        click.echo(f"trained {len(out.trained)} runs in {wall:.1f}s; runner overhead "
-                   f"(process start-up, expansion, checkpoints, results) {overhead:.1f}s = "
-                   f"{100 * overhead / wall:.1f}%", err=True)
-    failed = _finish(study, runs, results_dir, show_table)
-    if failed:
-        sys.exit(1)
+def _dry_run(study, runs, results_dir: Path) -> None:
+    """Every run with its id and status; for a claim or a queued task, whose and how old."""
+    import time as _time
+
+    from fusion_lab import store
+    from fusion_lab.runner import run_dir
+
+    counts: dict[str, int] = {}
+    about = f" - {study.describe}" if study.describe else ""
+    click.echo(f"study {study.name}: {len(runs)} runs{about}")
+    for r in runs:
+        d = run_dir(results_dir, study, r)
+        status = store.run_status(d)
+        note = ""
+        claim = store.read_claim(d) if status in (store.RUNNING, store.PENDING, store.INTERRUPTED) else None
+        queued = store.read_json(d / store.QUEUED_JSON)
+        if claim:
+            beat = claim.get("beat")
+            age = f", last heartbeat {_time.time() - beat:.0f}s ago" if beat else ""
+            kind = "claim" if status == store.RUNNING else "stale claim"
+            note = f"  ({kind}: {claim.get('host')} pid {claim.get('pid')}{age})"
+            if status == store.PENDING:
+                status = "stale"
+        elif status == store.PENDING and isinstance(queued, dict):
+            status = "queued"
+            note = f"  ({queued.get('launcher')} job {queued.get('job_id')}, " \
+                   f"submitted {queued.get('submitted')})"
+        counts[status] = counts.get(status, 0) + 1
+        click.echo(f"{r.run_id}  {status:<8} seed {r.seed:<3} {r.display}{note}")
+    click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 
 def _process_age() -> float:

@@ -89,7 +89,8 @@ def open_source(name: str, root: str | None, options: dict[str, Any]) -> tuple[I
 
 
 def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: int,
-               workers: int, seed: int, device: str = "cpu") -> DataBundle:
+               workers: int, seed: int, device: str = "cpu", rank: int = 0,
+               world_size: int = 1) -> DataBundle:
     """Loaders for the train, val and test splits of the dataset ``cfg`` names.
 
     Args:
@@ -98,6 +99,8 @@ def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: 
         batch_size: per loader; workers: DataLoader processes (0: load in this process).
         seed: the run's seed (train order and augmentation).
         device: pinned memory is used when it starts with "cuda".
+        rank, world_size: with world_size > 1 (DDP), the train loader yields this
+            process's share of each global batch of ``batch_size`` (``ShardedBatches``).
     """
     decode = cfg.decode
     if decode not in DECODERS:
@@ -138,7 +141,15 @@ def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: 
         return SkippingLoader(ds, split=split, log=log, sampler=sampler, **common)
 
     train_sampler = EpochSampler(len(train_samples), seed, shuffle=True)
-    train = loader("train", train_samples, train_tf, train_sampler)
+    if world_size > 1:
+        from fusion_lab.ddp import ShardedBatches
+
+        rest = {k: v for k, v in common.items() if k not in ("batch_size", "drop_last")}
+        train = SkippingLoader(SplitDataset(source, train_samples, train_tf), split="train",
+                               log=log, batch_sampler=ShardedBatches(
+                                   train_sampler, batch_size, rank, world_size), **rest)
+    else:
+        train = loader("train", train_samples, train_tf, train_sampler)
     val = None
     if val_samples:
         val = loader("val", val_samples, test_tf, EpochSampler(len(val_samples), seed, False))

@@ -1,0 +1,184 @@
+"""One run on two processes (DDP, gloo on the CPU): sharding, rank-0 writes, the gradient."""
+
+import json
+import os
+import textwrap
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from test_runner import STUDY, TINY
+
+from fusion_lab import ddp, store
+from fusion_lab.cli import main
+from fusion_lab.config import RunConfig, from_dict
+from fusion_lab.planning import prepare
+from fusion_lab.runner import run_dir
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(textwrap.dedent(STUDY))
+    return p
+
+
+def test_nproc_2_trains_each_run_with_ddp_once(study_file, tmp_path, capsys):
+    results = tmp_path / "results"
+    main(["run", str(study_file), "--results", str(results), "--device", "cpu",
+          "--nproc", "2", "--progress", "off"])
+    out = capsys.readouterr().out
+    assert "Baseline" in out and "CN-CNN" in out  # the table, printed by the parent
+    study, runs = prepare(study_file, ["train.world_size=2"])
+    single = {r.run_id for r in prepare(study_file)[1]}
+    for r in runs:
+        assert r.run_id not in single  # a DDP run is its own run
+        d = run_dir(results, study, r)
+        summary = json.loads((d / "summary.json").read_text())
+        assert summary["status"] == "done", summary.get("error")
+        assert summary["world_size"] == 2 and summary["batch_per_process"] == 3
+        assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2]
+    # the dry run with --nproc shows the DDP runs' ids as done
+    main(["run", str(study_file), "--results", str(results), "--nproc", "2", "--dry-run"])
+    assert capsys.readouterr().out.count("  done") == 2
+
+
+def test_ddp_refuses_what_cannot_work(study_file, tmp_path, capsys):
+    base = ["run", str(study_file), "--results", str(tmp_path / "r"), "--device", "cpu"]
+    for extra, says in ((["--nproc", "4"], "must divide evenly over 4 processes"),
+                        (["--set", "train.sync_bn=true"], "train.sync_bn works on CUDA only")):
+        with pytest.raises(SystemExit) as e:
+            main(base + extra)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and says in err, err
+
+
+def test_sharded_batches_cover_the_epoch_order_once():
+    from fusion_lab.data.sampling import EpochSampler
+
+    sampler = EpochSampler(23, seed=5, shuffle=True)
+    order = list(iter(sampler))
+    shares = []
+    for rank in range(2):
+        sampler.set_epoch(0)
+        shares.append(list(ddp.ShardedBatches(sampler, 6, rank, 2)))
+    assert len(shares[0]) == len(shares[1]) == len(ddp.ShardedBatches(sampler, 6, 0, 2)) == 4
+    merged = [x for a, b in zip(*shares) for x in a + b]
+    assert merged == order[:23 - 23 % 6 + 5]  # the last batch of 5 splits 2 + 3
+    assert [len(b) for b in shares[0]] == [3, 3, 3, 2]
+
+
+def _grad_worker(rank: int, world: int, init: str, cfg: dict, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        from fusion_lab.registries import load_plugins
+
+        load_plugins([str(TINY)])
+        d = ddp.Dist(rank, world, rank)
+        model, images, labels = _model_and_batch(from_dict(cfg))
+        net = ddp.wrap(model, d, torch.device("cpu"))
+        lo, hi = ddp.share(len(labels), rank, world)
+        x, y = images[lo:hi], labels[lo:hi]
+        outputs = net(x)
+        from fusion_lab.model import model_loss
+
+        loss = model_loss(outputs, y, 0.0)
+        right = int((outputs["combined"].argmax(1) == y).sum())
+        loss, *_ = ddp.scaled_loss(loss, right, len(y), d)
+        loss.backward()
+        if rank == 0:
+            torch.save({k: p.grad for k, p in model.named_parameters()
+                        if p.grad is not None}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _model_and_batch(cfg: RunConfig):
+    from fusion_lab.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 3)
+    model.train()
+    for m in model.modules():  # BatchNorm in eval mode: no per-process batch statistics
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    g = torch.Generator().manual_seed(1)
+    return model, torch.randn(5, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 1, 0])
+
+
+def test_first_step_gradient_on_two_processes_equals_one_process(tmp_path):
+    from fusion_lab.model import model_loss
+    from fusion_lab.registries import PRESETS, load_plugins
+
+    load_plugins([str(TINY)])
+    cfg = {"model": {**PRESETS.get("cn_cnn"), "backbone": "tiny_cnn", "width": 8,
+                     "hidden": 8}, "train": {"world_size": 2}}
+    model, images, labels = _model_and_batch(from_dict(cfg))
+    model_loss(model(images), labels, 0.0).backward()  # one process, the whole batch of 5
+    out = tmp_path / "grads.pt"
+    mp.spawn(_grad_worker, args=(2, f"file://{tmp_path / 'rdzv'}", cfg, str(out)), nprocs=2)
+    grads = torch.load(out)
+    assert len(grads) == len([p for p in model.parameters() if p.grad is not None])
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(grads[name], p.grad, atol=1e-5, rtol=0), name
+    assert os.path.exists(out)
+
+
+def test_a_batch_dependent_model_is_warned_that_sharding_changes_it():
+    class OverTheBatch(torch.nn.Module):
+        batch_dependent = True  # e.g. a recurrence over the images of the minibatch
+
+    with pytest.warns(UserWarning, match="depend on the other images of its batch"):
+        try:
+            ddp.wrap(OverTheBatch(), ddp.Dist(0, 2, 0), torch.device("cpu"))
+        except (RuntimeError, ValueError):
+            pass  # no process group here: only the warning is under test
+
+
+@pytest.mark.slow  # 88 s here: torchrun's shutdown grace before it kills process 1
+def test_sigterm_to_a_ddp_run_records_interrupted_and_nproc_2_resumes_it(study_file, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "results"
+    study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 4").replace(
+        "train_per_class: 6", "train_per_class: 40").replace(
+        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
+    study, runs = prepare(study_file, ["train.world_size=2"])
+    d = run_dir(results, study, runs[0])
+    cmd = [sys.executable, "-m", "fusion_lab", "run", str(study_file), "--results",
+           str(results), "--device", "cpu", "--nproc", "2", "--progress", "off", "--no-table"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not store.read_jsonl(d / "metrics.jsonl") and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "interrupted", (summary, err[-2000:])
+    assert not (d / "claim").exists()
+    done = len(store.read_jsonl(d / "metrics.jsonl"))
+    assert 1 <= done < 4
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["world_size"] == 2
+
+
+def test_nproc_beyond_the_gpus_present_is_one_line(study_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a 1-GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(study_file), "--results", str(tmp_path / "r"), "--nproc", "2"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "--nproc 2 asks for more processes than the 1 GPU(s) present" in err
+    assert not (tmp_path / "r").exists()

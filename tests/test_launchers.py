@@ -1,0 +1,169 @@
+"""Launchers: the registry kind, options and errors, and SLURM through submitit's local executor."""
+
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+
+import pytest
+from test_runner import STUDY
+
+from fusion_lab import store
+from fusion_lab.cli import main
+from fusion_lab.launchers import LaunchJob, make_launcher
+from fusion_lab.planning import prepare
+from fusion_lab.runner import run_dir
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(textwrap.dedent(STUDY))
+    return p
+
+
+def run_cli(args, capsys):
+    """(exit code, stdout, stderr) of one `fusionlab` command."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_launchers_are_a_registry_kind(capsys):
+    main(["list", "launchers"])
+    out = capsys.readouterr().out
+    for name in ("local", "slurm", "ray"):
+        assert f"  {name} " in out
+
+
+def test_bad_launcher_input_is_one_clear_line(study_file, tmp_path, capsys, monkeypatch):
+    base = ["run", str(study_file), "--results", str(tmp_path / "r")]
+    code, _, err = run_cli(base + ["--launcher", "slrum"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "did you mean 'slurm'" in err
+    code, _, err = run_cli(base + ["--launcher", "slurm", "--launcher-opt", "partion=gpu"],
+                           capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "unknown option(s) 'partion' for launcher 'slurm'" in err and "partition" in err
+    code, _, err = run_cli(base + ["--launcher-opt", "gpu=0"], capsys)  # local: only gpus
+    assert code == 2 and "valid options: gpus" in err
+    monkeypatch.setitem(sys.modules, "submitit", None)  # as if not installed
+    code, _, err = run_cli(base + ["--launcher", "slurm"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "needs submitit" in err and "pip install 'fusion_lab[slurm]'" in err
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, _, err = run_cli(base + ["--launcher", "ray"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "pip install 'fusion_lab[ray]'" in err
+    assert not (tmp_path / "r").exists()  # nothing trained or submitted
+
+
+def test_the_study_launcher_section_applies_unless_the_command_line_says_otherwise(
+        study_file, tmp_path, capsys):
+    from fusion_lab.launchers import choose
+    from fusion_lab.study import load_study
+
+    study_file.write_text(study_file.read_text() + "launcher: {name: slurm, partition: a100}\n")
+    study = load_study(study_file)
+    name, launcher = choose(study, None, ["time=30"])
+    assert name == "slurm" and launcher.partition == "a100" and launcher.time == 30
+    name, launcher = choose(study, "local", [])  # the section's options are slurm's
+    assert name == "local" and launcher.gpus is None
+
+
+def local_slurm_job(study_file, results, **kw):
+    study, runs = prepare(study_file)
+    return LaunchJob(study_file=study_file.resolve(), overrides=[], results=results.resolve(),
+                     study=study, runs=runs, pending=runs, device="cpu", **kw)
+
+
+def test_slurm_job_array_on_the_local_executor_trains_every_run(study_file, tmp_path, capsys):
+    results = tmp_path / "results"
+    code, out, err = run_cli(["run", str(study_file), "--results", str(results), "--device",
+                              "cpu", "--launcher", "slurm", "--launcher-opt", "cluster=local",
+                              "--launcher-opt", "gpus=0", "--wait"], capsys)
+    assert code == 0, err
+    assert "submitted 2 task(s) of study tiny" in err
+    assert "Baseline" in out and "CN-CNN" in out  # the table, after waiting
+    study, runs = prepare(study_file)
+    for r in runs:
+        d = run_dir(results, study, r)
+        assert json.loads((d / "summary.json").read_text())["status"] == "done"
+        assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2]
+        assert not (d / "queued.json").exists() and not (d / "claim").exists()
+
+
+def test_a_slurm_task_stopped_by_the_time_limit_signal_is_requeued_and_resumes(
+        study_file, tmp_path):
+    results = tmp_path / "results"
+    study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 4").replace(
+        "train_per_class: 6", "train_per_class: 40").replace(
+        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
+    job = local_slurm_job(study_file, results)
+    assert len(job.pending) == 1
+    d = run_dir(results, job.study, job.pending[0])
+    launcher = make_launcher("slurm", {"cluster": "local", "gpus": 0, "time": 10})
+    launcher.launch(job)
+    deadline = time.time() + 120
+    while not store.read_jsonl(d / "metrics.jsonl") and time.time() < deadline:
+        time.sleep(0.05)
+    first = json.loads((d / "claim").read_text())["pid"]
+    os.kill(first, signal.SIGUSR2)  # what SLURM sends before the time limit (--signal)
+    launcher.wait()
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "done", summary.get("error")
+    assert summary["trained_by"]["pid"] != first  # a new process (the requeued task) finished
+    assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow  # starting a local Ray instance took ~45 s on the shared 2-core machine
+def test_ray_on_a_local_instance_trains_each_run_once(study_file, tmp_path, capsys):
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+    results = tmp_path / "results"
+    code, out, err = run_cli(["run", str(study_file), "--results", str(results), "--device",
+                              "cpu", "--launcher", "ray", "--launcher-opt", "gpus=0",
+                              "--launcher-opt", "cpus=1", "--progress", "off"], capsys)
+    assert code == 0, err
+    assert "started 2 Ray task(s)" in err and "CN-CNN" in out
+    study, runs = prepare(study_file)
+    for r in runs:
+        d = run_dir(results, study, r)
+        assert json.loads((d / "summary.json").read_text())["status"] == "done"
+        assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2]
+
+
+def test_slurm_options_pass_through_to_the_sbatch_script(study_file, tmp_path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")  # submitit looks for srun
+    launcher = make_launcher("slurm", {
+        "partition": "gpu", "account": "proj", "gpus": 2, "cpus": 12, "mem_gb": 48,
+        "time": 90, "sbatch": {"qos": "high", "constraint": "a100"},
+        "setup": ["module load cuda"], "signal_delay_s": 100})
+    text = launcher.executor(local_slurm_job(study_file, tmp_path / "r")
+                             )._make_submission_file_text("python -m task", "uid")
+    for line in ("--partition=gpu", "--account=proj", "--gpus-per-node=2",
+                 "--cpus-per-task=12", "--mem=48GB", "--time=90", "--signal=USR2@100",
+                 "--qos=high", "--constraint=a100", "module load cuda"):
+        assert line in text, line
+
+
+def test_dry_run_shows_stale_claims_and_queued_tasks(study_file, tmp_path, capsys):
+    results = tmp_path / "results"
+    study, runs = prepare(study_file)
+    stale, queued = (run_dir(results, study, r) for r in runs)
+    stale.mkdir(parents=True)
+    (stale / "claim").write_text(json.dumps({"pid": 1, "host": "node-7", "token": "t",
+                                             "ts": time.time() - 3600, "lease_s": 300.0}))
+    store.write_json(queued / "queued.json", {"launcher": "slurm", "job_id": "4242_1",
+                                          "submitted": store.now()})
+    main(["run", str(study_file), "--results", str(results), "--dry-run"])
+    out = capsys.readouterr().out
+    assert f"{runs[0].run_id}  stale" in out and "(stale claim: node-7 pid 1" in out
+    assert f"{runs[1].run_id}  queued" in out and "slurm job 4242_1" in out
