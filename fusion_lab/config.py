@@ -73,7 +73,9 @@ class TrainConfig:
     # Every None below means "the recipe's".
     recipe: str = "reference"
     epochs: int | None = _f(None, min=1)  # reference 100, paper 300
-    batch_size: int | None = _f(None, min=1)  # train and test; CUB 16, Cars 8, Aircraft 16
+    # train and test; CUB 16, Cars 8, Aircraft 16. At least 2: BatchNorm cannot train on a
+    # batch of one image (such a batch is skipped), so batches of 1 would train nothing
+    batch_size: int | None = _f(None, min=2)
     image_size: int = _f(448, min=1)  # crop size
     # square resize before cropping (>= image_size); CUB's recipe: image_size * 600 / 448
     resize: int | None = _f(None, min=1)

@@ -123,21 +123,13 @@ def test_summary_and_table_say_which_rows_depend_on_the_test_batch(tmp_path):
     assert not any("depend on the test batch" in n for n in notes)
 
 
-def test_training_with_a_test_batch_of_one_warns_on_stderr(tmp_path, capsys):
-    _train(tmp_path, 1)
+def test_a_batch_of_one_is_refused_before_training(tmp_path, capsys):
+    # Training and testing share train.batch_size; a batch of one image trains nothing
+    # (BatchNorm), so it is a validation error; evaluating a batch-dependent model in
+    # batches of 1 elsewhere warns (test above).
+    with pytest.raises(SystemExit) as e:
+        _train(tmp_path, 1)
+    assert e.value.code == 2
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert lines and "every image then sees a zero state" in lines[0]
-
-
-def test_cost_of_a_batch_dependent_model_is_counted_per_image_of_a_batch():
-    from fusion_lab.profile import forward_gflops, image_gflops
-
-    code = build_model(ModelConfig(preset="cn_cnn_released", backbone="small_cnn", width=16), 5)
-    paper = build_model(ModelConfig(preset="cn_cnn", backbone="small_cnn", width=16), 5)
-    per_image = image_gflops(code, 32, batch=4)
-    assert per_image == pytest.approx(forward_gflops(code, 32, batch=4) / 4)
-    # at batch 1 the recurrence over the batch never runs its hidden-state conv
-    assert per_image > forward_gflops(code, 32)
-    assert image_gflops(paper, 32, batch=4) == forward_gflops(paper, 32)
-    assert next(code.parameters()).device.type == "cpu"  # the meta copy left it alone
+    assert "train.batch_size must be >= 2, got 1" in err
+    assert not (tmp_path / "results" / "batchdep").exists()

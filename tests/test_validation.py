@@ -42,7 +42,9 @@ CASES = {
     "negative epochs": (["train.epochs=-1"], "train.epochs must be >= 1, got -1"),
     "zero image_size": (["train.image_size=0"],
                         "train.image_size must be >= 1, got 0"),
-    "zero batch_size": (["train.batch_size=0"], "train.batch_size must be >= 1, got 0"),
+    "zero batch_size": (["train.batch_size=0"], "train.batch_size must be >= 2, got 0"),
+    # a batch of one image cannot train BatchNorm (it is skipped): a whole run would train nothing
+    "batch_size of one": (["train.batch_size=1"], "train.batch_size must be >= 2, got 1"),
     "negative lr_new": (["train.lr_new=-1"], "train.lr_new must be >= 0, got -1.0"),
     "zero width": (["model.width=0"], "model.width must be >= 1, got 0"),
     "dataset option out of range": (["dataset.options={num_classes: 500}"],
