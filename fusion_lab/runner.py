@@ -76,7 +76,7 @@ def dataset_problems(cfg) -> list[str]:
     if not 0 <= cfg.val_fraction < 1:
         return [f"val_fraction must be in [0, 1), got {cfg.val_fraction}"]
     cls = DATASETS.get(cfg.name)
-    if cfg.name == "synthetic_fgvc":  # generated in memory: nothing to look for
+    if not getattr(cls, "needs_root", True):  # generated in memory: nothing to look for
         return []
     if cfg.root is None or not Path(cfg.root).expanduser().is_dir():
         url = getattr(cls, "url", None)

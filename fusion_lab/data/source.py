@@ -36,6 +36,7 @@ class ImageSource:
 
     name = "dataset"  # the registered name, used in messages
     url = ""  # where the dataset is published
+    needs_root = True  # False: made in memory, `root` is ignored and never checked
     class_names: list[str]
     train: list[tuple[Any, int]]
     test: list[tuple[Any, int]]

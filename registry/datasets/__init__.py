@@ -6,4 +6,5 @@ from fusion_lab.registry.datasets import (  # noqa: F401
     imagefolder,
     stanford_cars,
     synthetic_fgvc,
+    synthetic_shapes,
 )

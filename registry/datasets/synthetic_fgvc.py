@@ -22,6 +22,7 @@ class SyntheticFGVC(ImageSource):
 
     name = "synthetic_fgvc"
     url = "(generated in memory; nothing to download)"
+    needs_root = False  # root is ignored
 
     def __init__(self, root: str | None = None, num_classes: int = 10, train_per_class: int = 40,
                  test_per_class: int = 20, image_size: int = 64, seed: int = 0,
