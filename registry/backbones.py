@@ -4,9 +4,12 @@ The backbone returns the maps of the tapped stages, low level first. For ResNet5
 default taps (the last three stages) are S3/S4/S5 of the CN-CNN paper: 512/1024/2048
 channels at strides 8/16/32.
 
-``pretrained`` is False, True (timm's own source, needs internet) or the path of a local
-weights file, which timm loads strictly into the full model (less its classifier) before
-the feature wrapper is built (``pretrained_cfg_overlay=dict(state_dict=...)``).
+``pretrained`` is False, True (timm's own source, needs internet), a weights name shipped
+with fusion_lab or the path of a local weights file (``fusion_lab.weights`` tells them
+apart), which timm loads strictly into the full model (less its classifier) before the
+feature wrapper is built (``pretrained_cfg_overlay=dict(state_dict=...)``). Registered
+backbones (``small_cnn``, a user's own) load a file the same way, strictly, in
+``build_backbone``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torch import nn
 
 from fusion_lab.errors import FusionLabError, UnknownComponentError, WeightsError
 from fusion_lab.registries import BACKBONES
+from fusion_lab.weights import NAMED_WEIGHTS, named_backbone, weights_path
 
 
 def timm_model_names(pattern: str | None = None) -> list[str]:
@@ -152,21 +156,57 @@ def build_backbone(
 ) -> nn.Module:
     """A backbone registered under ``name`` (a user's own), else timm's model of that name.
 
-    Registered backbones take ``(pretrained, out_indices)`` and follow the contract in
-    ``fusion_lab.registries``.
+    ``pretrained`` may be a weights name (``fusion_lab.weights``) or a file path. Registered
+    backbones take ``(pretrained, out_indices)`` and follow the contract in
+    ``fusion_lab.registries``; they never see a file: they are built with
+    ``pretrained=False`` and the file is loaded strictly into their state dict here.
     """
-    if name in BACKBONES:
+    if isinstance(pretrained, str):
+        pretrained = str(weights_path(pretrained))
+    if name not in BACKBONES:
+        return TimmBackbone(name, pretrained=pretrained, out_indices=out_indices)
+    if not isinstance(pretrained, str):
         return BACKBONES.get(name)(pretrained=pretrained, out_indices=out_indices)
-    return TimmBackbone(name, pretrained=pretrained, out_indices=out_indices)
+    backbone = BACKBONES.get(name)(pretrained=False, out_indices=out_indices)
+    load_weights(backbone, name, pretrained)
+    return backbone
+
+
+def load_weights(module: nn.Module, name: str, path: str) -> None:
+    """Load a weights file strictly into a registered backbone; a misfit is one WeightsError."""
+    if not os.path.isfile(path):
+        raise WeightsError(f"pretrained weights file {path!r} not found; give the path of a "
+                           f"state dict saved from backbone {name!r}, true or false")
+    state = _read_weights(name, path)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = "; ".join(line.strip()[:240] for line in first[:3])
+        raise WeightsError(f"weights file {path!r} does not fit backbone {name!r}: {detail}") from e
 
 
 def backbone_problem(name: str, pretrained: bool | str) -> str | None:
     """Why a backbone cannot be built, found without building it (None if it can)."""
     if name not in BACKBONES and not timm.is_model(name):
         return _unknown_backbone(name)
-    if isinstance(pretrained, str) and not os.path.isfile(pretrained):
+    if not isinstance(pretrained, str):
+        return None
+    try:
+        path = weights_path(pretrained)
+    except WeightsError as e:
+        return str(e)
+    meant_for = named_backbone(pretrained)
+    if meant_for is not None and meant_for != name:
+        return (f"pretrained weights {pretrained!r} are for backbone {meant_for!r}, "
+                f"not {name!r}")
+    if not path.is_file():
+        if meant_for is not None:
+            return (f"the shipped weights {pretrained!r} are missing ({path}); reinstall "
+                    "fusion_lab or rebuild them (README, 'Pretrained weights')")
         return (f"pretrained weights file {pretrained!r} not found; give the path of a state "
-                f"dict saved from timm's {name!r}, true (download) or false")
+                f"dict saved from {name!r}, a weights name ({', '.join(NAMED_WEIGHTS)}), "
+                "true (download) or false")
     return None
 
 
