@@ -23,6 +23,7 @@ COMMANDS = {
     "data": ("fusion_lab.cli.data", "data", "Check datasets."),
     "viz": ("fusion_lab.cli.viz", "viz", "Draw Figure 3 maps of a trained run."),
     "bench": ("fusion_lab.cli.bench", "bench", "Measure the cost of a study's variants."),
+    "export": ("fusion_lab.cli.export", "export", "Write a run's backbone as a weights file."),
 }
 
 
