@@ -23,7 +23,10 @@ ALL_IDS = {
     "attention": (24, "a54ac065ee8741df9c3fe3c49a8dfab656efd84f70d0f4b9a6eeb3940cbb79ad"),
     "convlstm": (6, "e1b53ff6bcce9dd38c64241d43207ebcf740b417bcaaaf9fb2002cca04841ec9"),
     "pathways": (9, "23d39a81c07d077a794eb7400e78a7a0d7916067ed70e7afb7469f3c0fef4fdf"),
+    "pretrain_synthetic": (1, "8364ab4261b023c8e252222ed42819663f5ac616b7006634246749f8d03b0d42"),
     "quickstart": (8, "27bf514d6f4dc545e676244636a765405a7f87f629e55aa7258bc923c8e1deea"),
+    # the quickstart before issue 9, kept as an example: the same configs, the same ids
+    "scratch": (8, "27bf514d6f4dc545e676244636a765405a7f87f629e55aa7258bc923c8e1deea"),
     "sota": (18, "14c9be429595ea3d543c96ce265df474708565c71a012c26617d4485d9243afe"),
 }
 
@@ -65,6 +68,16 @@ PINNED = [
     ("quickstart", "CN-CNN", {}, 1,
      "8c2ca66af27a1f397bfae0f8617641ed4b5cd5c38aabf17f4340aa70509c8c91",
      "8c1c0f25e0993ebe7a113052a87daf4d6912414db6bd04ae47e7e672353c181f"),
+    ("scratch", "Baseline", {}, 0,
+     "e3e32bdd5fc7c8cdd6f5631c4c54454c5bf9ab80817941c77b2c018af2845722",
+     "0b1595d4b4f0197ae890a573a46898c707563e9343dadf357dca01977c098c82"),
+    ("scratch", "CN-CNN", {}, 1,
+     "8c2ca66af27a1f397bfae0f8617641ed4b5cd5c38aabf17f4340aa70509c8c91",
+     "8c1c0f25e0993ebe7a113052a87daf4d6912414db6bd04ae47e7e672353c181f"),
+    # pretrained: false, so no weights file in its id
+    ("pretrain_synthetic", "small_cnn", {}, 0,
+     "36aadebe0158aa95768ea8d9a02f94968539cec5f3d2719c82cde50ce71c376b",
+     "f1001ec86c5c1cb0aa756a312b053fb01ad917d03caba0eb375cec2adf0dd6e1"),
     ("sota", "Baseline", {"dataset": "cub200"}, 0,
      "6a0173062eb294190c82eb51a42430319e8bb68e17c9019ad784acdbb3e73688",
      "d3abb3df51d7b8b7b9fb00bf0ff151102d8d833656140d49598e83bf9ea22995"),

@@ -97,6 +97,10 @@ def test_a_weights_file_enters_the_run_id_by_its_content(tmp_path):
     assert _id(str(a)) != _id(str(b))
 
 
+def test_a_name_and_the_path_of_its_file_are_one_run():
+    assert _id("synthetic") == _id(str(weights_path("synthetic")))
+
+
 def test_hashing_weights_at_planning_time_needs_no_torch(tmp_path):
     path = tmp_path / "w.pth"
     path.write_bytes(b"some weights")
