@@ -20,6 +20,7 @@ from typing import Any, Union
 
 from fusion_lab import recipes
 from fusion_lab.errors import ConfigError
+from fusion_lab.weights import identity
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")  # fusion_lab.device.precision's modes
 
@@ -49,7 +50,7 @@ class ModelConfig:
     # gives its component arguments (fusion_args, ...) under the study's own
     preset: str | None = None
     backbone: str = "resnet50"  # any timm model supporting features_only
-    pretrained: bool | str = False  # false, true (timm hub) or a local weights file
+    pretrained: bool | str = False  # false, true (timm hub), a weights name or a file path
     out_indices: list[int] = field(default_factory=lambda: [-3, -2, -1])  # stages tapped
     fusion: str | None = None  # none | fpn_add | convlstm (None: from the preset)
     attention: str | None = None  # none | sa | ca | sa+ca (None: from the preset)
@@ -292,4 +293,6 @@ def result_dict(cfg: RunConfig) -> dict[str, Any]:
         if key in d[section] and d[section][key] == neutral:
             del d[section][key]
     d["model"].pop("preset", None)  # the resolved fields say everything the preset said
+    # A weights file counts by its content, not by its name or path (fusion_lab.weights).
+    d["model"]["pretrained"] = identity(d["model"]["pretrained"])
     return d

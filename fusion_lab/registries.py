@@ -23,6 +23,8 @@ Contracts per kind (the assembler wires components by shape, never by config):
   level i's stage is its module plus the modules before it that belong to no earlier
   level; for ResNet50 the last stage is ``layer4`` (S5's stage), the ones before it
   ``conv1``..``layer3``. ``small_cnn``: [stem + stages.0], [stages.1], [stages.2].
+  ``pretrained`` reaches the class only as a bool; a weights name or file is loaded
+  strictly into the built module's state dict by the assembler.
 - FUSIONS: ``cls(in_channels: list[int], out_channels: int, **kw)`` -> module mapping the
   list of backbone maps (low level first) to a list of fused maps (low level first),
   with ``.out_channels`` (list[int]).

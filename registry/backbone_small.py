@@ -3,7 +3,9 @@
 ImageNet backbones downsample by 4 in their stem, which turns the few-pixel details of a
 64 px fine-grained image into less than a pixel; this one halves the resolution once in the
 stem and then once per stage, so its three taps sit at strides 4, 8 and 16 with 48, 96 and
-160 channels. It has no pretrained weights (about 0.3 M parameters, trained from scratch).
+160 channels (about 0.3 M parameters). ``pretrained: synthetic`` starts it from the weights
+shipped with fusion_lab (pretrained on ``synthetic_shapes``, studies/pretrain_synthetic.yaml);
+any file exported from a small_cnn run (``fusionlab export``) works too.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ class SmallCNN(nn.Module):
         """Problems found before building: pretrained weights, stages it does not have."""
         n = len(cls.widths) - 1
         problems = []
-        if pretrained:
-            problems.append("small_cnn has no pretrained weights; set pretrained: false")
+        if pretrained is True:  # names and files are loaded by build_backbone
+            problems.append("small_cnn has no weights on timm's hub; use pretrained: "
+                            "synthetic (shipped), a weights file, or false")
         if not out_indices or any(not -n <= i < n for i in out_indices) or len(
                 {i % n for i in out_indices}) != len(out_indices):
             problems.append(f"small_cnn has {n} stages: model.out_indices must be distinct "
@@ -42,8 +45,9 @@ class SmallCNN(nn.Module):
 
     def __init__(self, pretrained: bool | str = False, out_indices=(-3, -2, -1)):
         super().__init__()
-        if pretrained:
-            raise WeightsError("small_cnn has no pretrained weights; set pretrained: false")
+        if pretrained is True:  # a name or file is loaded by build_backbone
+            raise WeightsError("small_cnn has no weights on timm's hub; use pretrained: "
+                               "synthetic (shipped), a weights file, or false")
         w = self.widths
         self.stem = _conv_bn(3, w[0], stride=2)  # stride 2
         self.stages = nn.ModuleList(

@@ -4,9 +4,12 @@ The backbone returns the maps of the tapped stages, low level first. For ResNet5
 default taps (the last three stages) are S3/S4/S5 of the CN-CNN paper: 512/1024/2048
 channels at strides 8/16/32.
 
-``pretrained`` is False, True (timm's own source, needs internet) or the path of a local
-weights file, which timm loads strictly into the full model (less its classifier) before
-the feature wrapper is built (``pretrained_cfg_overlay=dict(state_dict=...)``).
+``pretrained`` is False, True (timm's own source, needs internet), a weights name shipped
+with fusion_lab or the path of a local weights file (``fusion_lab.weights`` tells them
+apart), which timm loads strictly into the full model (less its classifier) before the
+feature wrapper is built (``pretrained_cfg_overlay=dict(state_dict=...)``). Registered
+backbones (``small_cnn``, a user's own) load a file the same way, strictly, in
+``build_backbone``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from torch import nn
 
 from fusion_lab.errors import FusionLabError, UnknownComponentError, WeightsError
 from fusion_lab.registries import BACKBONES
+from fusion_lab.weights import NAMED_WEIGHTS, named_backbone, weights_path
 
 
 def timm_model_names(pattern: str | None = None) -> list[str]:
@@ -153,34 +157,77 @@ def build_backbone(
 ) -> nn.Module:
     """A backbone registered under ``name`` (a user's own), else timm's model of that name.
 
-    A registered backbone is called as ``cls(pretrained=..., out_indices=...)``, the
-    contract in ``fusion_lab.registries``.
+    ``pretrained`` may be a weights name (``fusion_lab.weights``) or a file path. Registered
+    backbones take ``(pretrained, out_indices)`` and follow the contract in
+    ``fusion_lab.registries``; they never see a file: they are built with
+    ``pretrained=False`` and the file is loaded strictly into their state dict here.
     """
-    if name in BACKBONES:
+    if isinstance(pretrained, str):
+        pretrained = str(weights_path(pretrained))
+    if name not in BACKBONES:
+        return TimmBackbone(name, pretrained=pretrained, out_indices=out_indices)
+    if not isinstance(pretrained, str):
         return BACKBONES.get(name)(pretrained=pretrained, out_indices=out_indices)
-    return TimmBackbone(name, pretrained=pretrained, out_indices=out_indices)
+    backbone = BACKBONES.get(name)(pretrained=False, out_indices=out_indices)
+    load_weights(backbone, name, pretrained)
+    return backbone
+
+
+def load_weights(module: nn.Module, name: str, path: str) -> None:
+    """Load a weights file strictly into a registered backbone; a misfit is one WeightsError."""
+    if not os.path.isfile(path):
+        raise WeightsError(f"pretrained weights file {path!r} not found; give the path of a "
+                           f"state dict saved from backbone {name!r}, true or false")
+    state = _read_weights(name, path)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = "; ".join(line.strip()[:240] for line in first[:3])
+        raise WeightsError(f"weights file {path!r} does not fit backbone {name!r}: {detail}") from e
 
 
 def backbone_problems(name: str, pretrained: bool | str,
                       out_indices: list[int] | tuple[int, ...] = (-3, -2, -1)) -> list[str]:
     """Why a backbone cannot be built, found without building it (empty if it can).
 
-    An unknown name; a weights file that is missing or holds no state dict (read once per
-    file); and whatever a registered backbone's own ``check_args`` hook reports.
+    An unknown name; a weights name that is unknown or meant for another backbone; a
+    weights file that is missing or holds no state dict (read once per file); and whatever
+    a registered backbone's own ``check_args`` hook reports.
     """
     if name not in BACKBONES and not timm.is_model(name):
         return [_unknown_backbone(name)]
     if isinstance(pretrained, str):
-        if not os.path.isfile(pretrained):
-            return [f"pretrained weights file {pretrained!r} not found; give the path of a "
-                    f"state dict saved from timm's {name!r}, true (download) or false"]
-        st = os.stat(pretrained)
-        problem = _weights_file_problem(pretrained, os.path.abspath(pretrained), st.st_mtime_ns,
-                                        st.st_size)
+        problem = _weights_problem(name, pretrained)
         if problem:
             return [problem]
     check = getattr(BACKBONES.get(name), "check_args", None) if name in BACKBONES else None
-    return list(check(pretrained, list(out_indices))) if check is not None else []
+    if check is None:
+        return []
+    # a registered backbone never sees a weights file: it is built with pretrained=False
+    # and the file is loaded into it by build_backbone
+    return list(check(False if isinstance(pretrained, str) else pretrained, list(out_indices)))
+
+
+def _weights_problem(name: str, pretrained: str) -> str | None:
+    """A weights name or file that cannot start backbone ``name`` (None if it can)."""
+    try:
+        path = weights_path(pretrained)
+    except WeightsError as e:
+        return str(e)
+    meant_for = named_backbone(pretrained)
+    if meant_for is not None and meant_for != name:
+        return (f"pretrained weights {pretrained!r} are for backbone {meant_for!r}, "
+                f"not {name!r}")
+    if not path.is_file():
+        if meant_for is not None:
+            return (f"the shipped weights {pretrained!r} are missing ({path}); reinstall "
+                    "fusion_lab or rebuild them (README, 'Pretrained weights')")
+        return (f"pretrained weights file {pretrained!r} not found; give the path of a state "
+                f"dict saved from {name!r}, a weights name ({', '.join(NAMED_WEIGHTS)}), "
+                "true (download) or false")
+    st = path.stat()
+    return _weights_file_problem(pretrained, str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=8)

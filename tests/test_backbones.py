@@ -146,7 +146,7 @@ def test_small_cnn_taps_strides_4_8_16_and_trains():
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters())
     # caught by validation, before anything is built (was a WeightsError at build time)
-    with pytest.raises(FusionLabError, match="small_cnn has no pretrained weights"):
+    with pytest.raises(FusionLabError, match="small_cnn has no weights on timm.s hub"):
         build_model(ModelConfig(preset="baseline", backbone="small_cnn", pretrained=True), 5)
 
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "viz": ("fusion_lab.cli.viz", "viz", "Draw Figure 3 maps of a trained run."),
     "plot": ("fusion_lab.cli.plot", "plot", "Draw a study's learning curves and Δs as a PNG."),
     "bench": ("fusion_lab.cli.bench", "bench", "Measure the cost of a study's variants."),
+    "export": ("fusion_lab.cli.export", "export", "Write a run's backbone as a weights file."),
 }
 
 

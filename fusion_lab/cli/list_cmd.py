@@ -19,12 +19,15 @@ def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) ->
     from fusion_lab.registries import KINDS, load_plugins
 
     load_plugins(list(plugins))
+    if kind in ("weights", "weight"):
+        _list_weights()
+        return
     if kind is not None and kind not in KINDS:
         singular = {k.rstrip("s"): k for k in KINDS}
         if kind in singular:
             kind = singular[kind]
         else:
-            raise FusionLabError(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+            raise FusionLabError(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}, weights")
     for name in [kind] if kind else list(KINDS):
         reg = KINDS[name]
         names = reg.list(pattern)
@@ -43,3 +46,14 @@ def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) ->
             else:
                 click.echo(f"  (any of timm's {len(timm_names)} models with features_only; "
                            "`fusionlab list backbones 'resnet*'` lists them)")
+
+
+def _list_weights() -> None:
+    """Named weights shipped with fusion_lab (`model.pretrained: NAME`)."""
+    from fusion_lab.weights import NAMED_WEIGHTS, card
+
+    click.echo("weights:")
+    for name, (_, backbone, about) in NAMED_WEIGHTS.items():
+        c = card(name)
+        acc = f"; source accuracy {c['source_accuracy']:.1f}%" if c else "; file missing"
+        click.echo(f"  {name:<16} for {backbone}: {about}{acc}")

@@ -7,4 +7,5 @@ from fusion_lab.registry.datasets import (  # noqa: F401
     imagefolder,
     stanford_cars,
     synthetic_fgvc,
+    synthetic_shapes,
 )

@@ -1,0 +1,27 @@
+"""`fusionlab export RUN_OR_STUDY --out FILE`: a run's backbone as a weights file."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("export")
+@click.argument("run_or_study")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Weights file to write; its card goes beside it with suffix .json.")
+@click.option("--results", default="results", show_default=True,
+              type=click.Path(file_okay=False), help="The results folder.")
+def export(run_or_study: str, out: str, results: str) -> None:
+    """Write the backbone of a finished run to a file that `model.pretrained` can name.
+
+    RUN_OR_STUDY: a run folder, a run id (or a unique prefix), or a study name or file with
+    exactly one finished run. Beside OUT, OUT.json records the file's SHA-256, the run's
+    recipe and its accuracy on its own test split (the source-task accuracy).
+    """
+    from fusion_lab.export import card_text, export_backbone, find_export_run
+
+    run_dir = find_export_run(run_or_study, results)
+    card = export_backbone(run_dir, out, command=" ".join(["fusionlab", *sys.argv[1:]]))
+    click.echo(card_text(card))
