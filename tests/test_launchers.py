@@ -120,7 +120,7 @@ def test_a_slurm_task_stopped_by_the_time_limit_signal_is_requeued_and_resumes(
     assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
-@pytest.mark.slow  # starting a local Ray instance took ~45 s on the shared 2-core machine
+@pytest.mark.slow  # starting a local Ray instance: 7 s on an idle 2-core machine, 45 s on a busy one
 def test_ray_on_a_local_instance_trains_each_run_once(study_file, tmp_path, capsys):
     pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
     results = tmp_path / "results"
