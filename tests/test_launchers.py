@@ -124,10 +124,13 @@ def test_a_slurm_task_stopped_by_the_time_limit_signal_is_requeued_and_resumes(
 def test_ray_on_a_local_instance_trains_each_run_once(study_file, tmp_path, capsys):
     pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
     results = tmp_path / "results"
+    before = signal.getsignal(signal.SIGTERM)
     code, out, err = run_cli(["run", str(study_file), "--results", str(results), "--device",
                               "cpu", "--launcher", "ray", "--launcher-opt", "gpus=0",
                               "--launcher-opt", "cpus=1", "--progress", "off"], capsys)
     assert code == 0, err
+    # ray.init leaves its own SIGTERM handler behind; the launcher puts the earlier one back
+    assert signal.getsignal(signal.SIGTERM) is before
     assert "started 2 Ray task(s)" in err and "CN-CNN" in out
     study, runs = prepare(study_file)
     for r in runs:

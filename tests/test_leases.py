@@ -111,6 +111,7 @@ def test_a_process_that_lost_its_claim_stops_without_writing(study_file, tmp_pat
 
 
 def test_a_signal_inside_a_deferred_block_waits_for_its_end():
+    before = signal.getsignal(signal.SIGTERM)
     done = []
     with pytest.raises(RunInterrupted, match="SIGTERM"):
         with interrupts():
@@ -119,7 +120,7 @@ def test_a_signal_inside_a_deferred_block_waits_for_its_end():
                 time.sleep(0.05)
                 done.append("write finished")
     assert done == ["write finished"]
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler from before is back
 
 
 def test_sigterm_mid_epoch_records_interrupted_and_a_rerun_resumes(study_file, tmp_path,

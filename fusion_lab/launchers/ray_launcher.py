@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import click
@@ -38,6 +39,9 @@ class RayLauncher(Launcher):
         if not job.pending:
             click.echo(f"study {job.study.name}: nothing to run (every run is done)", err=True)
             return 0
+        # ray.init installs its own SIGTERM handler in this process and leaves it there after
+        # ray.shutdown: put back whatever was installed before once the launch is over
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
         remote = ray.remote(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=0)(train_task)
         refs = [remote.remote(str(job.study_file), job.overrides, str(job.results), r.run_id,
@@ -54,4 +58,6 @@ class RayLauncher(Launcher):
         finally:
             if self.address is None:  # the local instance we started
                 ray.shutdown()
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
         return 0
