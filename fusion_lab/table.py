@@ -26,11 +26,20 @@ from fusion_lab.aggregate import (
 from fusion_lab.attention_table import attention_columns
 from fusion_lab.errors import FusionLabError
 from fusion_lab.stats import CONFIDENCE, MAX_SEEDS, POWER, pooled_sd, seeds_needed
+from fusion_lab.table_formats import (
+    BASE,
+    FEW,
+    UNKNOWN,
+    WITHIN,
+    json_default,
+    latex_table,
+    plain_value,
+    tabulate_text,
+)
 
 FORMATS = ("plain", "github", "latex", "csv", "json")
 METRIC_TEXT = {"final": "test accuracy (%) at the last epoch",
                "best_val": "test accuracy (%) at the epoch with the best validation accuracy"}
-WITHIN, FEW, BASE, UNKNOWN = "≈", "†", "(base)", "?"
 
 
 @dataclass
@@ -92,10 +101,10 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
         for col, values in (att.cells if att and not pivot else {}).items():
             body[col] = values
         if fmt == "latex":
-            blocks.append(_latex(body, title, notes, metric))
+            blocks.append(latex_table(body, f"{title}: {METRIC_TEXT[metric]}", notes))
         else:
             blocks.append("\n".join([f"{title}  [{METRIC_TEXT[metric]}]",
-                                     _tabulate(body, fmt), *notes]))
+                                     tabulate_text(body, fmt), *notes]))
     if fmt == "csv":
         buf = io.StringIO()
         flat = [{k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()}
@@ -104,7 +113,7 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
             pd.DataFrame.from_records(flat).to_csv(buf, index=False)
         out.text = buf.getvalue().rstrip("\n")
     elif fmt == "json":
-        out.text = json.dumps(records, indent=2, default=_json_default)
+        out.text = json.dumps(records, indent=2, default=json_default)
     else:
         out.text = "\n\n".join(blocks)
     return out
@@ -335,53 +344,5 @@ def _records(res: StudyResults, frame: pd.DataFrame, pivot: bool) -> list[dict]:
             rec["pivot_row"], rec["pivot_col"] = r.pivot_row, r.pivot_col
         if res.cost is not None:
             rec.update({k: (cost_rows.get(r.group_id) or {}).get(k) for k in COST_KEYS})
-        out.append({k: _plain(v) for k, v in rec.items()})
+        out.append({k: plain_value(v) for k, v in rec.items()})
     return out
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):  # NaN, or the binomial interval's df
-        return None
-    if hasattr(v, "item"):  # numpy scalars
-        return v.item()
-    return v
-
-
-def _json_default(v: Any) -> Any:
-    return _plain(v) if hasattr(v, "item") else str(v)
-
-
-def _tabulate(body: pd.DataFrame, fmt: str) -> str:
-    from tabulate import tabulate
-
-    return tabulate(body.values.tolist(), headers=list(body.columns),
-                    tablefmt="github" if fmt == "github" else "simple",
-                    disable_numparse=True)
-
-
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                 "^": r"\textasciicircum{}"}
-LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", WITHIN: r"$\approx$", FEW: r"$^\dagger$",
-                 "‡": r"$^\ddagger$", "≥": r"$\geq$", "×": r"$\times$", "·": r"$\cdot$",
-                 BATCH_MARK: r"\S{}"}
-
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters and spell our symbols in math mode."""
-    out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-    for sym, tex in LATEX_SYMBOLS.items():
-        out = out.replace(sym, tex)
-    return out
-
-
-def _latex(body: pd.DataFrame, title: str, notes: list[str], metric: str) -> str:
-    """A booktabs tabular; the title and the notes follow as LaTeX comments."""
-    align = "".join("l" if i == 0 or c in ("Backbone", "Dataset") else "r"
-                    for i, c in enumerate(body.columns))
-    lines = [f"% {title}: {METRIC_TEXT[metric]}", f"\\begin{{tabular}}{{{align}}}", r"\toprule",
-             " & ".join(latex_escape(c) for c in body.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in body.values.tolist()]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [f"% {n}" for n in notes]
-    return "\n".join(lines)

@@ -23,7 +23,8 @@ from click.testing import CliRunner
 
 from fusion_lab.cli.table import table as table_cmd
 from fusion_lab.errors import FusionLabError
-from fusion_lab.table import latex_escape, tables
+from fusion_lab.table import tables
+from fusion_lab.table_formats import latex_escape
 
 TEST_SIZE = 1000
 # 97.5% quantiles from printed tables: Student t by degrees of freedom, and the normal
