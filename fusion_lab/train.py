@@ -1,4 +1,5 @@
-"""How a run trains: the recipe, one epoch, evaluation (checkpoints: ``fusion_lab.checkpoint``).
+"""How a run trains: the recipe and one epoch (evaluation: ``fusion_lab.evaluate``;
+checkpoints: ``fusion_lab.checkpoint``).
 
 ``train_run`` is the whole life of a run folder: ``resume`` restores ``checkpoint.pt`` when
 one is there, ``train_epoch`` trains one epoch, each finished epoch appends a line to
@@ -13,7 +14,6 @@ from __future__ import annotations
 import math
 import random
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,8 @@ from fusion_lab.checkpoint import resume, rng_state, save_checkpoint
 from fusion_lab.config import RunConfig, TrainConfig, to_dict
 from fusion_lab.data.device import on_device
 from fusion_lab.device import Precision, device_name, precision, prepare_model, resolve_device
-from fusion_lab.errors import DivergedError, FusionLabError, FusionLabWarning
+from fusion_lab.errors import DivergedError, FusionLabError
+from fusion_lab.evaluate import evaluate
 from fusion_lab.lease import deferred
 from fusion_lab.loggers import Sinks
 from fusion_lab.model import FusionModel, build_model, model_loss, split_backbone
@@ -101,38 +102,6 @@ def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, prec: Precisi
         if grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
-
-
-def warn_batch_of_one(model: nn.Module, batch_size: int | None) -> None:
-    """Warn when a batch-dependent model is evaluated one image at a time."""
-    if batch_size == 1 and getattr(model, "batch_dependent", False):
-        warnings.warn(FusionLabWarning(
-            "this model's predictions depend on its batch (ConvLSTM over the minibatch) and "
-            "it is evaluated in batches of 1: every image then sees a zero state, unlike "
-            "the released code, which tests in batches of its training batch size"),
-            stacklevel=2)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision,
-             channels_last: bool) -> dict[str, Any]:
-    """Accuracy (percent) of the combined prediction and of each head."""
-    warn_batch_of_one(model, getattr(loader, "batch_size", None))
-    model.eval()
-    correct: dict[str, int] = {}
-    total = 0
-    for images, labels in on_device(loader, device, channels_last):  # normalised there
-        with prec.autocast():
-            out = model(images)
-        preds = {"combined": out["combined"], **out["logits"]}
-        for name, logits in preds.items():
-            correct[name] = correct.get(name, 0) + int((logits.argmax(1) == labels).sum())
-        total += labels.numel()
-    if total == 0:
-        return {"acc": float("nan"), "heads": {}, "n": 0}
-    acc = {k: 100.0 * v / total for k, v in correct.items()}
-    heads = {k: v for k, v in acc.items() if k != "combined"}
-    return {"acc": acc["combined"], "heads": heads, "n": total}
 
 
 @dataclass
