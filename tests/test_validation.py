@@ -114,3 +114,16 @@ def test_a_weights_file_without_a_state_dict_is_one_error_before_training(
         f"error: {study}: model: weights file {str(weights)!r} holds no state dict (a mapping "
         "of parameter names to tensors, as torch.save(model.state_dict(), path) writes)"]
     assert not results.exists()
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["frob"], "No such command 'frob'"),
+    (["run", "--bogus"], "No such option '--bogus'"),
+    (["run"], "Missing argument"),
+])
+def test_command_line_usage_mistakes_are_one_message_not_a_traceback(argv, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err

@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except click.ClickException as e:  # a usage mistake: click's own one-message form
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
     except BaseException as e:
         from fusion_lab.lease import RunInterrupted
 
@@ -83,11 +88,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"{e}: the run is recorded as interrupted; rerun to resume it", err=True)
         sys.exit(128 + e.signum)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":
