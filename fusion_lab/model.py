@@ -149,7 +149,7 @@ def resolve_parts(cfg: ModelConfig) -> tuple[str, str, str]:
 
 @torch.no_grad()
 def released_init(modules: list[nn.Module]) -> None:
-    """The authors' code's initialisation of its new modules (design/model.md).
+    """The authors' code's initialisation of its new modules (docs/model.md).
 
     Every ``nn.Conv2d`` weight ~ N(0, sqrt(2/n)), n = kernel height * width * out channels;
     every ``BatchNorm2d`` weight 1, bias 0. Conv biases, Linear, ConvTranspose2d and

@@ -1,7 +1,7 @@
 """Training recipes: the values a run's ``train`` section takes when the study leaves them unset.
 
 ``train.recipe: reference`` (the default) is the authors' released training script, which
-differs per dataset (design/model.md, "Training recipes"); a dataset class names its own
+differs per dataset (docs/model.md, "Training recipes"); a dataset class names its own
 with the class attribute ``reference_recipe``:
 
 | recipe | batch | resize / crop | lr backbone | lr new modules (+ last k stages) | epochs |

@@ -16,7 +16,7 @@ Cheaper than the authors' code, same parameters and outputs:
 ``impl="plain"`` computes it the authors' way instead (resize then project; concat and the
 full gate conv at every step): the reference that tests and benchmarks compare against.
 
-``sequence`` chooses the recurrence axis (design/model.md, "What the released code really
+``sequence`` chooses the recurrence axis (docs/model.md, "What the released code really
 runs"):
 - ``levels`` (the paper's text): time steps are the levels, F5 then F4 then F3, per image.
 - ``batch`` (the authors' released code): per level, the time steps are the images of the

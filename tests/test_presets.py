@@ -1,6 +1,6 @@
 """Presets carry component arguments into the run's config; the released-code preset.
 
-``cn_cnn_released`` is CN-CNN as the authors' code runs it (design/model.md): the ConvLSTM
+``cn_cnn_released`` is CN-CNN as the authors' code runs it (docs/model.md): the ConvLSTM
 over the minibatch, BN momentum 0.01 in the S5 projection and the global branch, and their
 initialisation of the new modules' convs. It must be its own run (own id) beside cn_cnn.
 """

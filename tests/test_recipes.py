@@ -2,7 +2,7 @@
 
 CUB: batch 16, resize 600, crop 448, lr 1e-4 for conv1..layer3 and 1e-3 for layer4 and the
 new modules; Stanford Cars: batch 8, resize 448 (no crop), lr 1e-3 everywhere;
-FGVC-Aircraft: batch 16, resize 512, crop 448, lr 1e-3 everywhere (design/model.md).
+FGVC-Aircraft: batch 16, resize 512, crop 448, lr 1e-3 everywhere (docs/model.md).
 """
 
 from __future__ import annotations

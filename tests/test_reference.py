@@ -1,4 +1,4 @@
-"""The figures measured on the authors' implementation (docs: design/model.md).
+"""The figures measured on the authors' implementation (docs/model.md).
 
 Parameter counts must match exactly: they pin down every layer's shape (the global
 pooling branch, the ConvLSTM gate conv, the hidden width 512 vs 256, the fourth head).

@@ -22,7 +22,7 @@ COMMANDS = {
     "table": ("fusion_lab.cli.table", "table", "Print paper-style ablation tables."),
     "list": ("fusion_lab.cli.list_cmd", "list_cmd", "List registered components."),
     "describe": ("fusion_lab.cli.describe", "describe", "Build models and print their size."),
-    "data": ("fusion_lab.cli.data", "data", "Check datasets."),
+    "data": ("fusion_lab.cli.data", "data", "Check datasets, or write a pre-resized copy."),
     "viz": ("fusion_lab.cli.viz", "viz", "Draw Figure 3 maps of a trained run."),
     "plot": ("fusion_lab.cli.plot", "plot", "Draw a study's learning curves and Δs as a PNG."),
     "bench": ("fusion_lab.cli.bench", "bench", "Measure the cost of a study's variants."),

@@ -15,7 +15,7 @@ BATCH = 16  # the released code's test batch on CUB and Aircraft
 @click.option("--flops/--no-flops", default=True, help="Count forward FLOPs (batch 1).")
 def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_size: int,
              flops: bool) -> None:
-    """Build PRESETS (default: the paper's four rows) and print parameters and GFLOPs."""
+    """Build PRESETS (default: every registered preset) and print parameters and GFLOPs."""
     import torch
 
     from fusion_lab.config import ModelConfig
