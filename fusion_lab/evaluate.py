@@ -34,8 +34,9 @@ def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision,
     warn_batch_of_one(model, getattr(loader, "batch_size", None))
     model.eval()
     correct: dict[str, int] = {}
-    total = 0
+    total = last = 0
     for images, labels in on_device(loader, device, channels_last):  # normalised there
+        last = labels.numel()
         with prec.autocast():
             out = model(images)
         preds = {"combined": out["combined"], **out["logits"]}
@@ -44,6 +45,11 @@ def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision,
         total += labels.numel()
     if total == 0:
         return {"acc": float("nan"), "heads": {}, "n": 0}
+    if last == 1 and total > 1 and getattr(model, "batch_dependent", False):
+        warnings.warn(FusionLabWarning(
+            f"this model's predictions depend on its batch and the last of its {total} test "
+            "images is alone in its batch: that image sees a zero state (as in the released "
+            "code)"), stacklevel=2)
     acc = {k: 100.0 * v / total for k, v in correct.items()}
     heads = {k: v for k, v in acc.items() if k != "combined"}
     return {"acc": acc["combined"], "heads": heads, "n": total}

@@ -67,6 +67,23 @@ def test_evaluating_a_batch_model_one_image_at_a_time_warns(preset, batch, warne
         assert "zero state" in str(ours[0].message)
 
 
+@pytest.mark.parametrize("preset,images,warned", [("cn_cnn_released", 5, True),
+                                                  ("cn_cnn_released", 4, False),
+                                                  ("cn_cnn", 5, False)])
+def test_a_last_test_batch_of_one_image_warns_for_a_batch_model(preset, images, warned):
+    model = build_model(ModelConfig(preset=preset, backbone="small_cnn", width=16), 5)
+    data = TensorDataset(torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8),
+                         torch.arange(images) % 5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate(model, DataLoader(data, batch_size=2), torch.device("cpu"),
+                 precision("off", torch.device("cpu")), False)
+    ours = [w for w in caught if issubclass(w.category, FusionLabWarning)]
+    assert bool(ours) == warned
+    if warned:
+        assert "alone in its batch" in str(ours[0].message)
+
+
 TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"
 STUDY = f"""
 name: batchdep
