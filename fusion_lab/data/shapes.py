@@ -22,7 +22,7 @@ import colorsys
 
 import numpy as np
 
-from fusion_lab.data.synthetic import _ellipse, _random_colour, _triangle
+from fusion_lab.data.synthetic import _canvas, _ellipse, _finish, _random_colour, _triangle
 
 SHAPES = ["disc", "square", "triangle", "diamond", "star", "cross", "ring", "crescent"]
 TEXTURES = ["plain", "stripes", "dots", "checks"]
@@ -70,15 +70,7 @@ def _texture(x: np.ndarray, y: np.ndarray, texture: int, freq: float) -> np.ndar
 def render_shape(rng: np.random.Generator, label: int, size: int = 64, clutter: int = 4,
                  noise: float = 5.0) -> np.ndarray:
     """One image of class ``label`` as uint8 [size, size, 3] (all randomness from ``rng``)."""
-    n = 2 * size
-    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32)
-    xs, ys = (xs + 0.5) / n, (ys + 0.5) / n
-    img = np.empty((n, n, 3), np.float32)
-    img[:] = _random_colour(rng)
-    for _ in range(rng.poisson(clutter)):
-        cx, cy = rng.uniform(-0.1, 1.1, 2)
-        rx, ry = rng.uniform(0.03, 0.2), rng.uniform(0.03, 0.2)
-        img[_ellipse(xs, ys, cx, cy, rx, ry, rng.uniform(0, np.pi))] = _random_colour(rng)
+    xs, ys, img = _canvas(rng, size, clutter, 0.2)
 
     shape, texture = label // len(TEXTURES), label % len(TEXTURES)
     scale = rng.uniform(0.22, 0.34)
@@ -102,14 +94,7 @@ def render_shape(rng: np.random.Generator, label: int, size: int = 64, clutter: 
         img[knob] = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.6, 1.0),
                                                  rng.uniform(0.6, 1.0)))
 
-    img = img.reshape(size, 2, size, 2, 3).mean(axis=(1, 3))
-    phi = rng.uniform(0, 2 * np.pi)
-    g = np.linspace(-0.5, 0.5, size, dtype=np.float32)
-    ramp = np.cos(phi) * g[None, :] + np.sin(phi) * g[:, None]
-    light = rng.uniform(0.75, 1.2) * (1.0 + rng.uniform(0, 0.5) * ramp)
-    img = img * light[..., None] * 255.0
-    img += rng.normal(0.0, rng.uniform(0.3, 1.0) * noise, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return _finish(rng, img, size, noise)
 
 
 def generate_shapes(num_classes: int, per_class: int, size: int, seed: int, stream: int,

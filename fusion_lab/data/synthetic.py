@@ -76,6 +76,35 @@ def _triangle(x: np.ndarray, y: np.ndarray, pts: list[tuple[float, float]]) -> n
     return ~(neg & pos)
 
 
+def _canvas(rng: np.random.Generator, size: int, clutter: float, max_blob: float
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 2x-resolution background: grid coordinates in [0, 1] and an image of one random
+    colour with ``Poisson(clutter)`` random ellipses (semi-axes 0.03 to ``max_blob``)."""
+    n = 2 * size  # render at 2x, then box-filter down (``_finish``)
+    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32)
+    xs, ys = (xs + 0.5) / n, (ys + 0.5) / n
+    img = np.empty((n, n, 3), np.float32)
+    img[:] = _random_colour(rng)
+    for _ in range(rng.poisson(clutter)):
+        cx, cy = rng.uniform(-0.1, 1.1, 2)
+        rx, ry = rng.uniform(0.03, max_blob), rng.uniform(0.03, max_blob)
+        img[_ellipse(xs, ys, cx, cy, rx, ry, rng.uniform(0, np.pi))] = _random_colour(rng)
+    return xs, ys, img
+
+
+def _finish(rng: np.random.Generator, img: np.ndarray, size: int, noise: float) -> np.ndarray:
+    """Box-filter the 2x image down, then lighting (global brightness times a linear
+    gradient in a random direction) and pixel noise; uint8 [size, size, 3]."""
+    img = img.reshape(size, 2, size, 2, 3).mean(axis=(1, 3))
+    phi = rng.uniform(0, 2 * np.pi)
+    g = np.linspace(-0.5, 0.5, size, dtype=np.float32)
+    ramp = np.cos(phi) * g[None, :] + np.sin(phi) * g[:, None]
+    light = rng.uniform(0.75, 1.2) * (1.0 + rng.uniform(0, 0.5) * ramp)
+    img = img * light[..., None] * 255.0
+    img += rng.normal(0.0, rng.uniform(0.3, 1.0) * noise, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def _wing_ink(u: np.ndarray, v: np.ndarray, pattern: int) -> np.ndarray:
     """Pattern on wing coordinates in [-1, 1]; every pattern inks exactly half the wing."""
     pi = np.pi
@@ -119,17 +148,8 @@ def render_with_masks(rng: np.random.Generator, label: int, size: int = 64,
 
 def _render(rng: np.random.Generator, label: int, size: int, max_rotation: float,
             clutter: int, noise: float, masks: bool) -> tuple[np.ndarray, dict | None]:
-    n = 2 * size  # render at 2x, then box-filter down
-    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32)
-    xs, ys = (xs + 0.5) / n, (ys + 0.5) / n
-    img = np.empty((n, n, 3), np.float32)
-    img[:] = _random_colour(rng)
-
     # Background clutter: blobs and a branch-like bar, colours from the shared distribution.
-    for _ in range(rng.poisson(clutter)):
-        cx, cy = rng.uniform(-0.1, 1.1, 2)
-        rx, ry = rng.uniform(0.03, 0.25), rng.uniform(0.03, 0.25)
-        img[_ellipse(xs, ys, cx, cy, rx, ry, rng.uniform(0, np.pi))] = _random_colour(rng)
+    xs, ys, img = _canvas(rng, size, clutter, 0.25)
     if rng.random() < 0.6:
         img[_ellipse(xs, ys, rng.uniform(0.2, 0.8), rng.uniform(0.55, 0.9), 0.9, 0.025,
                      rng.uniform(-0.3, 0.3))] = _random_colour(rng)
@@ -191,15 +211,7 @@ def _render(rng: np.random.Generator, label: int, size: int, max_rotation: float
         regions = {k: seen[k].reshape(size, 2, size, 2).mean(axis=(1, 3)).astype(np.float32)
                    for k in REGIONS}
 
-    img = img.reshape(size, 2, size, 2, 3).mean(axis=(1, 3))
-    # Lighting: global brightness times a linear gradient in a random direction, then noise.
-    phi = rng.uniform(0, 2 * np.pi)
-    g = np.linspace(-0.5, 0.5, size, dtype=np.float32)
-    ramp = np.cos(phi) * g[None, :] + np.sin(phi) * g[:, None]
-    light = rng.uniform(0.75, 1.2) * (1.0 + rng.uniform(0, 0.5) * ramp)
-    img = img * light[..., None] * 255.0
-    img += rng.normal(0.0, rng.uniform(0.3, 1.0) * noise, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8), regions
+    return _finish(rng, img, size, noise), regions
 
 
 def generate(num_classes: int, per_class: int, size: int, seed: int, stream: int,
