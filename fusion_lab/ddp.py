@@ -78,6 +78,33 @@ def current() -> Dist:
     return _current
 
 
+def finish(clean: bool = True) -> None:
+    """Leave the process group before the interpreter shuts down.
+
+    A process that exits with its gloo group alive can die of SIGABRT while Python
+    finalises (gloo's worker threads still hold tensors), so its run's exit status turns
+    into a failure after the work is done. ``clean``: every process got here, wait for
+    the others first; on an error path the others may never come, so leave at once.
+    """
+    global _current
+    if dist.is_available() and dist.is_initialized():
+        try:
+            if clean:
+                dist.barrier()
+        except RuntimeError as e:
+            if not peer_gone(e):
+                raise
+        finally:
+            dist.destroy_process_group()
+    _current = SINGLE
+
+
+def peer_gone(e: BaseException) -> bool:
+    """Whether ``e`` is gloo saying that another process of the group has gone away."""
+    return isinstance(e, RuntimeError) and any(
+        s in str(e) for s in ("Connection closed by peer", "Connection reset by peer"))
+
+
 def broadcast(obj: Any, d: Dist | None = None) -> Any:
     """Process 0's ``obj`` on every process (itself when not distributed)."""
     d = d or _current
@@ -195,7 +222,7 @@ def start_torchrun(nproc: int, study_file: str, overrides: list[str], results: A
     if device == "cuda" and not torch.cuda.is_available():
         raise FusionLabError("--device cuda was asked for, but torch sees no CUDA device; "
                              "use --device cpu (gloo) or auto")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+    cmd = [sys.executable, "-m", "fusion_lab.torchrun", "--standalone",
            f"--nproc_per_node={nproc}", "-m", "fusion_lab", "run", str(study_file),
            "--results", str(results), "--device", device, "--no-table",
            "--progress", progress, "--lease", str(lease_s)]

@@ -95,6 +95,28 @@ def _grad_worker(rank: int, world: int, init: str, cfg: dict, out: str) -> None:
         dist.destroy_process_group()
 
 
+def _finish_worker(rank: int, world: int, init: str, out: str) -> None:
+    import time
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    if rank == 1:
+        time.sleep(1.0)  # process 0 must wait for this one before it leaves the group
+        with open(out, "a") as f:
+            f.write("1 done\n")
+    ddp.finish()
+    with open(out, "a") as f:
+        f.write(f"{rank} left, initialized={dist.is_initialized()}\n")
+
+
+def test_finish_waits_for_every_process_then_leaves_the_group(tmp_path):
+    out = tmp_path / "log.txt"
+    mp.spawn(_finish_worker, args=(2, f"file://{tmp_path / 'rdzv'}", str(out)), nprocs=2)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "1 done"  # nobody left before the slow process got there
+    assert sorted(lines[1:]) == ["0 left, initialized=False", "1 left, initialized=False"]
+    assert not ddp.current().active
+
+
 def _model_and_batch(cfg: RunConfig):
     from fusion_lab.model import build_model
 
@@ -163,11 +185,14 @@ def test_sigterm_to_a_ddp_run_records_interrupted_and_nproc_2_resumes_it(study_f
     assert proc.returncode != 0
     summary = json.loads((d / "summary.json").read_text())
     assert summary["status"] == "interrupted", (summary, err[-2000:])
+    # process 0 says what happened; process 1 and torchrun stop without a traceback
+    assert "interrupted by SIGTERM: the run is recorded as interrupted" in err, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
     assert not (d / "claim").exists()
     done = len(store.read_jsonl(d / "metrics.jsonl"))
     assert 1 <= done < 4
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert rerun.returncode == 0, rerun.stderr[-6000:]
     assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
     summary = json.loads((d / "summary.json").read_text())
     assert summary["status"] == "done" and summary["world_size"] == 2

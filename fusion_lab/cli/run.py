@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -104,9 +105,22 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
 
         store.write_json(store.study_dir(results_dir, study.name) / store.STUDY_JSON,
                      study_plan(study, runs))
-    code = chosen.launch(job)
-    if world > 1 and not ddp.current().main:
-        return  # process 0 reports
+    if world > 1:
+        main = ddp.current().main
+        try:
+            code = chosen.launch(job)
+        except BaseException as e:
+            ddp.finish(clean=False)
+            if not main and ddp.peer_gone(e):  # process 0 stopped (and says why): no traceback
+                click.echo(f"process {os.environ.get('RANK')}: process 0 has stopped; "
+                           "this one stops too", err=True)
+                sys.exit(1)
+            raise
+        ddp.finish()
+        if not main:
+            return  # process 0 reports
+    else:
+        code = chosen.launch(job)
     if name in ("local", "ray") or wait:
         failed = _finish(study, runs, results_dir, show_table)
         code = max(code, 1 if failed else 0)

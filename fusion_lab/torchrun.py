@@ -1,0 +1,29 @@
+"""torchrun as ``fusionlab run --nproc`` starts it: the same launcher, minus its tracebacks.
+
+A SIGTERM or SIGINT to torchrun (a scheduler's, or Ctrl-C) makes it stop its processes
+and raise; process 0 has already said what happened to the run, so this exits with the
+signal's status and says nothing more. A process that failed has printed its own error;
+torchrun's table of failed processes is kept, its Python traceback is not.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(argv)
+    except SignalException as e:
+        sys.exit(128 + int(e.sigval))
+    except ChildFailedError as e:
+        print(e.format_msg(), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
