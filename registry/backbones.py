@@ -201,12 +201,37 @@ def backbone_problems(name: str, pretrained: bool | str,
         problem = _weights_problem(name, pretrained)
         if problem:
             return [problem]
-    check = getattr(BACKBONES.get(name), "check_args", None) if name in BACKBONES else None
+    if name not in BACKBONES:
+        problem = _timm_tap_problem(name, tuple(out_indices))
+        return [problem] if problem else []
+    check = getattr(BACKBONES.get(name), "check_args", None)
     if check is None:
         return []
     # a registered backbone never sees a weights file: it is built with pretrained=False
     # and the file is loaded into it by build_backbone
     return list(check(False if isinstance(pretrained, str) else pretrained, list(out_indices)))
+
+
+@functools.lru_cache(maxsize=64)
+def _timm_tap_problem(name: str, out_indices: tuple[int, ...]) -> str | None:
+    """Why timm's ``name`` cannot give the feature levels ``out_indices`` (None if it can).
+
+    Found by building the model on the meta device (no memory, no weights: hundredths of a
+    second), so a study learns it before any run trains rather than as a failed run.
+    """
+    try:
+        with torch.device("meta"):
+            timm.create_model(name, features_only=True, out_indices=out_indices)
+        return None
+    except Exception as e:  # timm: IndexError, AssertionError, RuntimeError, plain Exception
+        why = f"{type(e).__name__}: {e}"
+    try:
+        with torch.device("meta"):
+            n = len(timm.create_model(name, features_only=True).feature_info)
+    except Exception:  # no features_only at all: timm's own message says so
+        return f"backbone {name!r} cannot serve as a multi-level backbone ({why})"
+    return (f"backbone {name!r} cannot tap stages {list(out_indices)}: it has {n} feature "
+            f"levels (model.out_indices from 0..{n - 1}, or -{n}..-1)")
 
 
 def _weights_problem(name: str, pretrained: str) -> str | None:

@@ -55,6 +55,11 @@ CASES = {
     "stages small_cnn does not have": (["model.out_indices=[7, 8, 9]"],
                                        "small_cnn has 3 stages: model.out_indices must be "
                                        "distinct stage indices in -3..2"),
+    "stages a timm backbone does not have": (["model.backbone=resnet18",
+                                              "model.out_indices=[2, 3, 7]"],
+                                             "backbone 'resnet18' cannot tap stages [2, 3, 7]: "
+                                             "it has 5 feature levels (model.out_indices from "
+                                             "0..4, or -5..-1)"),
     "hidden set twice": (["model.head_args={hidden: 32}"],
                          "model.hidden (8) and model.head_args.hidden (32) are the same "
                          "setting"),
