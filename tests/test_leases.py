@@ -56,14 +56,16 @@ def test_claim_from_another_host_with_an_old_heartbeat_is_taken_over(tmp_path):
 
 def test_the_heartbeat_keeps_a_short_lease_alive_and_stops_when_the_claim_is_lost(tmp_path):
     d = tmp_path / "run"
-    token = store.try_claim(d, lease_s=0.6)
+    token = store.try_claim(d, lease_s=1.0)
     with Lease(d, token, interval_s=0.1) as lease:
-        time.sleep(1.5)  # well past the lease: only the heartbeat keeps it
+        time.sleep(2.0)  # well past the lease: only the heartbeat keeps it
         assert store.claim_is_live(store.read_claim(d), skew_s=0)
         # another process takes the claim over (as if this one had been paused)
         (d / "claim").write_text(json.dumps({"pid": 1, "host": "other", "token": "x" * 32,
                                              "ts": time.time(), "lease_s": 300.0}))
-        time.sleep(0.4)
+        deadline = time.time() + 10  # the next heartbeat notices (0.1 s; more on a busy box)
+        while not lease.lost and time.time() < deadline:
+            time.sleep(0.05)
         assert lease.lost
         with pytest.raises(store.ClaimLost, match="taken over by other"):
             lease.check()
