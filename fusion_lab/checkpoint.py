@@ -3,7 +3,9 @@
 ``checkpoint.pt`` holds the model, optimizer, scheduler, grad scaler and RNG states, the
 epoch and the best validation epoch so far; ``resume`` restores them (when the checkpoint
 belongs to the run) and cuts ``metrics.jsonl`` to the epochs the checkpoint holds, so a
-resumed run writes each epoch exactly once.
+resumed run writes each epoch exactly once. The checkpoint also carries its epoch's
+metrics line: a process killed (SIGKILL, a node lost) after the checkpoint was replaced but
+before that line was appended gets the line back on resume instead of a missing epoch.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def resume(run_dir: Path, run_id: str, model: nn.Module, opt: torch.optim.Optimi
     optimizer, scheduler, grad scaler and RNGs; cut metrics.jsonl to the epochs it holds
     (unless ``write`` is false: DDP processes other than 0 only read)."""
     ckpt_path = run_dir / CHECKPOINT
-    out = Resumed()
+    out, last = Resumed(), None
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=dev, weights_only=False)
         if state.get("run_id") == run_id:
@@ -71,9 +73,13 @@ def resume(run_dir: Path, run_id: str, model: nn.Module, opt: torch.optim.Optimi
             set_rng_state(state["rng"])
             out.epoch, out.best = state["epoch"], state.get("best_val")
             out.wall_before_s = state.get("wall_time_s", 0.0)
+            last = state.get("record")  # the metrics line of the checkpoint's epoch
     # Keep exactly the metrics of the epochs the checkpoint holds.
     metrics_path = run_dir / METRICS_JSONL
     out.rows = [r for r in read_jsonl(metrics_path) if r.get("epoch", 0) <= out.epoch]
+    if last is not None and last.get("epoch") == out.epoch and (
+            not out.rows or out.rows[-1].get("epoch") != out.epoch):
+        out.rows.append(last)  # killed between the checkpoint and its metrics line
     if write:
         write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in out.rows))
     return out

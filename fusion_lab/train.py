@@ -246,7 +246,8 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
                     "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
-                    "rng": rng_state(), "best_val": best, "num_classes": data.num_classes,
+                    "rng": rng_state(), "best_val": best, "record": record,
+                    "num_classes": data.num_classes,
                     "class_names": data.class_names,
                     "wall_time_s": start.wall_before_s + time.perf_counter() - t_start})
                 append_jsonl(metrics_path, record)

@@ -106,6 +106,20 @@ def test_resumed_run_equals_an_uninterrupted_one(study_file, tmp_path):
     assert [x["train_loss"] for x in la] == [x["train_loss"] for x in lb]
 
 
+def test_a_run_killed_between_its_checkpoint_and_metrics_line_gets_the_line_back(
+        study_file, tmp_path):
+    study, runs = prepare(study_file)
+    r, d = runs[0], tmp_path / "run"
+    d.mkdir()
+    train_run(d, r.config, r.run_id, device="cpu", stop_after_epochs=1)
+    line = store.read_jsonl(d / "metrics.jsonl")
+    (d / "metrics.jsonl").write_text("")  # SIGKILL after the checkpoint, before the line
+    train_run(d, r.config, r.run_id, device="cpu")  # resumes at epoch 2
+    rows = store.read_jsonl(d / "metrics.jsonl")
+    assert [x["epoch"] for x in rows] == [1, 2]
+    assert rows[0] == line[0]
+
+
 def test_a_killed_run_with_a_stale_claim_resumes(study_file, tmp_path):
     results = tmp_path / "results"
     study, runs = prepare(study_file)
