@@ -190,7 +190,34 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
         problems.append(f"model.resize_back is not supported by fusion {fusion!r}")
     from fusion_lab.registry.backbones import backbone_problems
 
-    return problems + backbone_problems(cfg.backbone, cfg.pretrained, cfg.out_indices)
+    problems += backbone_problems(cfg.backbone, cfg.pretrained, cfg.out_indices)
+    return problems or _assembly_problems(cfg)
+
+
+def _assembly_problems(cfg: ModelConfig) -> list[str]:
+    """What only assembling the parts finds (e.g. the CA link on levels of unequal channels).
+
+    The model is assembled on the meta device (no memory, no weights), once per config and
+    set of registered classes. A component that refuses its arguments with a ValueError or
+    a FusionLabError is reported; any other exception (a plugin that cannot be built on the
+    meta device) is left to the real build.
+    """
+    key = (repr(cfg), *(id(r.get(n)) for r, n in ((FUSIONS, cfg.fusion),
+                                                   (ATTENTIONS, cfg.attention),
+                                                   (HEADS, cfg.head))))
+    if key not in _ASSEMBLED:
+        try:
+            with torch.device("meta"):
+                _assemble(dataclasses.replace(cfg, pretrained=False), 2)
+            _ASSEMBLED[key] = []
+        except (ValueError, FusionLabError) as e:
+            _ASSEMBLED[key] = [f"the parts do not fit together: {e}"]
+        except Exception:
+            _ASSEMBLED[key] = []
+    return list(_ASSEMBLED[key])
+
+
+_ASSEMBLED: dict[tuple, list[str]] = {}
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> FusionModel:
@@ -198,10 +225,14 @@ def build_model(cfg: ModelConfig, num_classes: int) -> FusionModel:
     problems = check_model_config(cfg)
     if problems:
         raise ConfigError(problems)
+    return _assemble(resolve_model(cfg), num_classes)
+
+
+def _assemble(cfg: ModelConfig, num_classes: int) -> FusionModel:
+    """The model of a checked, resolved config."""
     from fusion_lab.registry._common import level_names
     from fusion_lab.registry.backbones import build_backbone
 
-    cfg = resolve_model(cfg)
     fusion_name, attention_name, head_name = cfg.fusion, cfg.attention, cfg.head
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.out_indices)
     fusion_cls = FUSIONS.get(fusion_name)

@@ -132,3 +132,46 @@ def test_command_line_usage_mistakes_are_one_message_not_a_traceback(argv, says,
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
+
+
+PLUGIN_FUSION = '''
+from torch import nn
+
+from fusion_lab.registries import FUSIONS
+
+
+@FUSIONS.register("keep_levels")
+class KeepLevels(nn.Module):
+    """Passes the backbone's levels on unchanged: their channels stay unequal."""
+
+    def __init__(self, in_channels, out_channels=256):
+        super().__init__()
+        self.out_channels = list(in_channels)
+
+    def forward(self, feats):
+        return list(feats)
+'''
+
+
+def test_parts_that_do_not_fit_together_are_one_error_before_training(study, tmp_path, capsys):
+    # small_cnn's levels have unequal channels; CA's low-to-high link needs equal ones,
+    # which only assembling fusion and attention together can tell
+    plugin = tmp_path / "keep_levels.py"
+    plugin.write_text(PLUGIN_FUSION)
+    study.write_text(f"plugins: [{plugin}]\n" + study.read_text())
+    results = tmp_path / "results"
+    code, err = _run(["run", str(study), "--results", str(results), "--device", "cpu",
+                      "--set", "model.fusion=keep_levels", "--set", "model.attention=ca"],
+                     capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert ("model: the parts do not fit together: the CA low-to-high link needs equal "
+            "channels on every "
+            "level, got [48, 96, 160]; set attention_args: {link: false}") in lines[0]
+    assert not results.exists()
+    # the way out the message names works, and trains
+    main(["run", str(study), "--results", str(results), "--device", "cpu",
+          "--set", "model.fusion=keep_levels", "--set", "model.attention=ca",
+          "--set", "model.attention_args={link: false}", "--progress", "off", "--no-table"])
+    summaries = list(results.glob("bad/*/summary.json"))
+    assert len(summaries) == 1 and '"status": "done"' in summaries[0].read_text()
