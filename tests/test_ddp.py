@@ -160,7 +160,7 @@ def test_a_batch_dependent_model_is_warned_that_sharding_changes_it():
             pass  # no process group here: only the warning is under test
 
 
-@pytest.mark.slow  # 88 s here: torchrun's shutdown grace before it kills process 1
+@pytest.mark.slow  # about 20 s here: two torchrun starts of two processes each
 def test_sigterm_to_a_ddp_run_records_interrupted_and_nproc_2_resumes_it(study_file, tmp_path):
     import signal
     import subprocess
