@@ -207,3 +207,24 @@ def test_nproc_beyond_the_gpus_present_is_one_line(study_file, tmp_path, capsys,
     assert e.value.code == 2 and err.count("\n") == 1
     assert "--nproc 2 asks for more processes than the 1 GPU(s) present" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--set", "train.world_size=2"],
+     "the study's runs have train.world_size 2 but this is 1 process(es): train them with "
+     "fusionlab run --nproc 2"),
+    (["--nproc", "2", "--launcher", "slurm", "--launcher-opt", "cluster=local"],
+     "DDP (--nproc, torchrun, train.world_size > 1) trains on one machine with the local "
+     "launcher; the slurm launcher trains each run in one process"),
+    (["--set", "train.world_size=2", "--launcher", "ray"],
+     "the ray launcher trains each run in one process"),
+], ids=["world_size without --nproc", "--nproc with slurm", "world_size with ray"])
+def test_runs_the_processes_cannot_train_are_one_line_before_anything_starts(
+        args, says, study_file, tmp_path, capsys):
+    results = tmp_path / "r"
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(study_file), "--results", str(results), "--device", "cpu", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert says in err
+    assert not results.exists()  # was: a failed run per run (or a job array of them)

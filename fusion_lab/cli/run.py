@@ -75,8 +75,9 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     if dry_run:
         _dry_run(study, runs, results_dir)
         return
+    _check_processes(runs, name, world if world > 1 else (nproc or 1))
     if (nproc or 1) > 1:
-        if name != "local" or gpus:
+        if gpus:  # (another launcher was refused by _check_processes)
             raise FusionLabError("--nproc trains on this machine: use it with the local "
                                  "launcher and without --gpus")
         code = ddp.start_torchrun(nproc, study_file, overrides, results_dir, device,
@@ -126,6 +127,28 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         code = max(code, 1 if failed else 0)
     if code:
         sys.exit(code)
+
+
+def _check_processes(runs, launcher: str, procs: int) -> None:
+    """Refuse, before anything starts, runs that this many processes cannot train.
+
+    A DDP run (``train.world_size`` N > 1) trains on N processes started by ``--nproc N``
+    or torchrun, with the local launcher; the slurm and ray launchers train each run in one
+    process.
+    """
+    from fusion_lab.errors import FusionLabError
+
+    sizes = sorted({r.config.train.world_size for r in runs})
+    if launcher != "local" and (procs > 1 or sizes != [1]):
+        raise FusionLabError(
+            f"DDP (--nproc, torchrun, train.world_size > 1) trains on one machine with the "
+            f"local launcher; the {launcher} launcher trains each run in one process")
+    if sizes != [procs]:
+        need = ", ".join(f"--nproc {n}" for n in sizes)
+        raise FusionLabError(
+            f"the study's runs have train.world_size {', '.join(map(str, sizes))} but this "
+            f"is {procs} process(es): train them with fusionlab run {need}"
+            + (" (one call each)" if len(sizes) > 1 else ""))
 
 
 def _dry_run(study, runs, results_dir: Path) -> None:
