@@ -214,23 +214,39 @@ def start_torchrun(nproc: int, study_file: str, overrides: list[str], results: A
 
     On CUDA each process takes one GPU, so ``nproc`` may not exceed the GPUs present.
     """
-    import sys
-
     if device != "cpu" and torch.cuda.is_available() and nproc > torch.cuda.device_count():
         raise FusionLabError(f"--nproc {nproc} asks for more processes than the "
                              f"{torch.cuda.device_count()} GPU(s) present (one GPU each)")
     if device == "cuda" and not torch.cuda.is_available():
         raise FusionLabError("--device cuda was asked for, but torch sees no CUDA device; "
                              "use --device cpu (gloo) or auto")
+    cmd = torchrun_command(nproc, study_file, overrides, results, device, progress, lease_s,
+                           fail_fast=fail_fast, retry_failed=retry_failed)
+    from fusion_lab.runner import run_forwarding
+
+    return run_forwarding([(cmd, torchrun_env())])  # a SIGTERM reaches torchrun and the run
+
+
+def torchrun_command(nproc: int, study_file: Any, overrides: list[str], results: Any,
+                     device: str, progress: str, lease_s: float, fail_fast: bool = False,
+                     retry_failed: bool = False, only: list[str] | None = None) -> list[str]:
+    """``fusionlab run`` on ``nproc`` processes of this machine under torchrun, as a command
+    (``only``: just these run ids, as a cluster task that trains one run asks)."""
+    import sys
+
     cmd = [sys.executable, "-m", "fusion_lab.torchrun", "--standalone",
            f"--nproc_per_node={nproc}", "-m", "fusion_lab", "run", str(study_file),
            "--results", str(results), "--device", device, "--no-table",
            "--progress", progress, "--lease", str(lease_s)]
     for o in overrides:
         cmd += ["--set", o]
+    for run_id in only or []:
+        cmd += ["--only", run_id]
     cmd += ["--fail-fast"] if fail_fast else []
     cmd += ["--retry-failed"] if retry_failed else []
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    from fusion_lab.runner import run_forwarding
+    return cmd
 
-    return run_forwarding([(cmd, env)])  # a SIGTERM reaches torchrun, and through it the run
+
+def torchrun_env() -> dict[str, str]:
+    """The environment of torchrun's processes: one thread each unless told otherwise."""
+    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

@@ -50,8 +50,10 @@ def identity(study: Study, r: PlannedRun) -> dict[str, Any]:
 
 def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str = "auto",
                 fail_fast: bool = False, retry_failed: bool = False,
-                progress: Any = None, lease_s: float = store.LEASE_S) -> Outcome:
-    """Train every run that is not done (nor failed, unless ``retry_failed``) in this process.
+                progress: Any = None, lease_s: float = store.LEASE_S,
+                only: set[str] | None = None) -> Outcome:
+    """Train every run that is not done (nor failed, unless ``retry_failed``) in this process
+    (``only``: of these run ids; the study's plan still lists every run).
 
     Each run is trained under a lease (``fusion_lab.lease``). SIGTERM/SIGINT record the run
     as interrupted, release its claim and propagate (``RunInterrupted``); a run whose claim
@@ -66,7 +68,7 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
         store.write_json(store.study_dir(results, study.name) / store.STUDY_JSON,
                          study_plan(study, runs))
     todo = []
-    for r in runs:
+    for r in runs if only is None else [r for r in runs if r.run_id in only]:
         status = store.run_status(run_dir(results, study, r))
         if status == store.DONE or (status == store.FAILED and not retry_failed):
             out.skipped.append((r, status))
@@ -225,19 +227,31 @@ def run_forwarding(cmds: list[tuple[list[str], dict]]) -> int:
     procs: list[subprocess.Popen] = []
 
     def forward(signum: int, frame) -> None:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
+        signal_children(signum)
 
     old = signal.signal(signal.SIGTERM, forward) if _main_thread() else None
     try:
         for cmd, env in cmds:
             procs.append(subprocess.Popen(cmd, env=env))
+            _CHILDREN.append(procs[-1])
         codes = [p.wait() for p in procs]
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+        for p in procs:
+            if p in _CHILDREN:
+                _CHILDREN.remove(p)
     return max(codes) if codes else 0
+
+
+_CHILDREN: list[subprocess.Popen] = []  # what run_forwarding started and waits for
+
+
+def signal_children(signum: int) -> None:
+    """Send ``signum`` to the commands ``run_forwarding`` is running (safe in a handler)."""
+    for p in list(_CHILDREN):
+        if p.poll() is None:
+            p.send_signal(signum)
 
 
 def _main_thread() -> bool:

@@ -4,14 +4,21 @@ A SIGTERM or SIGINT to torchrun (a scheduler's, or Ctrl-C) makes it stop its pro
 and raise; process 0 has already said what happened to the run, so this exits with the
 signal's status and says nothing more. A process that failed has printed its own error;
 torchrun's table of failed processes is kept, its Python traceback is not.
+
+SIGUSR2 (SLURM's warning before a time limit, sent to every process of the job step) is
+ignored here and, inherited, in the training processes: inside a cluster task the task
+process above handles it (it stops this torchrun with SIGTERM, then requeues).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
 def main(argv: list[str] | None = None) -> None:
+    if hasattr(signal, "SIGUSR2"):
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun

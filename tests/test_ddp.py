@@ -211,14 +211,20 @@ def test_nproc_beyond_the_gpus_present_is_one_line(study_file, tmp_path, capsys,
 
 @pytest.mark.parametrize("args,says", [
     (["--set", "train.world_size=2"],
-     "the study's runs have train.world_size 2 but this is 1 process(es): train them with "
-     "fusionlab run --nproc 2"),
+     "the study's runs have train.world_size 2 but this is 1 process(es) per run: train "
+     "them with fusionlab run --nproc 2"),
     (["--nproc", "2", "--launcher", "slurm", "--launcher-opt", "cluster=local"],
-     "DDP (--nproc, torchrun, train.world_size > 1) trains on one machine with the local "
-     "launcher; the slurm launcher trains each run in one process"),
+     "--nproc and torchrun train on this machine, with the local launcher; with the slurm "
+     "launcher use --launcher-opt nproc=N (processes per run, in each task)"),
     (["--set", "train.world_size=2", "--launcher", "ray"],
-     "the ray launcher trains each run in one process"),
-], ids=["world_size without --nproc", "--nproc with slurm", "world_size with ray"])
+     "the study's runs have train.world_size 2 but this is 1 process(es) per run: train "
+     "them with --launcher ray --launcher-opt nproc=2"),
+    (["--launcher", "slurm", "--launcher-opt", "nproc=4", "--launcher-opt", "gpus=2"],
+     "launcher option gpus (2) must be 0 (CPU nodes, gloo) or at least nproc (4)"),
+    (["--launcher", "ray", "--launcher-opt", "nproc=0"],
+     "launcher option nproc must be a whole number >= 1, got 0"),
+], ids=["world_size without --nproc", "--nproc with slurm", "world_size with ray",
+        "slurm nproc over gpus", "ray nproc 0"])
 def test_runs_the_processes_cannot_train_are_one_line_before_anything_starts(
         args, says, study_file, tmp_path, capsys):
     results = tmp_path / "r"
@@ -228,3 +234,35 @@ def test_runs_the_processes_cannot_train_are_one_line_before_anything_starts(
     assert e.value.code == 2 and err.count("\n") == 1, err
     assert says in err
     assert not results.exists()  # was: a failed run per run (or a job array of them)
+
+
+def test_only_trains_the_runs_named_and_the_plan_keeps_every_run(study_file, tmp_path, capsys):
+    # what a cluster task's DDP processes are started with (--only is hidden from --help)
+    results = tmp_path / "results"
+    study, runs = prepare(study_file)
+    main(["run", str(study_file), "--results", str(results), "--device", "cpu",
+          "--progress", "off", "--no-table", "--only", runs[1].run_id])
+    assert store.run_status(run_dir(results, study, runs[0])) == "pending"
+    assert store.run_status(run_dir(results, study, runs[1])) == "done"
+    plan = json.loads((results / "tiny" / "study.json").read_text())
+    assert sum(len(row["run_ids"]) for row in plan["rows"]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(study_file), "--results", str(results), "--only", "0" * 64])
+    assert e.value.code == 2
+    assert "are no longer part of study" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # about 15 s here: a submitit job starting torchrun with two processes
+def test_slurm_nproc_2_trains_each_run_with_ddp_in_its_task(study_file, tmp_path, capsys):
+    study_file.write_text(study_file.read_text().replace(
+        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
+    results = tmp_path / "results"
+    main(["run", str(study_file), "--results", str(results), "--device", "cpu",
+          "--launcher", "slurm", "--launcher-opt", "cluster=local", "--launcher-opt", "gpus=0",
+          "--launcher-opt", "nproc=2", "--wait", "--no-table"])
+    assert "submitted 1 task(s) of study tiny" in capsys.readouterr().err
+    study, runs = prepare(study_file, ["train.world_size=2"])  # the ids of DDP runs
+    d = run_dir(results, study, runs[0])
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["world_size"] == 2
+    assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2]

@@ -170,3 +170,57 @@ def test_dry_run_shows_stale_claims_and_queued_tasks(study_file, tmp_path, capsy
     out = capsys.readouterr().out
     assert f"{runs[0].run_id}  stale" in out and "(stale claim: node-7 pid 1" in out
     assert f"{runs[1].run_id}  queued" in out and "slurm job 4242_1" in out
+
+
+def _parent(pid: int) -> int:
+    """The parent of process ``pid`` (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.slow  # about 30 s here: two torchrun starts of two processes, inside submitit jobs
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="finds the task through /proc")
+def test_a_ddp_slurm_task_stopped_by_the_time_limit_signal_is_requeued_and_resumes(
+        study_file, tmp_path):
+    results = tmp_path / "results"
+    study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 4").replace(
+        "train_per_class: 6", "train_per_class: 40").replace(
+        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
+    study, runs = prepare(study_file, ["train.world_size=2"])
+    job = LaunchJob(study_file=study_file.resolve(), overrides=["train.world_size=2"],
+                    results=results.resolve(), study=study, runs=runs, pending=runs,
+                    device="cpu")
+    d = run_dir(results, study, runs[0])
+    launcher = make_launcher("slurm", {"cluster": "local", "gpus": 0, "time": 10, "nproc": 2})
+    launcher.launch(job)
+    deadline = time.time() + 180
+    while not store.read_jsonl(d / "metrics.jsonl") and time.time() < deadline:
+        time.sleep(0.05)
+    rank0 = json.loads((d / "claim").read_text())["pid"]
+    task = _parent(_parent(rank0))  # process 0 <- torchrun <- the submitit task
+    os.kill(task, signal.SIGUSR2)  # what SLURM sends before the time limit (--signal)
+    launcher.wait()
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "done", summary.get("error")
+    assert summary["world_size"] == 2 and summary["batch_per_process"] == 3
+    assert summary["trained_by"]["pid"] != rank0  # the requeued task's processes finished
+    assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert not (d / "claim").exists()
+
+
+@pytest.mark.slow  # about 20 s here: a local Ray instance whose task starts torchrun
+def test_ray_nproc_2_trains_the_run_with_ddp_in_its_task(study_file, tmp_path, capsys):
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+    study_file.write_text(study_file.read_text().replace(
+        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
+    results = tmp_path / "results"
+    code, out, err = run_cli(["run", str(study_file), "--results", str(results), "--device",
+                              "cpu", "--launcher", "ray", "--launcher-opt", "gpus=0",
+                              "--launcher-opt", "cpus=1", "--launcher-opt", "nproc=2",
+                              "--progress", "off", "--no-table"], capsys)
+    assert code == 0, err
+    study, runs = prepare(study_file, ["train.world_size=2"])
+    d = run_dir(results, study, runs[0])
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["world_size"] == 2, summary.get("error")
+    assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2]

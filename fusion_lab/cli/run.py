@@ -39,11 +39,13 @@ import click
 @click.option("--lease", "lease_s", default=300.0, show_default=True, type=click.FloatRange(1),
               help="Seconds without a heartbeat after which other processes, on any host, "
                    "take a claimed run over.")
+@click.option("--only", "only", multiple=True, hidden=True, metavar="RUN_ID",
+              help="Train only these runs (a cluster task's DDP processes are started so).")
 def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         gpus: str | None, launcher: str | None, launcher_opts: tuple[str, ...],
         nproc: int | None, wait: bool,
         dry_run: bool, fail_fast: bool, retry_failed: bool, progress_mode: str,
-        show_table: bool, lease_s: float) -> None:
+        show_table: bool, lease_s: float, only: tuple[str, ...]) -> None:
     """Train every run of STUDY_FILE that is not done; print the table at the end.
 
     A rerun trains nothing that is done; growing a study trains only the new runs; a
@@ -72,17 +74,29 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
                              "use --launcher-opt gpus=N (GPUs per run)")
     opts = list(launcher_opts) + ([f"gpus={gpus}"] if gpus else [])
     name, chosen = choose(study, launcher, opts)
+    per_run = int(getattr(chosen, "nproc", 1) or 1) if name != "local" else 1
+    if per_run > 1:  # a cluster launcher's DDP runs: ids with their world size
+        overrides.append(f"train.world_size={per_run}")
+        study, runs = prepare(study_file, overrides)
+    if only:
+        missing = sorted(set(only) - {r.run_id for r in runs})
+        if missing:
+            raise FusionLabError(f"run(s) {', '.join(missing)} are no longer part of study "
+                                 f"{study_file} (the study file changed after submission)")
+        shown = [r for r in runs if r.run_id in only]
+    else:
+        shown = runs
     if dry_run:
         _dry_run(study, runs, results_dir)
         return
-    _check_processes(runs, name, world if world > 1 else (nproc or 1))
+    _check_processes(runs, name, world if world > 1 else (nproc or 1), per_run)
     if (nproc or 1) > 1:
         if gpus:  # (another launcher was refused by _check_processes)
             raise FusionLabError("--nproc trains on this machine: use it with the local "
                                  "launcher and without --gpus")
         code = ddp.start_torchrun(nproc, study_file, overrides, results_dir, device,
                                   fail_fast, retry_failed, progress_mode, lease_s)
-        failed = _finish(study, runs, results_dir, show_table)
+        failed = _finish(study, shown, results_dir, show_table)
         code = max(code, 1 if failed else 0)
         if code:
             sys.exit(code)
@@ -92,7 +106,7 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         if not group.main:
             progress_mode, show_table = "off", False
     pending = []
-    for r in runs:
+    for r in shown:
         status = store.run_status(run_dir(results_dir, study, r))
         if status != store.DONE and (status != store.FAILED or retry_failed):
             pending.append(r)
@@ -100,7 +114,7 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
                     results=results_dir.resolve(), study=study, runs=runs, pending=pending,
                     device=device, fail_fast=fail_fast, retry_failed=retry_failed,
                     progress=progress_mode, lease_s=lease_s, wait=wait,
-                    extra={"t_start": t_start})
+                    extra={"t_start": t_start, "only": set(only) or None})
     if name != "local":  # the local launcher's train_study writes it
         from fusion_lab.study import study_plan
 
@@ -123,31 +137,34 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     else:
         code = chosen.launch(job)
     if name in ("local", "ray") or wait:
-        failed = _finish(study, runs, results_dir, show_table)
+        failed = _finish(study, shown, results_dir, show_table)
         code = max(code, 1 if failed else 0)
     if code:
         sys.exit(code)
 
 
-def _check_processes(runs, launcher: str, procs: int) -> None:
+def _check_processes(runs, launcher: str, procs: int, per_run: int) -> None:
     """Refuse, before anything starts, runs that this many processes cannot train.
 
-    A DDP run (``train.world_size`` N > 1) trains on N processes started by ``--nproc N``
-    or torchrun, with the local launcher; the slurm and ray launchers train each run in one
-    process.
+    A DDP run (``train.world_size`` N > 1) trains on N processes: started here by
+    ``--nproc N`` or torchrun with the local launcher, or inside each task of a cluster
+    launcher by its option ``nproc=N`` (``per_run``).
     """
     from fusion_lab.errors import FusionLabError
 
     sizes = sorted({r.config.train.world_size for r in runs})
-    if launcher != "local" and (procs > 1 or sizes != [1]):
+    if launcher != "local" and procs > 1:
         raise FusionLabError(
-            f"DDP (--nproc, torchrun, train.world_size > 1) trains on one machine with the "
-            f"local launcher; the {launcher} launcher trains each run in one process")
-    if sizes != [procs]:
-        need = ", ".join(f"--nproc {n}" for n in sizes)
+            f"--nproc and torchrun train on this machine, with the local launcher; with the "
+            f"{launcher} launcher use --launcher-opt nproc=N (processes per run, in each task)")
+    need = per_run if launcher != "local" else procs
+    if sizes != [need]:
+        how = ("fusionlab run --nproc {}" if launcher == "local"
+               else f"--launcher {launcher} --launcher-opt nproc={{}}")
         raise FusionLabError(
             f"the study's runs have train.world_size {', '.join(map(str, sizes))} but this "
-            f"is {procs} process(es): train them with fusionlab run {need}"
+            f"is {need} process(es) per run: train them with "
+            + ", ".join(how.format(n) for n in sizes)
             + (" (one call each)" if len(sizes) > 1 else ""))
 
 

@@ -87,13 +87,24 @@ def choose(study: Study, name: str | None, pairs: list[str]) -> tuple[str, Launc
     return name, make_launcher(name, options)
 
 
+def check_nproc(nproc: Any, gpus: Any) -> None:
+    """A cluster launcher's ``nproc`` (processes per run) against its ``gpus`` per run."""
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise FusionLabError(f"launcher option nproc must be a whole number >= 1, got {nproc!r}")
+    if nproc > 1 and isinstance(gpus, int) and 0 < gpus < nproc:
+        raise FusionLabError(f"launcher option gpus ({gpus}) must be 0 (CPU nodes, gloo) or at "
+                             f"least nproc ({nproc}): each DDP process takes one GPU")
+
+
 def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
                device: str = "auto", retry_failed: bool = False,
-               lease_s: float = 300.0) -> str:
-    """Train one run of a study in this process, as a remote task does; returns its status.
+               lease_s: float = 300.0, nproc: int = 1) -> str:
+    """Train one run of a study, as a remote task does; returns its status.
 
     The study is loaded again (plugins imported) from its file, so a task needs only the
-    shared filesystem and the same installation.
+    shared filesystem and the same installation. ``nproc`` 1: in this process; N > 1: on N
+    DDP processes that torchrun starts on this node (``--only`` this run), which a signal
+    handler of the task stops with ``stop_task_processes``.
     """
     from fusion_lab import store
     from fusion_lab.planning import prepare
@@ -107,10 +118,50 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
                              "(the study file changed after submission)")
     d = run_dir(Path(results), study, run)
     (d / store.QUEUED_JSON).unlink(missing_ok=True)
+    if nproc > 1:
+        from fusion_lab import ddp
+        from fusion_lab.runner import run_forwarding
+
+        cmd = ddp.torchrun_command(nproc, study_file, overrides, results, device, "plain",
+                                   lease_s, retry_failed=retry_failed, only=[run_id])
+        _TASK_RUN[:] = [d]
+        try:
+            run_forwarding([(cmd, ddp.torchrun_env())])
+        finally:
+            _TASK_RUN.clear()
+        return store.run_status(d)
     train_one(study, run, Path(results), Outcome(), device=device, retry_failed=retry_failed,
               lease_s=lease_s,
               plugins=plugin_files(study.plugins, study.path.parent if study.path else None))
     return store.run_status(d)
+
+
+_TASK_RUN: list[Path] = []  # the run folder a task's DDP processes are training
+
+
+def stop_task_processes(timeout_s: float = 120.0) -> None:
+    """Stop a task's DDP processes (SIGTERM to torchrun) and wait until process 0 has
+    recorded the run as interrupted and released its claim, so that a requeued task can
+    claim it at once. Safe in a signal handler: it waits on the run folder, not on the
+    process, which the task's main thread is waiting for."""
+    import signal
+    import time
+
+    from fusion_lab import store
+    from fusion_lab.runner import signal_children
+
+    if not _TASK_RUN:
+        return
+    signal_children(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while (_TASK_RUN[0] / "claim").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if store.run_status(_TASK_RUN[0]) == store.RUNNING:
+        import click
+
+        click.echo(f"warning: the DDP processes of run {_TASK_RUN[0].name[:12]} did not "
+                   f"release its claim within {timeout_s:.0f} s; it is taken over once its "
+                   "lease runs out", err=True)
 
 
 from fusion_lab.launchers import local, ray_launcher, slurm  # noqa: E402,F401  (registers them)

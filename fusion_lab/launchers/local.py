@@ -38,7 +38,8 @@ class LocalLauncher(Launcher):
         try:
             out = train_study(job.study, job.runs, job.results, device=job.device,
                               fail_fast=job.fail_fast, retry_failed=job.retry_failed,
-                              progress=progress, lease_s=job.lease_s)
+                              progress=progress, lease_s=job.lease_s,
+                              only=job.extra.get("only"))
         finally:
             if progress is not None:
                 progress.close()

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from fusion_lab.errors import FusionLabError
-from fusion_lab.launchers import Launcher, LaunchJob, train_task
+from fusion_lab.launchers import Launcher, LaunchJob, check_nproc, train_task
 from fusion_lab.registries import LAUNCHERS
 
 INSTALL = "pip install 'fusion_lab[ray]' (or: pip install 'ray[default]')"
@@ -21,7 +21,9 @@ class RayLauncher(Launcher):
     OPTIONS = {
         "address": (None, "Ray cluster to join: auto (a running cluster) or ray://host:port; "
                           "default: start a local instance"),
-        "gpus": (1, "GPUs per run (0 on a CPU-only cluster)"),
+        "gpus": (1, "GPUs per run (0 on a CPU-only cluster; at least nproc otherwise)"),
+        "nproc": (1, "processes per run: N > 1 trains each run with DDP on N processes of "
+                     "one node (torchrun in the task; one GPU each, gloo on CPUs)"),
         "cpus": (4, "CPUs per run"),
     }
 
@@ -32,6 +34,7 @@ class RayLauncher(Launcher):
         except ImportError:
             raise FusionLabError(f"--launcher ray needs Ray, which is not installed: "
                                  f"{INSTALL}") from None
+        check_nproc(self.nproc, self.gpus)
 
     def launch(self, job: LaunchJob) -> int:
         import ray
@@ -45,7 +48,8 @@ class RayLauncher(Launcher):
         ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
         remote = ray.remote(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=0)(train_task)
         refs = [remote.remote(str(job.study_file), job.overrides, str(job.results), r.run_id,
-                              job.device, job.retry_failed, job.lease_s) for r in job.pending]
+                              job.device, job.retry_failed, job.lease_s, self.nproc)
+                for r in job.pending]
         click.echo(f"started {len(refs)} Ray task(s) of study {job.study.name}", err=True)
         try:
             for ref in refs:  # Ray tasks live with this driver: always wait

@@ -7,6 +7,11 @@ requeues the task and exits, which the runner records as ``interrupted`` (the cl
 released); the requeued task resumes from the last finished epoch's checkpoint. SIGTERM
 (pre-emption without the warning, ``scancel``) is ours while a run trains: the run is
 recorded as interrupted and the task exits non-zero; the next ``fusionlab run`` resumes it.
+
+With ``nproc=N`` each task trains its run with DDP on N processes of its node (torchrun
+inside the task, one GPU each). The warning signal then reaches the task process, whose
+checkpoint hook first stops torchrun with SIGTERM and waits until process 0 has recorded the
+run as interrupted and released its claim; the training processes ignore SIGUSR2.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import click
 
 from fusion_lab import store
 from fusion_lab.errors import FusionLabError
-from fusion_lab.launchers import Launcher, LaunchJob, train_task
+from fusion_lab.launchers import Launcher, LaunchJob, check_nproc, stop_task_processes, train_task
 from fusion_lab.registries import LAUNCHERS
 
 INSTALL = "pip install 'fusion_lab[slurm]' (or: pip install submitit)"
@@ -36,6 +41,12 @@ class TrainTask(Checkpointable):
     def __call__(self, *args: Any, **kwargs: Any) -> str:
         return train_task(*args, **kwargs)
 
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """submitit's hook on the time-limit signal: stop the task's DDP processes (if any)
+        so that the run is recorded and released before the task is requeued."""
+        stop_task_processes(timeout_s=60.0)
+        return super().checkpoint(*args, **kwargs)
+
 
 @LAUNCHERS.register("slurm")
 class SlurmLauncher(Launcher):
@@ -44,7 +55,9 @@ class SlurmLauncher(Launcher):
     OPTIONS = {
         "partition": (None, "SLURM partition"),
         "account": (None, "SLURM account"),
-        "gpus": (1, "GPUs per task (one run each)"),
+        "gpus": (1, "GPUs per task (one run each; at least nproc, or 0 on CPU nodes)"),
+        "nproc": (1, "processes per run: N > 1 trains each run with DDP on N processes of "
+                     "one node (torchrun in the task; one GPU each, gloo on CPU nodes)"),
         "cpus": (8, "CPUs per task (data loading: train.workers + 1 or more)"),
         "mem_gb": (None, "memory per task, GB"),
         "time": (1440, "time limit per task, minutes (a longer run is requeued and resumes)"),
@@ -67,6 +80,7 @@ class SlurmLauncher(Launcher):
         if self.cluster not in ("slurm", "local"):
             raise FusionLabError(f"launcher option cluster must be slurm or local, "
                                  f"got {self.cluster!r}")
+        check_nproc(self.nproc, self.gpus)
         if not isinstance(self.sbatch, dict):
             raise FusionLabError("launcher option sbatch must be a mapping, e.g. "
                                  "--launcher-opt 'sbatch={qos: high}'")
@@ -103,7 +117,7 @@ class SlurmLauncher(Launcher):
         ex = self.executor(job)
         task = TrainTask()
         args = [(str(job.study_file), job.overrides, str(job.results), r.run_id, job.device,
-                 job.retry_failed, job.lease_s) for r in job.pending]
+                 job.retry_failed, job.lease_s, self.nproc) for r in job.pending]
         with ex.batch():
             self.jobs = [ex.submit(task, *a) for a in args]
         when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
