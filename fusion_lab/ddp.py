@@ -209,7 +209,7 @@ def check_runs(runs: list, device: str) -> list[str]:
 
 def start_torchrun(nproc: int, study_file: str, overrides: list[str], results: Any,
                    device: str, fail_fast: bool, retry_failed: bool, progress: str,
-                   lease_s: float) -> int:
+                   lease_s: float, only: list[str] | None = None) -> int:
     """Run ``fusionlab run`` in ``nproc`` processes under torchrun; their exit status.
 
     On CUDA each process takes one GPU, so ``nproc`` may not exceed the GPUs present.
@@ -221,7 +221,7 @@ def start_torchrun(nproc: int, study_file: str, overrides: list[str], results: A
         raise FusionLabError("--device cuda was asked for, but torch sees no CUDA device; "
                              "use --device cpu (gloo) or auto")
     cmd = torchrun_command(nproc, study_file, overrides, results, device, progress, lease_s,
-                           fail_fast=fail_fast, retry_failed=retry_failed)
+                           fail_fast=fail_fast, retry_failed=retry_failed, only=only)
     from fusion_lab.runner import run_forwarding
 
     return run_forwarding([(cmd, torchrun_env())])  # a SIGTERM reaches torchrun and the run

@@ -95,7 +95,8 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
             raise FusionLabError("--nproc trains on this machine: use it with the local "
                                  "launcher and without --gpus")
         code = ddp.start_torchrun(nproc, study_file, overrides, results_dir, device,
-                                  fail_fast, retry_failed, progress_mode, lease_s)
+                                  fail_fast, retry_failed, progress_mode, lease_s,
+                                  only=list(only))
         failed = _finish(study, shown, results_dir, show_table)
         code = max(code, 1 if failed else 0)
         if code:
