@@ -75,10 +75,18 @@ def test_the_study_launcher_section_applies_unless_the_command_line_says_otherwi
     assert name == "local" and launcher.gpus is None
 
 
-def local_slurm_job(study_file, results, **kw):
-    study, runs = prepare(study_file)
-    return LaunchJob(study_file=study_file.resolve(), overrides=[], results=results.resolve(),
-                     study=study, runs=runs, pending=runs, device="cpu", **kw)
+def local_slurm_job(study_file, results, overrides=(), **kw):
+    study, runs = prepare(study_file, list(overrides))
+    return LaunchJob(study_file=study_file.resolve(), overrides=list(overrides),
+                     results=results.resolve(), study=study, runs=runs, pending=runs,
+                     device="cpu", **kw)
+
+
+def one_longer_run(study_file):
+    """The study cut to one run of 4 epochs on 120 images: long enough to stop mid-run."""
+    study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 4").replace(
+        "train_per_class: 6", "train_per_class: 40").replace(
+        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
 
 
 def test_slurm_job_array_on_the_local_executor_trains_every_run(study_file, tmp_path, capsys):
@@ -100,9 +108,7 @@ def test_slurm_job_array_on_the_local_executor_trains_every_run(study_file, tmp_
 def test_a_slurm_task_stopped_by_the_time_limit_signal_is_requeued_and_resumes(
         study_file, tmp_path):
     results = tmp_path / "results"
-    study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 4").replace(
-        "train_per_class: 6", "train_per_class: 40").replace(
-        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
+    one_longer_run(study_file)
     job = local_slurm_job(study_file, results)
     assert len(job.pending) == 1
     d = run_dir(results, job.study, job.pending[0])
@@ -183,14 +189,9 @@ def _parent(pid: int) -> int:
 def test_a_ddp_slurm_task_stopped_by_the_time_limit_signal_is_requeued_and_resumes(
         study_file, tmp_path):
     results = tmp_path / "results"
-    study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 4").replace(
-        "train_per_class: 6", "train_per_class: 40").replace(
-        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
-    study, runs = prepare(study_file, ["train.world_size=2"])
-    job = LaunchJob(study_file=study_file.resolve(), overrides=["train.world_size=2"],
-                    results=results.resolve(), study=study, runs=runs, pending=runs,
-                    device="cpu")
-    d = run_dir(results, study, runs[0])
+    one_longer_run(study_file)
+    job = local_slurm_job(study_file, results, ["train.world_size=2"])
+    d = run_dir(results, job.study, job.pending[0])
     launcher = make_launcher("slurm", {"cluster": "local", "gpus": 0, "time": 10, "nproc": 2})
     launcher.launch(job)
     deadline = time.time() + 180
