@@ -206,14 +206,22 @@ def _assembly_problems(cfg: ModelConfig) -> list[str]:
                                                    (ATTENTIONS, cfg.attention),
                                                    (HEADS, cfg.head))))
     if key not in _ASSEMBLED:
-        try:
-            with torch.device("meta"):
+        import random
+
+        import numpy as np
+
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:  # a check must not move any random state a run is seeded with
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
                 _assemble(dataclasses.replace(cfg, pretrained=False), 2)
             _ASSEMBLED[key] = []
         except (ValueError, FusionLabError) as e:
             _ASSEMBLED[key] = [f"the parts do not fit together: {e}"]
         except Exception:
             _ASSEMBLED[key] = []
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
     return list(_ASSEMBLED[key])
 
 

@@ -153,7 +153,8 @@ class KeepLevels(nn.Module):
 '''
 
 
-def test_parts_that_do_not_fit_together_are_one_error_before_training(study, tmp_path, capsys):
+def test_parts_that_do_not_fit_together_are_one_error_before_training(
+        study, tmp_path, capsys, isolated_registries):
     # small_cnn's levels have unequal channels; CA's low-to-high link needs equal ones,
     # which only assembling fusion and attention together can tell
     plugin = tmp_path / "keep_levels.py"
@@ -175,3 +176,48 @@ def test_parts_that_do_not_fit_together_are_one_error_before_training(study, tmp
           "--set", "model.attention_args={link: false}", "--progress", "off", "--no-table"])
     summaries = list(results.glob("bad/*/summary.json"))
     assert len(summaries) == 1 and '"status": "done"' in summaries[0].read_text()
+
+
+RANDOM_PLUGIN = '''
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+from fusion_lab.registries import HEADS
+
+
+@HEADS.register("draws_at_init")
+class DrawsAtInit(nn.Module):
+    """A head whose constructor draws from every generator (as some plugins do)."""
+
+    def __init__(self, channels, num_classes):
+        super().__init__()
+        random.random(), np.random.rand(), torch.rand(3, device="cpu")
+        self.fc = nn.Linear(channels[-1], num_classes)
+
+    def forward(self, maps):
+        return {"combined": self.fc(maps[-1].mean((2, 3)))}
+'''
+
+
+def test_checking_a_model_leaves_every_random_generator_where_it_was(
+        tmp_path, isolated_registries):
+    import random
+
+    import numpy as np
+
+    from fusion_lab.config import ModelConfig
+    from fusion_lab.model import check_model_config
+    from fusion_lab.registries import load_plugins
+
+    plugin = tmp_path / "draws_at_init.py"
+    plugin.write_text(RANDOM_PLUGIN)
+    load_plugins([str(plugin)])
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    assert check_model_config(ModelConfig(backbone="small_cnn", head="draws_at_init")) == []
+    assert torch.equal(before[0], torch.get_rng_state())
+    assert before[1] == random.getstate()
+    assert (before[2] == np.random.get_state()[1]).all()
