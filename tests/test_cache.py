@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from cli_run import run_cli
 from dataset_trees import corrupt, load_datasets
 
 from fusion_lab.config import DatasetConfig
@@ -26,18 +27,6 @@ def folder(tmp_path):
                 path.write_bytes(jpeg_bytes(textured_image(30 + 5 * j, 44, j + 7 * len(split))))
     corrupt(tmp_path / "src/train/a_tit/3.jpg", how="truncate")
     return tmp_path
-
-
-def run_cli(args, capsys):
-    from fusion_lab.cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def data(root, name, resize, **options):

@@ -8,6 +8,7 @@ import textwrap
 import time
 
 import pytest
+from cli_run import run_cli
 from test_runner import STUDY
 
 from fusion_lab import store
@@ -22,17 +23,6 @@ def study_file(tmp_path):
     p = tmp_path / "tiny.yaml"
     p.write_text(textwrap.dedent(STUDY))
     return p
-
-
-def run_cli(args, capsys):
-    """(exit code, stdout, stderr) of one `fusionlab` command."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_launchers_are_a_registry_kind(capsys):
