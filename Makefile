@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine; each creates .venv and installs first.
 #   make quickstart   the main job: studies/quickstart.yaml on the embedded dataset (CPU ok)
-#   make test         the test suite (and ruff)
+#   make test         ruff, the import contracts (lint-imports) and the test suite
 #   make weights      rebuild the shipped pretrained weights from scratch (a few minutes)
 PYTHON ?= python3
 VENV ?= .venv
@@ -29,6 +29,7 @@ weights: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --config setup.cfg
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)
@@ -36,6 +37,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --config setup.cfg
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

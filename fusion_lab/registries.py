@@ -18,7 +18,7 @@ Contracts per kind (the assembler wires components by shape, never by config):
   Optional ``.param_stages()`` -> its parameters by stage, low first, each parameter
   once: ``train.backbone_high_lr_stages: k`` trains the last k stages at ``lr_new``.
   Without it, each direct child module that holds parameters is a stage.
-  Any other name is a timm model (``fusion_lab.registry.backbones.TimmBackbone``), whose
+  Any other name is a timm model (``fusion_lab.models.backbones.TimmBackbone``), whose
   stages are its ``feature_info`` levels (tapped or not, as far as the model is built):
   level i's stage is its module plus the modules before it that belong to no earlier
   level; for ResNet50 the last stage is ``layer4`` (S5's stage), the ones before it
@@ -39,8 +39,9 @@ Contracts per kind (the assembler wires components by shape, never by config):
 - PRESETS: plain dicts of model-config fields, registered with ``PRESETS.add``.
 - DATASETS: ``cls(root, **options)``; see ``fusion_lab.data.source`` (including the
   ``check_options`` hook that validation calls, and ``reference_recipe``, the training
-  recipe a dataset names; see ``fusion_lab.recipes``).
-- LAUNCHERS: see ``fusion_lab.launchers``: ``cls(**options)`` with ``OPTIONS`` (name ->
+  recipe a dataset names; see ``fusion_lab.config.recipes``).
+- LAUNCHERS: see ``fusion_lab.orchestrate.launchers`` (which registers the built-in ones
+  when imported): ``cls(**options)`` with ``OPTIONS`` (name ->
   (default, help)) and ``launch(job) -> exit code``; where each pending run's training
   executes (this process, a SLURM job array, a Ray cluster).
 
@@ -183,7 +184,6 @@ def load_builtin() -> None:
     global _loaded_builtin, _loaded_entry_points
     if not _loaded_builtin:
         importlib.import_module("fusion_lab.registry")
-        importlib.import_module("fusion_lab.launchers")
         _loaded_builtin = True
     if not _loaded_entry_points:
         _loaded_entry_points = True

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -19,14 +17,3 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size, mode: str = "
     if mode == "nearest":
         return F.interpolate(x, size=tuple(size), mode="nearest")
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
-
-
-def level_names(reductions: list[int]) -> list[str]:
-    """Names of tapped levels from their strides: stride 8 -> 's3', 16 -> 's4', 32 -> 's5'."""
-    names = []
-    for r in reductions:
-        k = math.log2(r)
-        names.append(f"s{int(k)}" if k.is_integer() else f"r{r}")
-    if len(set(names)) != len(names):  # two taps at one stride: number them instead
-        names = [f"l{i}" for i in range(len(reductions))]
-    return names

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +28,9 @@ import torch
 from fusion_lab.config import DatasetConfig
 from fusion_lab.data import build_data, on_device
 from fusion_lab.data.gpu_decode import decode_many
-from fusion_lab.data.texture import jpeg_bytes, textured_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fixtures.texture import jpeg_bytes, textured_image  # noqa: E402
 
 
 def write_images(root: Path, n: int) -> list[Path]:

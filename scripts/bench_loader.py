@@ -1,13 +1,13 @@
 """Benchmark: the old (PIL, float32) and the new (libjpeg-turbo, uint8) train loaders at 448.
 
 Writes CUB-like JPEGs (500x375, photo-like texture, quality 75-90, see
-``fusion_lab.data.texture``) in imagefolder layout to a temporary folder, then times the
+``fixtures.texture``) in imagefolder layout to a temporary folder, then times the
 train loader at the reference geometry (resize 600x600 -> random crop 448 -> flip), batch
 16, with 0, 1 and 2 workers, old and new alternately so that load from other processes
 hits both alike:
 
 - old: PIL decode, PIL resize/crop/flip, float normalisation in the worker, float32
-  batches across the process boundary (``fusion_lab.data.legacy``, the former pipeline);
+  batches across the process boundary (``fixtures.legacy``, the former pipeline);
 - new: ``torchvision.io.decode_jpeg``, uint8 resize/crop/flip, uint8 batches; the
   normalisation happens on the training device and is not counted here.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,11 +34,13 @@ from PIL import Image
 from fusion_lab.config import DatasetConfig
 from fusion_lab.data import build_data
 from fusion_lab.data.decode import decode_jpeg_bytes
-from fusion_lab.data.legacy import LegacyTransform
 from fusion_lab.data.loading import SplitDataset
-from fusion_lab.data.texture import jpeg_bytes, textured_image
 from fusion_lab.data.transforms import FGVCTransform, normalise
-from fusion_lab.profile import cpu_model
+from fusion_lab.models.profile import cpu_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fixtures.legacy import LegacyTransform  # noqa: E402
+from fixtures.texture import jpeg_bytes, textured_image  # noqa: E402
 
 TARGETS = {"full CN-CNN on an H100": 300, "bare ResNet50 on an H100": 1000}
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion_lab.config import ModelConfig
-from fusion_lab.model import build_model, model_loss
-from fusion_lab.profile import cpu_model, forward_gflops, round_robin
+from fusion_lab.models.assemble import build_model, model_loss
+from fusion_lab.models.profile import cpu_model, forward_gflops, round_robin
 
 NUM_CLASSES = 200
 

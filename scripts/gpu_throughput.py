@@ -1,6 +1,6 @@
 """Training images/s of the bare ResNet50 baseline and CN-CNN, with and without torch.compile.
 
-Synthetic tensors, SGD steps as in fusion_lab.train (mixed precision on CUDA, channels_last),
+Synthetic tensors, SGD steps as in fusion_lab.training.train (mixed precision on CUDA, channels_last),
 median over timed steps after a warm-up. The four configurations are timed round-robin
 (one step each in turn) so drift hits all alike. Targets on an H100 at 448x448:
 CN-CNN >= 300 images/s, bare ResNet50 >= 1,000.
@@ -20,10 +20,10 @@ import time
 import torch
 
 from fusion_lab.config import ModelConfig
-from fusion_lab.device import device_name, precision, prepare_model, resolve_device
-from fusion_lab.model import build_model, model_loss
-from fusion_lab.profile import round_robin
-from fusion_lab.train import optimizer_step
+from fusion_lab.models.assemble import build_model, model_loss
+from fusion_lab.models.profile import round_robin
+from fusion_lab.training.device import device_name, precision, prepare_model, resolve_device
+from fusion_lab.training.train import optimizer_step
 
 TARGETS = {"baseline": 1000.0, "cn_cnn": 300.0}  # images/s on an H100 at 448
 

@@ -11,8 +11,8 @@ import torch
 
 from fusion_lab.config import ModelConfig
 from fusion_lab.errors import ConfigError, FusionLabError, UnknownComponentError, WeightsError
-from fusion_lab.model import build_model, model_loss
-from fusion_lab.registry.backbones import TimmBackbone
+from fusion_lab.models.assemble import build_model, model_loss
+from fusion_lab.models.backbones import TimmBackbone
 
 # Four families with different stems, stage layouts and blocks (BN, LayerNorm, SE).
 FAMILIES = ["resnet18", "convnext_atto", "regnetx_002", "mobilenetv3_small_050"]
@@ -133,7 +133,7 @@ def test_unknown_backbone_suggests_names():
 
 
 def test_small_cnn_taps_strides_4_8_16_and_trains():
-    from fusion_lab.registry._common import level_names
+    from fusion_lab.models.backbones import level_names
 
     model = build_model(ModelConfig(preset="cn_cnn", backbone="small_cnn", width=16), 5)
     x = torch.randn(2, 3, 56, 56)
@@ -182,7 +182,7 @@ class DocBackbone(nn.Module):
 def test_a_plugin_backbone_written_as_the_contract_says_builds_and_is_checked(
         tmp_path, isolated_registries, capsys):
     from fusion_lab.cli import main
-    from fusion_lab.planning import prepare
+    from fusion_lab.plan.planning import prepare
 
     (tmp_path / "doc_backbone.py").write_text(PLUGIN_BACKBONE)
     study = tmp_path / "doc.yaml"

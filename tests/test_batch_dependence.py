@@ -17,13 +17,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from fusion_lab.analysis.table import tables
 from fusion_lab.cli import main
 from fusion_lab.config import ModelConfig
 from fusion_lab.errors import FusionLabWarning
-from fusion_lab.model import build_model
+from fusion_lab.models.assemble import build_model
 from fusion_lab.registries import PRESETS, load_builtin
-from fusion_lab.table import tables
-from fusion_lab.train import evaluate, precision
+from fusion_lab.training.train import evaluate, precision
 
 load_builtin()
 
@@ -130,7 +130,7 @@ def test_summary_and_table_say_which_rows_depend_on_the_test_batch(tmp_path):
     assert {r["row"] for r in records} == {"paper", "code"}
     assert r"\S{}" in tables(["batchdep"], results, fmt="latex").text
 
-    from fusion_lab.viz import figure3
+    from fusion_lab.maps.viz import figure3
 
     dirs = {s["label"]: p.parent for s, p in ((json.loads(p.read_text()), p)
                                               for p in results.glob("batchdep/*/summary.json"))}

@@ -12,9 +12,9 @@ import pytest
 
 from fusion_lab import store
 from fusion_lab.cli import main
-from fusion_lab.model import build_model
-from fusion_lab.planning import prepare
-from fusion_lab.study import study_plan
+from fusion_lab.models.assemble import build_model
+from fusion_lab.plan.planning import prepare
+from fusion_lab.plan.study import study_plan
 
 TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"
 STUDY = f"""

@@ -8,10 +8,10 @@ import pytest
 import torch
 from cli_run import run_cli
 from dataset_trees import corrupt, load_datasets
+from fixtures.texture import jpeg_bytes, textured_image
 
 from fusion_lab.config import DatasetConfig
 from fusion_lab.data import build_data, on_device
-from fusion_lab.data.texture import jpeg_bytes, textured_image
 from fusion_lab.errors import DatasetError
 
 load_datasets()

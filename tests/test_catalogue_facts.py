@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from fusion_lab.bench import num_classes
+from fusion_lab.analysis.bench import num_classes
 from fusion_lab.config import DatasetConfig, ModelConfig, RunConfig
 from fusion_lab.data.source import ImageSource
-from fusion_lab.planning import dataset_problems
-from fusion_lab.viz import has_sa
+from fusion_lab.maps.viz import has_sa
+from fusion_lab.plan.planning import dataset_problems
 
 
 def _register_dataset(registries, name, **attrs):

@@ -11,7 +11,7 @@ import torch
 
 from fusion_lab.config import ModelConfig
 from fusion_lab.errors import ConfigError
-from fusion_lab.model import build_model, check_model_config, model_loss
+from fusion_lab.models.assemble import build_model, check_model_config, model_loss
 from fusion_lab.registries import ATTENTIONS, FUSIONS, HEADS, PRESETS, load_builtin
 
 load_builtin()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from fusion_lab.config import ModelConfig
 from fusion_lab.errors import ConfigError
-from fusion_lab.model import build_model, check_model_config
+from fusion_lab.models.assemble import build_model, check_model_config
 from fusion_lab.registry.fusion_convlstm import ConvLSTMFusion
 
 IMPLS = ["fast", "plain"]

@@ -10,11 +10,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_runner import STUDY, TINY
 
-from fusion_lab import ddp, store
+from fusion_lab import store
 from fusion_lab.cli import main
 from fusion_lab.config import RunConfig, from_dict
-from fusion_lab.planning import prepare
-from fusion_lab.runner import run_dir
+from fusion_lab.data.sampling import ShardedBatches, share
+from fusion_lab.orchestrate.runner import run_dir
+from fusion_lab.plan.planning import prepare
+from fusion_lab.training import ddp
 
 
 @pytest.fixture
@@ -62,8 +64,8 @@ def test_sharded_batches_cover_the_epoch_order_once():
     shares = []
     for rank in range(2):
         sampler.set_epoch(0)
-        shares.append(list(ddp.ShardedBatches(sampler, 6, rank, 2)))
-    assert len(shares[0]) == len(shares[1]) == len(ddp.ShardedBatches(sampler, 6, 0, 2)) == 4
+        shares.append(list(ShardedBatches(sampler, 6, rank, 2)))
+    assert len(shares[0]) == len(shares[1]) == len(ShardedBatches(sampler, 6, 0, 2)) == 4
     merged = [x for a, b in zip(*shares) for x in a + b]
     assert merged == order[:23 - 23 % 6 + 5]  # the last batch of 5 splits 2 + 3
     assert [len(b) for b in shares[0]] == [3, 3, 3, 2]
@@ -79,10 +81,10 @@ def _grad_worker(rank: int, world: int, init: str, cfg: dict, out: str) -> None:
         d = ddp.Dist(rank, world, rank)
         model, images, labels = _model_and_batch(from_dict(cfg))
         net = ddp.wrap(model, d, torch.device("cpu"))
-        lo, hi = ddp.share(len(labels), rank, world)
+        lo, hi = share(len(labels), rank, world)
         x, y = images[lo:hi], labels[lo:hi]
         outputs = net(x)
-        from fusion_lab.model import model_loss
+        from fusion_lab.models.assemble import model_loss
 
         loss = model_loss(outputs, y, 0.0)
         right = int((outputs["combined"].argmax(1) == y).sum())
@@ -118,7 +120,7 @@ def test_finish_waits_for_every_process_then_leaves_the_group(tmp_path):
 
 
 def _model_and_batch(cfg: RunConfig):
-    from fusion_lab.model import build_model
+    from fusion_lab.models.assemble import build_model
 
     torch.manual_seed(0)
     model = build_model(cfg.model, 3)
@@ -131,7 +133,7 @@ def _model_and_batch(cfg: RunConfig):
 
 
 def test_first_step_gradient_on_two_processes_equals_one_process(tmp_path):
-    from fusion_lab.model import model_loss
+    from fusion_lab.models.assemble import model_loss
     from fusion_lab.registries import PRESETS, load_plugins
 
     load_plugins([str(TINY)])

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 from dataset_trees import load_datasets
+from fixtures.legacy import LegacyTransform
+from fixtures.texture import jpeg_bytes, textured_image
 from PIL import Image
 
 from fusion_lab.data.decode import pil_to_uint8
-from fusion_lab.data.legacy import LegacyTransform
 from fusion_lab.data.source import IMAGE_ERRORS, ImageSource
-from fusion_lab.data.texture import jpeg_bytes, textured_image
 from fusion_lab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, FGVCTransform
 
 load_datasets()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from fusion_lab.config import ModelConfig
-from fusion_lab.device import device_name, prepare_model
-from fusion_lab.model import build_model
-from fusion_lab.profile import round_robin
+from fusion_lab.models.assemble import build_model
+from fusion_lab.models.profile import round_robin
+from fusion_lab.training.device import device_name, prepare_model
 
 
 def test_round_robin_takes_the_callables_in_turn_and_drops_the_warm_up():

@@ -10,11 +10,11 @@ import torch
 
 from fusion_lab.cli import main
 from fusion_lab.config import ModelConfig
-from fusion_lab.model import build_model
-from fusion_lab.planning import prepare
-from fusion_lab.runner import run_dir, train_study
-from fusion_lab.viz import load_trained
-from fusion_lab.weights import file_sha256
+from fusion_lab.config.weights import file_sha256
+from fusion_lab.maps.viz import load_trained
+from fusion_lab.models.assemble import build_model
+from fusion_lab.orchestrate.runner import run_dir, train_study
+from fusion_lab.plan.planning import prepare
 
 STUDY = """
 name: pre

@@ -12,7 +12,7 @@ import pytest
 
 from fusion_lab.config import from_dict, resolve
 from fusion_lab.registries import PRESETS, load_builtin
-from fusion_lab.train import train_run
+from fusion_lab.training.train import train_run
 
 CLASSES = 10
 

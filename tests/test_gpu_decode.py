@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 from dataset_trees import corrupt, load_datasets, write_image
+from fixtures.texture import jpeg_bytes, textured_image
 
 from fusion_lab import store as S
 from fusion_lab.config import DatasetConfig
 from fusion_lab.data import build_data, on_device
 from fusion_lab.data.gpu_decode import Encoded, PendingBatch, decode_many
-from fusion_lab.data.texture import jpeg_bytes, textured_image
 from fusion_lab.errors import DatasetError
 
 load_datasets()
@@ -120,7 +120,7 @@ def test_a_study_with_an_unknown_decoder_is_refused_by_validation(tmp_path, caps
 def test_training_through_the_gpu_decode_path_equals_the_cpu_path(mixed, tmp_path):
     """train_run consumes pending batches: on the CPU both paths train the same model."""
     from fusion_lab import config as C
-    from fusion_lab.train import train_run
+    from fusion_lab.training.train import train_run
 
     results = {}
     for decode in ("cpu", "gpu"):

@@ -13,9 +13,9 @@ from test_runner import STUDY
 
 from fusion_lab import store
 from fusion_lab.cli import main
-from fusion_lab.launchers import LaunchJob, make_launcher
-from fusion_lab.planning import prepare
-from fusion_lab.runner import run_dir
+from fusion_lab.orchestrate.launchers import LaunchJob, make_launcher
+from fusion_lab.orchestrate.runner import run_dir
+from fusion_lab.plan.planning import prepare
 
 
 @pytest.fixture
@@ -54,8 +54,8 @@ def test_bad_launcher_input_is_one_clear_line(study_file, tmp_path, capsys, monk
 
 def test_the_study_launcher_section_applies_unless_the_command_line_says_otherwise(
         study_file, tmp_path, capsys):
-    from fusion_lab.launchers import choose
-    from fusion_lab.study import load_study
+    from fusion_lab.orchestrate.launchers import choose
+    from fusion_lab.plan.study import load_study
 
     study_file.write_text(study_file.read_text() + "launcher: {name: slurm, partition: a100}\n")
     study = load_study(study_file)

@@ -15,9 +15,9 @@ from test_runner import STUDY
 
 from fusion_lab import store
 from fusion_lab.cli import main
-from fusion_lab.lease import Lease, RunInterrupted, deferred, interrupts
-from fusion_lab.planning import prepare
-from fusion_lab.runner import run_dir, train_study
+from fusion_lab.orchestrate.runner import run_dir, train_study
+from fusion_lab.plan.planning import prepare
+from fusion_lab.store.lease import Lease, RunInterrupted, deferred, interrupts
 
 
 def foreign_claim(d: Path, age_s: float, lease_s: float, beat_age_s: float | None = None):
@@ -162,7 +162,7 @@ def test_sigterm_mid_epoch_records_interrupted_and_a_rerun_resumes(study_file, t
 def test_sigterm_to_the_gpus_parent_reaches_its_workers(study_file, tmp_path):
     import threading
 
-    from fusion_lab.runner import launch_workers
+    from fusion_lab.orchestrate.spawn import launch_workers
 
     results = tmp_path / "results"
     study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 4").replace(

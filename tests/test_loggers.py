@@ -17,10 +17,10 @@ import torch
 
 from fusion_lab import store as S
 from fusion_lab.errors import ConfigError
-from fusion_lab.planning import prepare
-from fusion_lab.runner import train_study
-from fusion_lab.train import train_run
-from fusion_lab.viz import load_trained
+from fusion_lab.maps.viz import load_trained
+from fusion_lab.orchestrate.runner import train_study
+from fusion_lab.plan.planning import prepare
+from fusion_lab.training.train import train_run
 
 TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"
 STUDY = f"""
@@ -138,7 +138,7 @@ def test_best_pt_holds_the_best_validation_epoch(study_file, tmp_path):
         assert torch.equal(v, there[k]), k
     model, _, _ = load_trained(run, "best")
     assert all(torch.equal(p, best["model"][k]) for k, p in model.state_dict().items())
-    from fusion_lab.viz_score import score_run
+    from fusion_lab.maps.viz_score import score_run
 
     scores, lines = score_run(run, "best", limit=2)
     assert scores["weights"] == "best" and scores["epoch"] == epoch

@@ -13,9 +13,9 @@ from torch import nn
 
 from fusion_lab.config import ModelConfig, RunConfig, from_dict, resolve, result_dict
 from fusion_lab.errors import ConfigError
-from fusion_lab.model import FusionModel, backbone_stages, build_model
-from fusion_lab.registry.backbones import TimmBackbone
-from fusion_lab.train import make_optimizer
+from fusion_lab.models.assemble import FusionModel, backbone_stages, build_model
+from fusion_lab.models.backbones import TimmBackbone
+from fusion_lab.training.train import make_optimizer
 
 
 def _names(module: nn.Module, params: list[nn.Parameter]) -> set[str]:

@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner
 from test_table import StudyWriter
 
-from fusion_lab.aggregate import load_results
+from fusion_lab.analysis.aggregate import load_results
+from fusion_lab.analysis.curves import load_curves
+from fusion_lab.analysis.plot import draw, plot_study
 from fusion_lab.cli.plot import plot as plot_cmd
-from fusion_lab.curves import load_curves
 from fusion_lab.errors import FusionLabError
-from fusion_lab.plot import draw, plot_study
 
 T1 = 12.706  # Student t, 97.5%, df 1
 EPOCHS = 4

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from fusion_lab.config import ModelConfig, from_dict, resolve, result_dict
-from fusion_lab.model import build_model, count_parameters
+from fusion_lab.models.assemble import build_model, count_parameters
+from fusion_lab.plan.study import expand, load_study
 from fusion_lab.registries import PRESETS, load_builtin
 from fusion_lab.store import run_ids
-from fusion_lab.study import expand, load_study
 
 
 def _presets() -> dict[str, dict]:
@@ -136,7 +136,7 @@ def test_describe_lists_the_released_preset():
 def test_convlstm_study_rows_isolate_the_sequence_axis():
     from pathlib import Path
 
-    from fusion_lab.aggregate import flatten
+    from fusion_lab.config import flatten
 
     study = load_study(Path(__file__).resolve().parent.parent / "studies" / "convlstm.yaml")
     rows: dict[str, list] = {}

@@ -7,10 +7,10 @@ import torch
 import torchvision
 from test_runner import STUDY, TINY
 
-from fusion_lab.planning import prepare
-from fusion_lab.provenance import file_sha256, git_state
-from fusion_lab.runner import run_dir, train_study
-from fusion_lab.table import tables
+from fusion_lab.analysis.table import tables
+from fusion_lab.orchestrate.runner import run_dir, train_study
+from fusion_lab.plan.planning import prepare
+from fusion_lab.training.provenance import file_sha256, git_state
 
 
 def test_a_run_records_what_ran_and_the_table_warns_when_a_plugin_changes(

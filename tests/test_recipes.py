@@ -93,8 +93,8 @@ def test_synthetic_ids_do_not_change_with_the_recipes():
 
 
 def test_cub_recipe_trains_layer4_with_the_new_modules():
-    from fusion_lab.model import build_model
-    from fusion_lab.train import make_optimizer
+    from fusion_lab.models.assemble import build_model
+    from fusion_lab.training.train import make_optimizer
 
     cfg = resolve(from_dict({"dataset": {"name": "cub200"},
                              "model": {"preset": "hl", "backbone": "resnet18", "width": 8}}),

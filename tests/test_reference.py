@@ -14,8 +14,8 @@ import timm
 import torch
 
 from fusion_lab.config import ModelConfig
-from fusion_lab.model import build_model, count_parameters
-from fusion_lab.profile import forward_gflops
+from fusion_lab.models.assemble import build_model, count_parameters
+from fusion_lab.models.profile import forward_gflops
 
 REFERENCE_GFLOPS = 127.28  # reference CN-CNN, ResNet50, 448x448, batch 1
 SPEED_TARGET_GFLOPS = 113.0  # the speed issue's budget for the default implementation

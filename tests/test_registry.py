@@ -17,7 +17,7 @@ import torch
 from fusion_lab.cli import main
 from fusion_lab.config import ModelConfig
 from fusion_lab.errors import ConfigError, FusionLabError, UnknownComponentError
-from fusion_lab.model import build_model, model_loss
+from fusion_lab.models.assemble import build_model, model_loss
 from fusion_lab.registries import ENTRY_POINT_GROUP, FUSIONS, Registry, load_builtin
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from fusion_lab import config
+from fusion_lab.plan.study import expand, load_study
 from fusion_lab.registries import PRESETS, load_builtin
 from fusion_lab.store import digest, run_ids
-from fusion_lab.study import expand, load_study
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 

@@ -12,9 +12,9 @@ import torch
 
 from fusion_lab import store
 from fusion_lab.cli import main
-from fusion_lab.planning import prepare
-from fusion_lab.runner import train_study
-from fusion_lab.train import train_run
+from fusion_lab.orchestrate.runner import train_study
+from fusion_lab.plan.planning import prepare
+from fusion_lab.training.train import train_run
 
 TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"
 STUDY = f"""
@@ -218,7 +218,7 @@ def test_a_crash_while_writing_never_leaves_half_a_summary(tmp_path, monkeypatch
 
 def test_gpus_starts_one_worker_per_gpu_with_its_own_visible_device(study_file, tmp_path,
                                                                       monkeypatch):
-    from fusion_lab import runner
+    from fusion_lab.orchestrate import spawn
 
     started = []
 
@@ -229,8 +229,8 @@ def test_gpus_starts_one_worker_per_gpu_with_its_own_visible_device(study_file, 
         def wait(self):
             return 0
 
-    monkeypatch.setattr(runner.subprocess, "Popen", FakeProc)
-    code = runner.launch_workers(str(study_file), ["train.epochs=1"], tmp_path / "r",
+    monkeypatch.setattr(spawn.subprocess, "Popen", FakeProc)
+    code = spawn.launch_workers(str(study_file), ["train.epochs=1"], tmp_path / "r",
                                  ["0", "3"], fail_fast=True, retry_failed=False)
     assert code == 0
     assert [gpu for _, gpu in started] == ["0", "3"]

@@ -16,11 +16,11 @@ import pytest
 from dataset_trees import load_datasets, make_cub
 from test_table import StudyWriter, line
 
+from fusion_lab.analysis.table import tables
+from fusion_lab.data.regions import Regions, box_pixels, part_pixels, through_test_transform
 from fusion_lab.data.synthetic import generate, render, render_with_masks
 from fusion_lab.errors import DatasetError
-from fusion_lab.regions import Regions, box_pixels, part_pixels, through_test_transform
-from fusion_lab.scoring import score_file, score_mask, summarise
-from fusion_lab.table import tables
+from fusion_lab.maps.scoring import score_file, score_mask, summarise
 
 load_datasets()
 from fusion_lab.registry.datasets.cub200 import CUB200  # noqa: E402
@@ -191,8 +191,8 @@ def test_table_attention_does_not_import_torch(tmp_path):
     w.save()
     run_dir = next(p for p in w.dir.iterdir() if p.is_dir())
     (run_dir / score_file("last")).write_text(json.dumps(scores({"s5": (60.0, 0.5)})))
-    code = ("import sys, fusion_lab.table;"
-            f"t = fusion_lab.table.tables(['att'], results={str(tmp_path)!r}, attention=True);"
+    code = ("import sys, fusion_lab.analysis.table;"
+            f"t = fusion_lab.analysis.table.tables(['att'], results={str(tmp_path)!r}, attention=True);"
             "assert 'point s5 %' in t.text, t.text;"
             "bad = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules];"
             "assert not bad, bad")

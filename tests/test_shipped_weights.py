@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
+from fusion_lab.analysis.export import load_head
 from fusion_lab.config import ModelConfig, RunConfig, from_dict
+from fusion_lab.config.weights import WEIGHTS_DIR, file_sha256, weights_path
 from fusion_lab.data import build_data
-from fusion_lab.export import load_head
-from fusion_lab.model import build_model
-from fusion_lab.train import evaluate, precision
-from fusion_lab.weights import WEIGHTS_DIR, file_sha256, weights_path
+from fusion_lab.models.assemble import build_model
+from fusion_lab.training.train import evaluate, precision
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE = weights_path("synthetic")

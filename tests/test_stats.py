@@ -1,4 +1,4 @@
-"""Intervals and seed planning of fusion_lab.stats against answers worked out by hand.
+"""Intervals and seed planning of fusion_lab.analysis.stats against answers worked out by hand.
 
 Quantiles are the printed table values (Student t, 97.5%: df 1 -> 12.706, df 2 -> 4.303,
 df 4 -> 2.776; normal 1.960); the seed counts are Cohen's (1988) table for a two-sided
@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from fusion_lab.stats import (
+from fusion_lab.analysis.stats import (
     binomial_interval,
     difference_interval,
     paired_interval,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from fusion_lab.errors import ConfigError, FusionLabError
-from fusion_lab.planning import prepare
-from fusion_lab.study import expand, load_study
+from fusion_lab.plan.planning import prepare
+from fusion_lab.plan.study import expand, load_study
 
 TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"
 BASE = f"""

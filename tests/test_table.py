@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from fusion_lab.analysis.table import tables
+from fusion_lab.analysis.table_formats import latex_escape
 from fusion_lab.cli.table import table as table_cmd
 from fusion_lab.errors import FusionLabError
-from fusion_lab.table import tables
-from fusion_lab.table_formats import latex_escape
 
 TEST_SIZE = 1000
 # 97.5% quantiles from printed tables: Student t by degrees of freedom, and the normal
@@ -426,8 +426,8 @@ def test_cli_main_prints_user_error_as_one_line(results, tmp_path):
 
 
 def test_table_path_does_not_import_torch(results):
-    code = ("import sys, fusion_lab.cli.table, fusion_lab.table, fusion_lab.aggregate;"
-            f"fusion_lab.table.tables([], results={str(results)!r});"
+    code = ("import sys, fusion_lab.cli.table, fusion_lab.analysis.table, fusion_lab.analysis.aggregate;"
+            f"fusion_lab.analysis.table.tables([], results={str(results)!r});"
             "bad = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules];"
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -209,7 +209,7 @@ def test_checking_a_model_leaves_every_random_generator_where_it_was(
     import numpy as np
 
     from fusion_lab.config import ModelConfig
-    from fusion_lab.model import check_model_config
+    from fusion_lab.models.assemble import check_model_config
     from fusion_lab.registries import load_plugins
 
     plugin = tmp_path / "draws_at_init.py"

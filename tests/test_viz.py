@@ -14,9 +14,9 @@ from PIL import Image
 from fusion_lab import store
 from fusion_lab.cli import main
 from fusion_lab.errors import FusionLabError
-from fusion_lab.planning import prepare
-from fusion_lab.runner import train_study
-from fusion_lab.viz import draw, extract_maps, figure3, find_run, load_trained, sample_images
+from fusion_lab.maps.viz import draw, extract_maps, figure3, find_run, load_trained, sample_images
+from fusion_lab.orchestrate.runner import train_study
+from fusion_lab.plan.planning import prepare
 
 TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"
 STUDY = f"""
@@ -162,8 +162,8 @@ def test_unknown_run_is_an_error(trained):
 def test_score_run_scores_every_level_and_writes_them(trained, monkeypatch):
     import json
 
-    import fusion_lab.viz_score as vs
-    from fusion_lab.viz import Maps
+    import fusion_lab.maps.viz_score as vs
+    from fusion_lab.maps.viz import Maps
 
     _, _, dirs = trained
     scores, lines = vs.score_run(dirs["CN-CNN"], limit=4)
@@ -191,7 +191,7 @@ def test_score_run_scores_every_level_and_writes_them(trained, monkeypatch):
 
 
 def test_score_needs_sa_masks_and_best_weights_need_best_pt(trained, capsys):
-    from fusion_lab.viz_score import score_run
+    from fusion_lab.maps.viz_score import score_run
 
     _, _, dirs = trained
     with pytest.raises(FusionLabError, match="no spatial attention masks"):

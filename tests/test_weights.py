@@ -10,12 +10,12 @@ import torch
 
 from fusion_lab import config
 from fusion_lab.config import ModelConfig, RunConfig
+from fusion_lab.config.weights import WEIGHTS_DIR, is_path, weights_path
 from fusion_lab.errors import ConfigError, WeightsError
-from fusion_lab.model import build_model, check_model_config
+from fusion_lab.models.assemble import build_model, check_model_config
+from fusion_lab.models.backbones import build_backbone
 from fusion_lab.registries import BACKBONES, load_builtin
-from fusion_lab.registry.backbones import build_backbone
 from fusion_lab.store import run_ids
-from fusion_lab.weights import WEIGHTS_DIR, is_path, weights_path
 
 
 @pytest.mark.parametrize("value,path", [

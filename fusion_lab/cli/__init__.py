@@ -1,4 +1,5 @@
-"""The `fusionlab` command: a thin click layer over the library, one command per file.
+"""The `fusionlab` command: a thin click layer over the library, one command per file. The
+top layer: it may import every package; nothing imports it.
 
 Subcommands are imported only when invoked, so `fusionlab table` never imports torch.
 A ``FusionLabError`` becomes one line on stderr and exit status 2; a Ctrl-C exits 130, a
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except BaseException as e:
-        from fusion_lab.lease import RunInterrupted
+        from fusion_lab.store.lease import RunInterrupted
 
         if not isinstance(e, RunInterrupted):
             raise

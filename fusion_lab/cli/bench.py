@@ -30,8 +30,8 @@ def bench(study: str, results: str, device: str, batch_size: int | None,
     import torch
 
     from fusion_lab import store
-    from fusion_lab.bench import bench_study, format_cost
-    from fusion_lab.planning import find_study, prepare
+    from fusion_lab.analysis.bench import bench_study, format_cost
+    from fusion_lab.plan.planning import find_study, prepare
 
     if threads:
         torch.set_num_threads(threads)

@@ -19,8 +19,8 @@ def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_si
     import torch
 
     from fusion_lab.config import ModelConfig
-    from fusion_lab.model import build_model, count_parameters, resolve_parts
-    from fusion_lab.profile import image_gflops
+    from fusion_lab.models.assemble import build_model, count_parameters, resolve_parts
+    from fusion_lab.models.profile import image_gflops
 
     presets = presets or ("baseline", "hl", "hl+lh", "cn_cnn", "cn_cnn_released")
     click.echo(f"{'preset':<16} {'fusion':<9} {'attention':<9} {'head':<12} "

@@ -16,6 +16,7 @@ def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) ->
 
     For backbones, PATTERN also lists timm's model names (e.g. 'convnext*').
     """
+    from fusion_lab.orchestrate import launchers  # noqa: F401  (registers the built-in ones)
     from fusion_lab.registries import KINDS, load_plugins
 
     load_plugins(list(plugins))
@@ -37,7 +38,7 @@ def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) ->
         if pattern and not names and name != "backbones":
             click.echo(f"  (no {reg.kind} matches {pattern!r})")
         if name == "backbones":
-            from fusion_lab.registry.backbones import timm_model_names
+            from fusion_lab.models.backbones import timm_model_names
 
             timm_names = timm_model_names(pattern)
             if kind and pattern:
@@ -50,7 +51,7 @@ def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) ->
 
 def _list_weights() -> None:
     """Named weights shipped with fusion_lab (`model.pretrained: NAME`)."""
-    from fusion_lab.weights import NAMED_WEIGHTS, card
+    from fusion_lab.config.weights import NAMED_WEIGHTS, card
 
     click.echo("weights:")
     for name, (_, backbone, about) in NAMED_WEIGHTS.items():

@@ -51,11 +51,13 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     A rerun trains nothing that is done; growing a study trains only the new runs; a
     killed or interrupted run resumes from its last checkpoint. Exits 1 if any run failed.
     """
-    from fusion_lab import ddp, store
+    from fusion_lab import store
     from fusion_lab.errors import ConfigError, FusionLabError
-    from fusion_lab.launchers import LaunchJob, choose
-    from fusion_lab.planning import prepare
-    from fusion_lab.runner import run_dir
+    from fusion_lab.orchestrate import spawn
+    from fusion_lab.orchestrate.launchers import LaunchJob, choose
+    from fusion_lab.orchestrate.runner import run_dir
+    from fusion_lab.plan.planning import prepare
+    from fusion_lab.training import ddp
 
     t_start = time.perf_counter() - _process_age()
     world = ddp.env_world_size()  # > 1: this is one of torchrun's processes
@@ -94,7 +96,7 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         if gpus:  # (another launcher was refused by _check_processes)
             raise FusionLabError("--nproc trains on this machine: use it with the local "
                                  "launcher and without --gpus")
-        code = ddp.start_torchrun(nproc, study_file, overrides, results_dir, device,
+        code = spawn.start_torchrun(nproc, study_file, overrides, results_dir, device,
                                   fail_fast, retry_failed, progress_mode, lease_s,
                                   only=list(only))
         failed = _finish(study, shown, results_dir, show_table)
@@ -117,7 +119,7 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
                     progress=progress_mode, lease_s=lease_s, wait=wait,
                     extra={"t_start": t_start, "only": set(only) or None})
     if name != "local":  # the local launcher's train_study writes it
-        from fusion_lab.study import study_plan
+        from fusion_lab.plan.study import study_plan
 
         store.write_json(store.study_dir(results_dir, study.name) / store.STUDY_JSON,
                      study_plan(study, runs))
@@ -174,7 +176,7 @@ def _dry_run(study, runs, results_dir: Path) -> None:
     import time as _time
 
     from fusion_lab import store
-    from fusion_lab.runner import run_dir
+    from fusion_lab.orchestrate.runner import run_dir
 
     counts: dict[str, int] = {}
     about = f" - {study.describe}" if study.describe else ""

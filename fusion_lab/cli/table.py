@@ -27,7 +27,7 @@ def table(studies: tuple[str, ...], results: str, metric: str, fmt: str, heads: 
 
     With no STUDY, every study in the results folder.
     """
-    from fusion_lab.table import tables  # pandas is imported only when the command runs
+    from fusion_lab.analysis.table import tables  # pandas is imported only when the command runs
 
     out = tables(list(studies), results=results, metric=metric, fmt=fmt, heads=heads,
                  pivot=tuple(pivot) if pivot else None, cost=cost, ci=ci, attention=attention)

@@ -35,15 +35,15 @@ def viz(run_or_study: str, n_images: int, out: str | None, results: str,
     name, a results/<study> folder or a studies/*.yaml file; then its CN-CNN-like run: the
     last row with spatial attention).
     """
+    from fusion_lab.maps.viz import figure3, find_run
     from fusion_lab.registries import load_plugins
-    from fusion_lab.viz import figure3, find_run
 
     load_plugins(list(plugins))
     run_dir, picked = find_run(run_or_study, results)
     if picked:
         click.echo(picked, err=True)
     if score:
-        from fusion_lab.viz_score import score_run
+        from fusion_lab.maps.viz_score import score_run
 
         _, lines = score_run(run_dir, weights, limit)
         click.echo("\n".join(lines))

@@ -1,4 +1,6 @@
 """Datasets -> DataLoaders: the one entry point the training loop calls (``build_data``).
+May import: config, registries, errors (and torch); the annotated regions datasets carry
+live here too (``regions``).
 
 A dataset is a class registered in ``fusion_lab.registries.DATASETS`` (contract in
 ``fusion_lab.data.source``); the catalogue is in ``registry/datasets/``. This module opens
@@ -23,7 +25,7 @@ from torch.utils.data import DataLoader
 from fusion_lab.config import DECODERS
 from fusion_lab.data.device import DeviceLoader, on_device
 from fusion_lab.data.loading import SkipLog, SkippingLoader, SplitDataset
-from fusion_lab.data.sampling import EpochSampler, stratified_split
+from fusion_lab.data.sampling import EpochSampler, ShardedBatches, stratified_split
 from fusion_lab.data.source import ImageSource
 from fusion_lab.data.transforms import FGVCTransform
 from fusion_lab.errors import DatasetError
@@ -142,8 +144,6 @@ def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: 
 
     train_sampler = EpochSampler(len(train_samples), seed, shuffle=True)
     if world_size > 1:
-        from fusion_lab.ddp import ShardedBatches
-
         rest = {k: v for k, v in common.items() if k not in ("batch_size", "drop_last")}
         train = SkippingLoader(SplitDataset(source, train_samples, train_tf), split="train",
                                log=log, batch_sampler=ShardedBatches(

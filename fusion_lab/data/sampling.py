@@ -74,3 +74,32 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple
         val.extend(perm[:k])
         train.extend(perm[k:])
     return sorted(train), sorted(val)
+
+
+def share(n: int, rank: int, world: int) -> tuple[int, int]:
+    """[lo, hi) of process ``rank``'s contiguous share of a global batch of ``n`` images."""
+    return n * rank // world, n * (rank + 1) // world
+
+
+class ShardedBatches(Sampler):
+    """This process's share of each global batch of an ``EpochSampler``'s order.
+
+    A global batch whose smallest share would hold fewer than 2 images is skipped by every
+    process alike (BatchNorm cannot train on one image; one process must not step alone).
+    """
+
+    def __init__(self, sampler: Sampler, batch_size: int, rank: int, world: int):
+        self.sampler, self.batch_size, self.rank, self.world = sampler, batch_size, rank, world
+
+    def __iter__(self) -> Iterator[list]:
+        order = list(iter(self.sampler))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            if len(batch) // self.world < 2:
+                continue
+            lo, hi = share(len(batch), self.rank, self.world)
+            yield batch[lo:hi]
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.sampler), self.batch_size)
+        return full + (1 if rest // self.world >= 2 else 0)

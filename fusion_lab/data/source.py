@@ -7,7 +7,7 @@ A dataset registered in ``fusion_lab.registries.DATASETS`` is a class called as
 - ``train`` and ``test``: lists of ``(item, label)``; an item is usually an image path;
 - ``load(item) -> PIL.Image.Image`` (RGB); the default opens a path;
 - optionally the class attribute ``reference_recipe``: the training recipe that
-  ``train.recipe: reference`` gives its runs (a name in ``fusion_lab.recipes``).
+  ``train.recipe: reference`` gives its runs (a name in ``fusion_lab.config.recipes``).
 
 and whose class may say, for validation before anything trains (``ImageSource`` gives
 defaults):

@@ -8,7 +8,7 @@ Input and output are uint8 tensors [3, H, W]: batches cross the worker boundary 
 (4x fewer bytes than float32) and are converted and normalised on the device the model
 runs on (``normalise``; the training loop calls it through ``fusion_lab.data.device``).
 Resizing uses torchvision's antialiased bilinear kernel on uint8; PIL's (the pipeline
-before, ``fusion_lab.data.legacy``) rounds differently, so pixels differ by a few levels
+before, ``fixtures.legacy``) rounds differently, so pixels differ by a few levels
 (measured bound in tests/test_decode.py).
 
 The random choices never use torch's or Python's global RNG: each sample gets a

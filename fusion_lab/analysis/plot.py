@@ -1,0 +1,133 @@
+"""`fusionlab plot`: a study's learning curves and final comparison as one PNG (no torch).
+
+One panel row per grid cell (one for a study without a grid), three panels each:
+test accuracy per epoch, train loss per epoch (one line per table row, a band of
+mean ± sd over seeds), and the final table as bars: Δ against the cell's baseline with
+its 95% interval (fusion_lab.analysis.stats), or the mean accuracy ± sd when the study names no
+baseline. Drawn with matplotlib's object API (no pyplot state, no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fusion_lab.analysis.aggregate import StudyResults, load_results
+from fusion_lab.analysis.curves import bands, cell_key, load_curves
+from fusion_lab.errors import FusionLabError
+
+CURVE_PANELS = (("test_acc", "test accuracy (%)"), ("train_loss", "train loss"))
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")  # matplotlib's tab10
+
+
+def plot_study(study_dir: Path, out: str | Path, metric: str = "final") -> tuple[Path, list[str]]:
+    """Draw a study's figure and write it as a PNG.
+
+    Args:
+        study_dir: results/<study>.
+        out: the PNG file to write.
+        metric: "final" or "best_val" (the bars; curves show every epoch).
+    Returns:
+        (the file written, notes for stderr).
+    """
+    res = load_results(study_dir, metric)
+    fig, notes = draw(res, load_curves(study_dir, res.runs))
+    out = Path(out)
+    if out.parent and not out.parent.is_dir():
+        raise FusionLabError(f"cannot write {out}: folder {out.parent}/ does not exist")
+    fig.savefig(out, dpi=110)
+    return out, notes
+
+
+def draw(res: StudyResults, curves: pd.DataFrame) -> tuple[Any, list[str]]:
+    """The figure of one loaded study (a matplotlib Figure) and notes about what it leaves out.
+
+    Args:
+        res: from ``fusion_lab.analysis.aggregate.load_results``.
+        curves: from ``fusion_lab.analysis.curves.load_curves``.
+    Returns:
+        (figure, notes).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    rows = res.rows[res.rows.in_plan] if len(res.rows) else res.rows
+    if not len(rows) or not len(curves):
+        raise FusionLabError(f"study {res.name!r} has no finished epochs yet: "
+                             "run `fusionlab run` on its study file first")
+    cells = list(dict.fromkeys(cell_key(g) for g in rows.grid))
+    colours = {lab: PALETTE[i % len(PALETTE)]
+               for i, lab in enumerate(dict.fromkeys(rows.label))}
+    fig = Figure(figsize=(15, 3.6 * len(cells)), layout="constrained")
+    axes = fig.subplots(len(cells), 3, squeeze=False)
+    notes: list[str] = []
+    for i, cell in enumerate(cells):
+        cell_rows = rows[rows.grid.map(cell_key) == cell]
+        title = ", ".join(str(v) for v in (cell_rows.iloc[0].grid or {}).values())
+        for j, (metric, name) in enumerate(CURVE_PANELS):
+            ax = axes[i][j]
+            _curves(ax, cell_rows, bands(curves, metric), colours)
+            ax.set(xlabel="epoch", ylabel=name, title=f"{title}: {name}" if title else name)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if ax.lines:
+                ax.legend(fontsize="small")
+        _bars(axes[i][2], cell_rows, res, colours, title)
+    fig.suptitle(f"{res.name}: {res.study.get('describe') or ''}".rstrip(": "))
+    missing = rows[rows.n == 0]
+    if len(missing):
+        notes.append(f"{len(missing)} row(s) have no finished run and no bar: "
+                     + ", ".join(missing.display))
+    return fig, notes
+
+
+def _curves(ax: Any, rows: pd.DataFrame, band: pd.DataFrame, colours: dict) -> None:
+    """One line per row (mean over seeds), a mean ± sd band where 2 or more seeds ran."""
+    for r in rows.itertuples():
+        b = band[band.group_id == r.group_id]
+        if not len(b):
+            continue
+        seeds = int(b.n.max())
+        colour = colours[r.label]
+        ax.plot(b.epoch, b["mean"], color=colour, marker="o", markersize=3,
+                label=f"{r.label} (n={seeds})")
+        spread = b[b.n >= 2]
+        if len(spread):
+            ax.fill_between(spread.epoch, spread["mean"] - spread["std"],
+                            spread["mean"] + spread["std"], color=colour, alpha=0.2,
+                            linewidth=0)
+
+
+def _bars(ax: Any, rows: pd.DataFrame, res: StudyResults, colours: dict, title: str) -> None:
+    """The final table: Δ with its 95% interval, or mean ± sd without a baseline."""
+    # the table's within-noise mark on the row's name
+    labels = [r.label + (" ≈" if r.within_noise is True else "") for r in rows.itertuples()]
+    y = list(range(len(labels)))
+    colour = [colours[lab] for lab in rows.label]
+    baseline = res.study.get("baseline")
+    if baseline is None:
+        means = [r.mean if r.n else math.nan for r in rows.itertuples()]
+        err = [r.std if r.n >= 2 else 0.0 for r in rows.itertuples()]
+        ax.barh(y, means, xerr=err, color=colour, capsize=4)
+        ax.set(xlabel=f"test accuracy (%), {res.metric} (mean ± sd)")
+    else:
+        delta = [0.0 if r.is_baseline else r.delta for r in rows.itertuples()]
+        # a difference of accuracies lies in [-100, 100]: whiskers are cut there (a t
+        # interval over 2 seeds can reach far beyond)
+        low = [r.delta if math.isnan(r.ci_low) else max(r.ci_low, -100.0)
+               for r in rows.itertuples()]
+        high = [r.delta if math.isnan(r.ci_high) else min(r.ci_high, 100.0)
+                for r in rows.itertuples()]
+        cut = any(r.ci_low < -100 or r.ci_high > 100 for r in rows.itertuples())
+        lo = [0.0 if math.isnan(d) else d - v for d, v in zip(delta, low)]
+        hi = [0.0 if math.isnan(d) else v - d for d, v in zip(delta, high)]
+        ax.barh(y, delta, xerr=[lo, hi], color=colour, capsize=4)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set(xlabel=f"Δ vs {baseline} (points, {res.metric}); whisker: 95% interval"
+                      + (" (cut at ±100)" if cut else "") + "; ≈ contains 0")
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()  # table order, top to bottom
+    ax.set_title(f"{title}: final table" if title else "final table")

@@ -1,0 +1,348 @@
+"""Paper-style ablation tables (like CN-CNN's Tables 2 and 3) from the results store.
+
+Loading and statistics live in ``fusion_lab.analysis.aggregate``; this module turns them into text:
+plain or GitHub tables (tabulate), booktabs LaTeX, or CSV / JSON records. No torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fusion_lab.analysis.aggregate import (
+    BATCH_MARK,
+    COST_KEYS,
+    StudyResults,
+    load_results,
+    not_done,
+    study_dirs,
+)
+from fusion_lab.analysis.stats import CONFIDENCE, MAX_SEEDS, POWER, pooled_sd, seeds_needed
+from fusion_lab.analysis.table_formats import (
+    BASE,
+    FEW,
+    UNKNOWN,
+    WITHIN,
+    json_default,
+    latex_table,
+    plain_value,
+    tabulate_text,
+)
+from fusion_lab.errors import FusionLabError
+from fusion_lab.maps.attention_table import attention_columns
+
+FORMATS = ("plain", "github", "latex", "csv", "json")
+METRIC_TEXT = {"final": "test accuracy (%) at the last epoch",
+               "best_val": "test accuracy (%) at the epoch with the best validation accuracy"}
+
+
+@dataclass
+class Output:
+    """What `fusionlab table` prints: ``text`` to stdout, ``warnings`` to stderr."""
+
+    text: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def tables(studies: list[str] | None = None, results: str | Path = "results",
+           metric: str = "final", fmt: str = "plain", heads: bool = False,
+           pivot: tuple[str, str] | None = None, cost: bool = False,
+           ci: bool = False, attention: bool = False) -> Output:
+    """Render the tables of some studies (all studies in ``results`` if none are named).
+
+    Args:
+        studies: study names, results/<study> folders or studies/*.yaml files.
+        results: the results folder.
+        metric: "final" or "best_val".
+        fmt: plain | github | latex | csv | json.
+        heads: add one column per classifier head.
+        pivot: (ROW, COL) axes for a 2-D table of mean accuracy.
+        cost: join cost.json columns.
+        ci: add the 95% interval of each Δ and how it was computed.
+        attention: join the attention scores of `fusionlab viz --score`.
+    Returns:
+        The text for stdout and the warnings for stderr.
+    """
+    if fmt not in FORMATS:
+        raise FusionLabError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    dirs = study_dirs(list(studies or []), results)
+    loaded = [load_results(d, metric, cost) for d in dirs]
+    out = Output("")
+    if pivot and (heads or cost):
+        out.warnings.append("--heads and --cost are not shown in a --pivot table")
+    records: list[dict] = []
+    blocks: list[str] = []
+    for study_dir, res in zip(dirs, loaded):
+        out.warnings += plugin_warnings(res)
+        if not len(res.rows):
+            empty = f"{res.name}: no runs yet: run `fusionlab run` on its study file"
+            (out.warnings if fmt in ("csv", "json") else blocks).append(empty)
+            continue
+        frame = pivot_frame(res, *pivot) if pivot else res.rows
+        notes = _notes(res, cost and not pivot, pivot=bool(pivot))
+        att = attention_columns(study_dir, frame, res.runs, metric) if attention else None
+        notes += att.notes if att else []
+        if fmt in ("csv", "json"):
+            recs = _records(res, frame, bool(pivot))
+            for rec, extra in zip(recs, att.records if att else []):
+                rec.update(extra)
+            records += [{"study": res.name, **r} for r in recs]
+            out.warnings += [f"{res.name}: {n}" for n in notes]
+            continue
+        title = f"{res.name}: {res.study.get('describe') or ''}".rstrip(": ")
+        body = (_pivot_cells(frame, *pivot) if pivot
+                else _cells(res, heads, cost and res.cost is not None, ci))
+        for col, values in (att.cells if att and not pivot else {}).items():
+            body[col] = values
+        if fmt == "latex":
+            blocks.append(latex_table(body, f"{title}: {METRIC_TEXT[metric]}", notes))
+        else:
+            blocks.append("\n".join([f"{title}  [{METRIC_TEXT[metric]}]",
+                                     tabulate_text(body, fmt), *notes]))
+    if fmt == "csv":
+        buf = io.StringIO()
+        flat = [{k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()}
+                for r in records]
+        if flat:
+            pd.DataFrame.from_records(flat).to_csv(buf, index=False)
+        out.text = buf.getvalue().rstrip("\n")
+    elif fmt == "json":
+        out.text = json.dumps(records, indent=2, default=json_default)
+    else:
+        out.text = "\n\n".join(blocks)
+    return out
+
+
+def plugin_warnings(res: StudyResults) -> list[str]:
+    """One line per plugin file that changed on disk since finished runs were trained with it."""
+    runs = res.runs
+    if not len(runs) or "plugins_changed" not in runs:
+        return []
+    by_file: dict[str, int] = {}
+    for changed in runs.plugins_changed:
+        for path in changed or []:
+            by_file[path] = by_file.get(path, 0) + 1
+    return [f"warning: {res.name}: plugin file {path} has changed since {n} finished run(s) "
+            "were trained with it (its SHA-256 differs from the one in their summary.json); "
+            "their results may not be what the file computes now"
+            for path, n in sorted(by_file.items())]
+
+
+def pivot_frame(res: StudyResults, row_key: str, col_key: str) -> pd.DataFrame:
+    """The study's rows with two columns ``pivot_row`` and ``pivot_col``: the values of the axes.
+
+    Args:
+        res: a loaded study.
+        row_key, col_key: a grid axis, ``label`` or a dotted config key.
+    Returns:
+        A copy of ``res.rows``; groups lacking a value are dropped (they have no config).
+    """
+    rows = res.rows.copy()
+    for key, col in ((row_key, "pivot_row"), (col_key, "pivot_col")):
+        if key == "seed":
+            raise FusionLabError("seed is what rows are aggregated over: pivot on a grid axis, "
+                                 "label or a config key such as model.fusion")
+        values = [_axis_value(r, key) for r in rows.itertuples()] if len(rows) else []
+        if not any(v is not None for v in values):
+            axes = ", ".join(res.study.get("grid_axes") or []) or "none"
+            raise FusionLabError(f"unknown pivot key {key!r} in study {res.name!r}: use a grid "
+                                 f"axis ({axes}), label, or a dotted config key such as "
+                                 "model.fusion")
+        rows[col] = values
+    return rows[rows.pivot_row.notna() & rows.pivot_col.notna()]
+
+
+def _axis_value(row: Any, key: str) -> Any:
+    if key == "label":
+        return row.label
+    if key in (row.grid or {}):
+        return row.grid[key]
+    return (row.config or {}).get(key)
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, spec)
+
+
+def _acc(r: Any) -> str:
+    if r.n == 0:
+        return "-"
+    return _fmt(r.mean) + (f" ± {_fmt(r.std)}" if r.n >= 2 else "")
+
+
+def _n(r: Any) -> str:
+    return f"{r.n}/{r.n_expected} {FEW}" if r.n < r.n_expected else str(r.n)
+
+
+def _delta(r: Any) -> str:
+    if r.is_baseline:
+        return BASE
+    if isinstance(r.delta, float) and math.isnan(r.delta):
+        return "-"
+    mark = {True: f" {WITHIN}", False: "", None: f" {UNKNOWN}"}[r.within_noise]
+    return _fmt(r.delta, "+.2f") + mark
+
+
+def _ci(r: Any) -> str:
+    if r.is_baseline or r.noise_basis is None:
+        return "-"
+    return f"[{_fmt(r.ci_low, '+.2f')}, {_fmt(r.ci_high, '+.2f')}] {r.noise_basis}"
+
+
+def _cells(res: StudyResults, heads: bool, cost: bool, ci: bool = False) -> pd.DataFrame:
+    """The display table of one study: one row per group."""
+    rows = res.rows
+    refs = [c for c in rows.columns if c.startswith("ref.")]
+    out = pd.DataFrame({"Row": rows.display, "Backbone": rows.backbone.fillna("-"),
+                        "Dataset": rows.dataset.fillna("-"),
+                        "Acc": [_acc(r) for r in rows.itertuples()],
+                        "n": [_n(r) for r in rows.itertuples()]})
+    for c in refs:
+        out[c[4:]] = [str(v) if not pd.isna(v) else "-" for v in rows[c]]
+    if res.study.get("baseline") is not None:  # no baseline named: no delta column
+        out[f"Δ vs {res.study['baseline']}"] = [_delta(r) for r in rows.itertuples()]
+        if ci:
+            out[f"{CONFIDENCE:.0%} CI of Δ"] = [_ci(r) for r in rows.itertuples()]
+    if heads:
+        names = list(dict.fromkeys(h for hs in rows.heads for h in hs))
+        for h in names:
+            out[f"head {h}"] = [_fmt(hs.get(h)) for hs in rows.heads]
+    if cost:
+        table = (res.cost or {}).get("rows") or {}
+        c = [table.get(g) or {} for g in rows.group_id]
+        out["Params (M)"] = [_fmt(x.get("params") and x["params"] / 1e6, ".1f") for x in c]
+        out["GFLOPs"] = [_fmt(x.get("gflops")) for x in c]
+        for kind in ("train", "infer"):
+            out[f"{kind} img/s"] = [_fmt(x.get(f"{kind}_ips"), ".1f")
+                                    + (f" (×{x[f'{kind}_ratio']:.2f})"
+                                       if x.get(f"{kind}_ratio") is not None else "") for x in c]
+        out["peak MB"] = [_fmt(x.get("peak_mem_mb"), ".0f") for x in c]
+    return out
+
+
+def _pivot_cells(frame: pd.DataFrame, row_key: str, col_key: str) -> pd.DataFrame:
+    """mean ± std per (row value, column value); a cell holding two configs shows both."""
+    cells: dict[tuple, list[str]] = {}
+    shared = frame.groupby(["pivot_row", "pivot_col"]).group_id.transform("size") > 1
+    for r, many in zip(frame.itertuples(), shared):
+        text = _acc(r) + (f" (n={r.n}/{r.n_expected} {FEW})" if r.n < r.n_expected else "")
+        text += f" [{str(r.group_id)[:8]}]" if many else ""
+        text += "" if r.in_plan else " ‡"
+        text += f" {BATCH_MARK}" if r.batch_dependent else ""
+        cells.setdefault((r.pivot_row, r.pivot_col), []).append(text)
+    row_vals = list(dict.fromkeys(frame.pivot_row))
+    col_vals = list(dict.fromkeys(frame.pivot_col))
+    data = {str(c): [" / ".join(cells.get((rv, c), ["-"])) for rv in row_vals]
+            for c in col_vals}
+    return pd.DataFrame({f"{row_key} \\ {col_key}": [str(v) for v in row_vals], **data})
+
+
+def _notes(res: StudyResults, cost: bool, pivot: bool = False) -> list[str]:
+    """Legend, footnotes and the runs that are not done, printed under the table."""
+    rows, notes = res.rows, []
+    notes.append("Acc: mean ± sample standard deviation (ddof=1) over seeds; "
+                 "n: finished seeds.")
+    if len(rows) and (rows.n < rows.n_expected).any():
+        notes.append(f"{FEW} fewer finished seeds than the study asks for (n = finished/asked).")
+    no_delta = pivot or res.study.get("baseline") is None
+    notes.append("" if no_delta else f"Δ: against the baseline row of the same grid cell; {WITHIN} within noise: "
+                 f"its {CONFIDENCE:.0%} interval contains 0 (Student t over seeds, paired "
+                 "where both rows ran the same seeds; binomial SE of the test accuracy "
+                 "where a row has one seed; docs/tables.md).")
+    if not no_delta:
+        notes += _interval_notes(rows)
+    if not pivot and len(rows) and (rows.delta.notna() & rows.within_noise.isna()).any():
+        notes.append(f"{UNKNOWN} noise not assessed: summary.json has no test_size.")
+    if len(rows) and not rows.in_plan.all():
+        notes.append("‡ not in the current study.json (the study was edited since these ran); "
+                     "[...] is the group id where two rows share a label.")
+    if len(rows) and rows.batch_dependent.any():
+        sizes = sorted({b for bs in rows.test_batch_sizes for b in bs})
+        size = f" (tested in batches of {', '.join(map(str, sizes))}, unshuffled)" if sizes else ""
+        notes.append(f"{BATCH_MARK} predictions depend on the test batch{size}: an image's "
+                     "prediction depends on the images before it in its batch.")
+    if res.study.get("baseline") is None:
+        notes.append("the study names no `baseline:` row, so there are no deltas.")
+    elif not pivot and len(rows) and (rows.n > 0).any() and not rows.is_baseline.any():
+        notes.append(f"no finished baseline row ({res.study.get('baseline')!r}): no deltas.")
+    if cost and res.cost is None:
+        notes.append(f"no cost profile: run fusionlab bench {res.name}")
+    elif cost:
+        missing = [g for g in rows.group_id if g not in (res.cost.get("rows") or {})]
+        if missing:
+            notes.append(f"{len(missing)} row(s) missing from cost.json (older profile): "
+                         f"run fusionlab bench {res.name}")
+    notes = [n for n in notes if n] + res.notes
+    bad = not_done(res.runs)
+    if len(bad):
+        notes.append(f"Not done ({len(bad)} run(s), not counted):")
+        width = max(len(str(lab)) for lab in bad.label)
+        for r in bad.itertuples():
+            seed = "-" if r.seed is None or pd.isna(r.seed) else int(r.seed)
+            err = f": {r.error}" if r.status == "failed" and r.error else ""
+            notes.append(f"  {str(r.run_id)[:8]}  {str(r.label):<{width}}  seed {seed:<3} "
+                         f"{r.status}{err}")
+    return notes
+
+
+def _interval_notes(rows: pd.DataFrame) -> list[str]:
+    """Which interval each Δ used, and how many seeds would resolve the smallest Δ."""
+    compared = rows[rows.in_plan & rows.noise_basis.notna()] if len(rows) else rows
+    if not len(compared):
+        return []
+    kinds = {"paired": "paired t", "welch": "Welch t", "binomial": "binomial (one seed)"}
+    used = []
+    for basis, text in kinds.items():
+        names = list(compared.display[compared.noise_basis == basis])
+        if names:
+            used.append(f"{text}: " + (", ".join(names) if len(names) <= 6
+                                       else f"{len(names)} rows"))
+    notes = ["Δ intervals: " + "; ".join(used) + "."]
+    smallest = compared.loc[compared.delta.abs().idxmin()]
+    planned = rows[rows.in_plan]
+    sd, df = pooled_sd([list(r.by_seed.values()) for r in planned.itertuples()])
+    if not sd > 0:
+        notes.append("Planning: no seed spread yet (one seed per row, or identical seeds): "
+                     "run at least 2 seeds per row to estimate how many are needed.")
+        return notes
+    n = seeds_needed(smallest.delta, sd)
+    need = f"about {n}" if n else f"more than {MAX_SEEDS}"
+    notes.append(f"Planning: with the pooled seed spread s = {sd:.2f} (df {df}), {need} seeds "
+                 f"per row would detect the smallest Δ shown ({smallest.delta:+.2f}, "
+                 f"{smallest.display}) with {POWER:.0%} power at the {1 - CONFIDENCE:.0%} "
+                 "level (two-sample t test; docs/tables.md).")
+    return notes
+
+
+def _records(res: StudyResults, frame: pd.DataFrame, pivot: bool) -> list[dict]:
+    """Machine-readable rows: numbers unformatted, one record per table row."""
+    out = []
+    cost_rows = (res.cost or {}).get("rows") or {}
+    for r in frame.itertuples():
+        row = r.display.removesuffix(f" {BATCH_MARK}").removesuffix(" ‡")
+        rec = {"label": r.label, "row": row, "group_id": r.group_id,
+               "grid": r.grid, "backbone": r.backbone, "dataset": r.dataset,
+               "metric": res.metric, "mean": r.mean, "std": r.std, "n": r.n,
+               "n_expected": r.n_expected, "in_plan": r.in_plan,
+               "delta": r.delta, "se_diff": r.se_diff, "df": r.df, "ci_low": r.ci_low,
+               "ci_high": r.ci_high, "noise_basis": r.noise_basis,
+               "within_noise": r.within_noise, "is_baseline": r.is_baseline,
+               "batch_dependent": r.batch_dependent}
+        for c in frame.columns:
+            if c.startswith("ref."):
+                rec[c] = frame.at[r.Index, c]
+        rec.update({f"head.{h}": v for h, v in r.heads.items()})
+        if pivot:
+            rec["pivot_row"], rec["pivot_col"] = r.pivot_row, r.pivot_col
+        if res.cost is not None:
+            rec.update({k: (cost_rows.get(r.group_id) or {}).get(k) for k in COST_KEYS})
+        out.append({k: plain_value(v) for k, v in rec.items()})
+    return out

@@ -1,0 +1,63 @@
+"""How a table's cells are written out: plain/GitHub text (tabulate), booktabs LaTeX and
+JSON-ready values (no torch).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from fusion_lab.analysis.aggregate import BATCH_MARK
+
+WITHIN, FEW, BASE, UNKNOWN = "≈", "†", "(base)", "?"  # the table's marks
+
+
+def plain_value(v: Any) -> Any:
+    """A number as JSON can hold it: numpy scalars unwrapped, NaN and infinities as None."""
+    if isinstance(v, float) and not math.isfinite(v):  # NaN, or the binomial interval's df
+        return None
+    if hasattr(v, "item"):  # numpy scalars
+        return v.item()
+    return v
+
+
+def json_default(v: Any) -> Any:
+    return plain_value(v) if hasattr(v, "item") else str(v)
+
+
+def tabulate_text(body: pd.DataFrame, fmt: str) -> str:
+    from tabulate import tabulate
+
+    return tabulate(body.values.tolist(), headers=list(body.columns),
+                    tablefmt="github" if fmt == "github" else "simple",
+                    disable_numparse=True)
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", WITHIN: r"$\approx$", FEW: r"$^\dagger$",
+                 "‡": r"$^\ddagger$", "≥": r"$\geq$", "×": r"$\times$", "·": r"$\cdot$",
+                 BATCH_MARK: r"\S{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters and spell our symbols in math mode."""
+    out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    for sym, tex in LATEX_SYMBOLS.items():
+        out = out.replace(sym, tex)
+    return out
+
+
+def latex_table(body: pd.DataFrame, heading: str, notes: list[str]) -> str:
+    """A booktabs tabular; the heading and the notes follow as LaTeX comments."""
+    align = "".join("l" if i == 0 or c in ("Backbone", "Dataset") else "r"
+                    for i, c in enumerate(body.columns))
+    lines = [f"% {heading}", f"\\begin{{tabular}}{{{align}}}", r"\toprule",
+             " & ".join(latex_escape(c) for c in body.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in body.values.tolist()]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [f"% {n}" for n in notes]
+    return "\n".join(lines)

@@ -1,0 +1,336 @@
+"""Typed configuration of one run: dataset, model and training; the vocabulary every layer
+above speaks. This package imports only ``registries``, ``errors`` and its own modules
+(``recipes``: the training recipes; ``weights``: named and file weights and their identity),
+never torch.
+
+A study file's ``base``, ``variants`` and ``grid`` are merged into one nested dict per run,
+then turned into a ``RunConfig`` by ``from_dict``, which rejects unknown keys and wrong types;
+``resolve`` fills the preset's and recipe's defaults and ``check`` rejects values out of
+range. A field's range lives with the field (``_f(default, min=..., choices=...)``), so the
+check and the field's definition cannot drift apart. The YAML itself is parsed in
+``fusion_lab.plan.study`` only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import importlib.util
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from fusion_lab.config import recipes
+from fusion_lab.config.weights import identity
+from fusion_lab.errors import ConfigError
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")  # fusion_lab.training.device.precision's modes
+
+
+def _f(default: Any = None, *, min: float | None = None,
+       below: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field with its valid range: ``min`` <= v (< ``below``), or v in ``choices``.
+    ``None`` is always allowed where the field's type allows it."""
+    rules = {k: v for k, v in (("min", min), ("below", below), ("choices", choices))
+             if v is not None}
+    return field(default=default, metadata=rules)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "synthetic_fgvc"  # a registered dataset (fusionlab list datasets)
+    root: str | None = None  # the dataset's folder; not needed by synthetic_fgvc
+    options: dict = field(default_factory=dict)  # keyword arguments of the dataset class
+    val_fraction: float = _f(0.0, min=0, below=1)  # part of train held out to choose a best epoch (0: none)
+    val_seed: int = 0  # seed of that split, independent of the run's seed
+    decode: str = "cpu"  # cpu (libjpeg-turbo in the loader workers) | gpu (nvJPEG, CUDA only)
+
+
+@dataclass
+class ModelConfig:
+    # baseline | hl | hl+lh | cn_cnn | cn_cnn_released: fills the fields left None and
+    # gives its component arguments (fusion_args, ...) under the study's own
+    preset: str | None = None
+    backbone: str = "resnet50"  # any timm model supporting features_only
+    pretrained: bool | str = False  # false, true (timm hub), a weights name or a file path
+    out_indices: list[int] = field(default_factory=lambda: [-3, -2, -1])  # stages tapped
+    fusion: str | None = None  # none | fpn_add | convlstm (None: from the preset)
+    attention: str | None = None  # none | sa | ca | sa+ca (None: from the preset)
+    head: str | None = None  # multi_level | linear (None: from the preset)
+    width: int = _f(256, min=1)  # channels of the fused maps
+    hidden: int | None = _f(None, min=1)  # classifier hidden width; None: 512 if 200 classes else 256
+    concat_head: bool = True  # the reference code's 4th classifier on the fused maps
+    resize_back: bool = False  # paper: resize fused maps to their own level's size
+    fusion_args: dict = field(default_factory=dict)
+    attention_args: dict = field(default_factory=dict)
+    head_args: dict = field(default_factory=dict)
+    # pytorch (each layer's default) | released (the authors' code: N(0, sqrt(2/n)) convs
+    # and BN 1/0 in the new modules); None: the preset's, else pytorch
+    init: str | None = _f(None, choices=("pytorch", "released"))
+
+
+@dataclass
+class TrainConfig:
+    # reference (the released script's recipe for the run's dataset) | paper | a named
+    # recipe (cub200, stanford_cars, fgvc_aircraft, generic): fusion_lab/recipes.py.
+    # Every None below means "the recipe's".
+    recipe: str = "reference"
+    epochs: int | None = _f(None, min=1)  # reference 100, paper 300
+    # train and test; CUB 16, Cars 8, Aircraft 16. At least 2: BatchNorm cannot train on a
+    # batch of one image (such a batch is skipped), so batches of 1 would train nothing
+    batch_size: int | None = _f(None, min=2)
+    image_size: int = _f(448, min=1)  # crop size
+    # square resize before cropping (>= image_size); CUB's recipe: image_size * 600 / 448
+    resize: int | None = _f(None, min=1)
+    lr_backbone: float | None = _f(None, min=0)  # CUB 1e-4, Cars and Aircraft 1e-3, paper 1e-3
+    lr_new: float | None = _f(None, min=0)  # new modules: 1e-3 (reference), 0.1 (paper)
+    # The backbone's last k stages train at lr_new with the new modules, the rest at
+    # lr_backbone (0: the whole backbone at lr_backbone; CUB's recipe: 1, i.e. ResNet50's
+    # layer4). Stages: the BACKBONES contract in fusion_lab/registries.py.
+    backbone_high_lr_stages: int | None = _f(None, min=0)
+    optimizer: str = _f("sgd", choices=("sgd", "adamw"))  # sgd (the paper's) | adamw (faster from scratch, e.g. quickstart)
+    momentum: float = _f(0.9, min=0)  # sgd only
+    weight_decay: float = _f(5e-4, min=0)
+    schedule: str = _f("cosine", choices=("cosine", "constant"))  # cosine (per epoch) | constant
+    warmup_epochs: int = _f(0, min=0)
+    label_smoothing: float = _f(0.0, min=0, below=1)
+    grad_clip: float | None = _f(None, min=0)  # max grad norm, None: no clipping
+    amp: str = _f("auto", choices=AMP_MODES)  # auto (bf16 on CUDA if supported, else fp16) | bf16 | fp16 | off
+    channels_last: bool = True  # on CUDA only
+    compile: bool = False  # torch.compile the fusion and attention modules (CUDA)
+    world_size: int = 1  # processes training one run with DDP (set by fusionlab run --nproc)
+    sync_bn: bool = False  # SyncBatchNorm across those processes (CUDA only)
+    # Fields below cannot change the result; they are left out of the run id.
+    workers: int = _f(4, min=0)
+    log_every: int = _f(0, min=0)  # batches between log lines (0: progress bar only)
+    keep_checkpoint: bool = True  # keep the last checkpoint after the run finished
+    # tracking sinks beside metrics.jsonl: tensorboard, mlflow (fusion_lab/loggers.py)
+    loggers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+
+DECODERS = ("cpu", "gpu")  # dataset.decode: where JPEG files are decoded
+
+# Keys that cannot change a run's result: excluded from its id.
+NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint",
+                   "train.loggers"}
+
+# Fields added after results existed, with the value that reproduces the behaviour from
+# before they existed (dotted key -> neutral value). At that value such a field is left
+# out of the run id, so adding it changes no existing id; any other value is in the id.
+ID_NEUTRAL: dict[str, Any] = {
+    "train.backbone_high_lr_stages": 0,
+    "model.init": "pytorch",
+    "dataset.decode": "cpu",  # where JPEGs are decoded; cpu is the pipeline every run used
+    "train.world_size": 1,  # DDP processes of one run (1: an ordinary run)
+    "train.sync_bn": False,
+}
+
+INITS = ("pytorch", "released")
+
+SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def from_dict(d: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from a nested dict, reporting every problem at once."""
+    problems: list[str] = []
+    if not isinstance(d, dict):
+        raise ConfigError(f"a run config must be a mapping, got {type(d).__name__}")
+    for key in d:
+        if key not in SECTIONS and key != "seed":
+            close = difflib.get_close_matches(str(key), [*SECTIONS, "seed"], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown key {key!r}{hint}; valid: dataset, model, train, seed")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        raw = d.get(name) or {}
+        if not isinstance(raw, dict):
+            problems.append(f"{name} must be a mapping, got {raw!r}")
+            raw = {}
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in raw.items():
+            if key not in hints:
+                close = difflib.get_close_matches(str(key), list(hints), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(
+                    f"unknown key {name}.{key}{hint}; valid: {', '.join(hints)}"
+                )
+                continue
+            if not _type_ok(value, hints[key]):
+                problems.append(
+                    f"{name}.{key} must be {_type_name(hints[key])}, got {value!r}"
+                )
+                continue
+            if hints[key] is float or (isinstance(value, int) and float in typing.get_args(
+                hints[key]
+            )):
+                value = float(value) if value is not None else None
+            kwargs[key] = value
+        sections[name] = cls(**kwargs)
+    seed = d.get("seed", 0)
+    if not _type_ok(seed, int):
+        problems.append(f"seed must be an integer, got {seed!r}")
+        seed = 0
+    if problems:
+        raise ConfigError(problems)
+    return RunConfig(seed=seed, **sections)
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def resolve(cfg: RunConfig, presets: dict[str, dict] | None = None) -> RunConfig:
+    """Fill the fields left to the preset and the recipe (returns a new config).
+
+    The recipe depends on the dataset (``fusion_lab.config.recipes``): the registered dataset
+    class names its reference recipe, so load the catalogue (and plugins) first.
+    """
+    cfg = from_dict(to_dict(cfg))
+    m, t = cfg.model, cfg.train
+    if presets is not None:
+        apply_preset(m, presets)
+    if m.init is None:
+        m.init = "pytorch"
+    recipes.fill(t, cfg.dataset.name)
+    problems = check(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def apply_preset(m: ModelConfig, presets: dict[str, dict]) -> None:
+    """Fill ``m`` from its preset (default cn_cnn), in place; idempotent.
+
+    A preset fills the fields the config leaves None (fusion, attention, head, init, ...);
+    its ``fusion_args`` / ``attention_args`` / ``head_args`` go under the config's own
+    (a key the config sets wins) when that component is the preset's.
+    """
+    base = presets.get(m.preset or "cn_cnn")
+    if base is None:
+        raise ConfigError(f"unknown preset {m.preset!r}; valid: {', '.join(sorted(presets))}")
+    hints = typing.get_type_hints(ModelConfig)
+    parts = {"fusion_args": "fusion", "attention_args": "attention", "head_args": "head"}
+    for key, value in base.items():
+        if key in parts:
+            continue
+        if key not in hints or key == "preset":
+            raise ConfigError(f"preset {m.preset!r} sets {key!r}, which is no model field")
+        if getattr(m, key) is None:
+            setattr(m, key, copy.deepcopy(value))
+    for key, part in parts.items():
+        if key in base and getattr(m, part) == base.get(part):
+            setattr(m, key, {**copy.deepcopy(base[key]), **getattr(m, key)})
+
+
+def _range_problem(name: str, value: Any, rules: dict[str, Any]) -> str | None:
+    if value is None:
+        return None
+    if "choices" in rules and value not in rules["choices"]:
+        return f"{name} must be one of {', '.join(rules['choices'])}, got {value!r}"
+    if ("min" not in rules or value >= rules["min"]) and (
+            "below" not in rules or value < rules["below"]):
+        return None
+    if "below" in rules:
+        return f"{name} must be in [{rules['min']:g}, {rules['below']:g}), got {value!r}"
+    return f"{name} must be >= {rules['min']:g}, got {value!r}"
+
+
+def check(cfg: RunConfig) -> list[str]:
+    """Values out of their field's range, one line each with the valid values."""
+    problems = []
+    for section, cls in SECTIONS.items():
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(cls):
+            problem = _range_problem(f"{section}.{f.name}", getattr(values, f.name), f.metadata)
+            if problem:
+                problems.append(problem)
+    t = cfg.train
+    if t.resize is not None and t.image_size is not None and t.resize < t.image_size:
+        problems.append(f"train.resize ({t.resize}) must be >= train.image_size "
+                        f"({t.image_size}): the image is resized, then cropped to image_size")
+    return problems
+
+
+def result_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config with the keys that cannot change the result removed."""
+    d = to_dict(cfg)
+    for dotted in NON_RESULT_KEYS:
+        section, key = dotted.split(".")
+        d[section].pop(key, None)
+    for dotted, neutral in ID_NEUTRAL.items():
+        section, key = dotted.split(".")
+        if key in d[section] and d[section][key] == neutral:
+            del d[section][key]
+    d["model"].pop("preset", None)  # the resolved fields say everything the preset said
+    # A weights file counts by its content, not by its name or path (fusion_lab.config.weights).
+    d["model"]["pretrained"] = identity(d["model"]["pretrained"])
+    return d
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"a.b.c": value}; lists become JSON text so they compare."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    return out
+
+
+# name -> (modules it needs, the extra that installs them)
+LOGGER_NEEDS = {"tensorboard": (("tensorboard",), "tensorboard"),
+         "mlflow": (("mlflow", "sqlalchemy", "alembic"), "mlflow")}
+
+
+def logger_problems(names: list[str]) -> list[str]:
+    """Unknown logger names (with the valid ones) and loggers whose package is missing."""
+    problems = []
+    for name in names:
+        if name not in LOGGER_NEEDS:
+            problems.append(f"train.loggers: unknown logger {name!r}; valid: "
+                            f"{', '.join(LOGGER_NEEDS)}")
+            continue
+        modules, extra = LOGGER_NEEDS[name]
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            problems.append(f"train.loggers: {name} needs {', '.join(missing)}: "
+                            f"pip install 'fusion_lab[{extra}]'")
+    return problems

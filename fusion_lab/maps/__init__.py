@@ -1,0 +1,5 @@
+"""Attention maps: Figure 3 (``viz``), scoring maps against annotated regions
+(``scoring``, ``viz_score``) and the attention table (``attention_table``).
+
+May import: training, plan, models, data, config, store, registries, errors.
+"""

@@ -1,0 +1,90 @@
+"""`fusionlab table --attention`: the attention scores of `fusionlab viz --score` as columns.
+
+Per table row, the mean over its scored seeds of each level's pointing game (mask maximum
+inside the bird box, percent) and energy share inside the box, beside the box's area
+share (what a uniform mask scores). Scores of the last epoch's weights go with
+``--metric final``, those of ``best.pt`` with ``--metric best_val``. No torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fusion_lab.maps.scoring import read_scores
+
+WEIGHTS_OF_METRIC = {"final": "last", "best_val": "best"}
+
+
+@dataclass
+class AttentionColumns:
+    """Per table row: the raw means (``records``) and their display text (``cells``)."""
+
+    records: list[dict[str, float | None]]
+    cells: dict[str, list[str]]
+    notes: list[str]
+
+
+def attention_columns(study_dir: Path, rows: pd.DataFrame, runs: pd.DataFrame,
+                      metric: str) -> AttentionColumns:
+    """The attention columns of one study's table.
+
+    Args:
+        study_dir: results/<study>.
+        rows: the aggregated table rows (group_id per row).
+        runs: the run records (status, group_id, run_id).
+        metric: the table's metric; it picks the weights whose scores are shown.
+    """
+    weights = WEIGHTS_OF_METRIC[metric]
+    done = runs[runs.status == "done"] if len(runs) else runs
+    # only runs whose attention draws a spatial mask can be scored (judged by the built-in
+    # names, sa and sa+ca: the attention classes' facts need the registry, hence torch)
+    done = done[[_has_sa(c) for c in done.config]] if len(done) else done
+    by_group: dict[str, list[dict]] = {}
+    for r in done.itertuples():
+        s = read_scores(Path(study_dir) / str(r.run_id), weights)
+        if s is not None and s.get("levels"):
+            by_group.setdefault(r.group_id, []).append(s)
+    levels = list(dict.fromkeys(lv for ss in by_group.values() for s in ss for lv in s["levels"]))
+    shown = [(lv, "point_box", f"point {lv} %", ".1f") for lv in levels]
+    shown += [(lv, "energy_box", f"energy {lv}", ".3f") for lv in levels]
+    shown += [(levels[0], "area_box", "box area", ".3f")] if levels else []
+    records, cells = [], {col: [] for _, _, col, _ in shown}
+    for g in rows.group_id:
+        rec = {}
+        for lv, key, col, spec in shown:
+            mean, n = _mean(by_group.get(g) or [], lv, key)
+            rec[f"attention.{lv}.{key}"] = mean
+            text = "-" if mean is None else format(mean, spec)
+            if mean is not None and n < len(by_group.get(g) or []):
+                text += f" (n={n})"
+            cells[col].append(text)
+        records.append(rec)
+    scored = sum(len(v) for v in by_group.values())
+    notes = [f"attention ({weights} weights): point = % of test images whose SA mask peaks "
+             "inside the bird box; energy = the mask's share inside the box; box area = what "
+             f"a uniform mask scores; means over {scored} scored run(s) (docs/attention.md)."]
+    unscored = len(done) - scored
+    if unscored > 0:
+        notes.append(f"{unscored} finished run(s) with SA masks have no attention scores "
+                     f"({'of best.pt' if weights == 'best' else 'of the last weights'}): "
+                     f"fusionlab viz RUN --score{' --weights best' if weights == 'best' else ''}")
+    images = sorted({s["images"] for ss in by_group.values() for s in ss})
+    if len(images) > 1:
+        notes.append(f"attention scores over different numbers of test images ({images[0]} "
+                     f"to {images[-1]}; --limit): compare rows with care.")
+    return AttentionColumns(records, cells, notes)
+
+
+def _has_sa(config: dict) -> bool:
+    attention = str((config or {}).get("model.attention") or "none")
+    return "sa" in attention.split("+")
+
+
+def _mean(scores: list[dict], level: str, key: str) -> tuple[float | None, int]:
+    values = [s["levels"].get(level, {}).get(key) for s in scores]
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return (sum(values) / len(values) if values else None), len(values)

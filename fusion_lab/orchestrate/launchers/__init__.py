@@ -1,0 +1,166 @@
+"""Launchers: where each pending run of a study trains (a registry kind, ``LAUNCHERS``).
+
+Planning is shared: ``fusionlab run`` loads, expands and validates the study and finds the
+runs that are not done (``LaunchJob``); a launcher only decides where ``train_run``
+executes. Every launcher trains through the same run-folder path (claims, checkpoints,
+summaries), so launchers can be mixed on one results folder.
+
+A launcher is a class registered with ``@LAUNCHERS.register(name)``; ``OPTIONS`` maps each
+option (``--launcher-opt KEY=VALUE``, or the study's ``launcher:`` section) to its default
+and a help line; ``launch(job)`` returns the command's exit status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fusion_lab.errors import FusionLabError
+from fusion_lab.plan.study import PlannedRun, Study, parse_override
+from fusion_lab.registries import LAUNCHERS
+
+
+@dataclass
+class LaunchJob:
+    """What a launcher is given: the study, its runs, and the ones left to train."""
+
+    study_file: Path  # absolute: remote tasks load the study again from it
+    overrides: list[str]
+    results: Path  # absolute
+    study: Study
+    runs: list[PlannedRun]
+    pending: list[PlannedRun]  # not done (and not failed unless retry_failed)
+    device: str = "auto"
+    fail_fast: bool = False
+    retry_failed: bool = False
+    progress: str = "auto"
+    lease_s: float = 300.0
+    wait: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Launcher:
+    """Base class: options checked against ``OPTIONS``, defaults filled in."""
+
+    OPTIONS: dict[str, tuple[Any, str]] = {}
+
+    def __init__(self, **options: Any):
+        for key, (default, _) in self.OPTIONS.items():
+            setattr(self, key, options.get(key, default))
+
+    def launch(self, job: LaunchJob) -> int:
+        raise NotImplementedError
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["partition=gpu", "gpus=2"]`` -> {"partition": "gpu", "gpus": 2} (values as YAML)."""
+    out = {}
+    for text in pairs:
+        if "=" not in text:
+            raise FusionLabError(f"--launcher-opt {text!r} must look like KEY=VALUE, "
+                                 "e.g. --launcher-opt partition=gpu")
+        key, value = parse_override(text)
+        out[key] = value
+    return out
+
+
+def make_launcher(name: str, options: dict[str, Any]) -> Launcher:
+    """The launcher ``name`` with ``options``; an unknown name or option is one clear error."""
+    cls = LAUNCHERS.get(name)
+    unknown = sorted(set(options) - set(cls.OPTIONS))
+    if unknown:
+        valid = ", ".join(f"{k} (default {d!r})" for k, (d, _) in cls.OPTIONS.items()) or "none"
+        raise FusionLabError(f"unknown option(s) {', '.join(map(repr, unknown))} for launcher "
+                             f"{name!r}; valid options: {valid}")
+    return cls(**options)
+
+
+def choose(study: Study, name: str | None, pairs: list[str]) -> tuple[str, Launcher]:
+    """The launcher for a run: ``--launcher`` over the study's ``launcher:`` section, and
+    ``--launcher-opt`` over the section's options (which apply only to the launcher they name)."""
+    section = dict(study.launcher or {})
+    section_name = section.pop("name", None) or "local"
+    name = name or section_name
+    options = section if name == section_name else {}
+    options.update(parse_options(pairs))
+    return name, make_launcher(name, options)
+
+
+def check_nproc(nproc: Any, gpus: Any) -> None:
+    """A cluster launcher's ``nproc`` (processes per run) against its ``gpus`` per run."""
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise FusionLabError(f"launcher option nproc must be a whole number >= 1, got {nproc!r}")
+    if nproc > 1 and isinstance(gpus, int) and 0 < gpus < nproc:
+        raise FusionLabError(f"launcher option gpus ({gpus}) must be 0 (CPU nodes, gloo) or at "
+                             f"least nproc ({nproc}): each DDP process takes one GPU")
+
+
+def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
+               device: str = "auto", retry_failed: bool = False,
+               lease_s: float = 300.0, nproc: int = 1) -> str:
+    """Train one run of a study, as a remote task does; returns its status.
+
+    The study is loaded again (plugins imported) from its file, so a task needs only the
+    shared filesystem and the same installation. ``nproc`` 1: in this process; N > 1: on N
+    DDP processes that torchrun starts on this node (``--only`` this run), which a signal
+    handler of the task stops with ``stop_task_processes``.
+    """
+    from fusion_lab import store
+    from fusion_lab.orchestrate.runner import Outcome, run_dir, train_one
+    from fusion_lab.plan.planning import prepare
+    from fusion_lab.training.provenance import plugin_files
+
+    study, runs = prepare(study_file, overrides)
+    run = next((r for r in runs if r.run_id == run_id), None)
+    if run is None:
+        raise FusionLabError(f"run {run_id} is no longer part of study {study_file} "
+                             "(the study file changed after submission)")
+    d = run_dir(Path(results), study, run)
+    (d / store.QUEUED_JSON).unlink(missing_ok=True)
+    if nproc > 1:
+        from fusion_lab.orchestrate import spawn
+
+        cmd = spawn.torchrun_command(nproc, study_file, overrides, results, device, "plain",
+                                   lease_s, retry_failed=retry_failed, only=[run_id])
+        _TASK_RUN[:] = [d]
+        try:
+            spawn.run_forwarding([(cmd, spawn.torchrun_env())])
+        finally:
+            _TASK_RUN.clear()
+        return store.run_status(d)
+    train_one(study, run, Path(results), Outcome(), device=device, retry_failed=retry_failed,
+              lease_s=lease_s,
+              plugins=plugin_files(study.plugins, study.path.parent if study.path else None))
+    return store.run_status(d)
+
+
+_TASK_RUN: list[Path] = []  # the run folder a task's DDP processes are training
+
+
+def stop_task_processes(timeout_s: float = 120.0) -> None:
+    """Stop a task's DDP processes (SIGTERM to torchrun) and wait until process 0 has
+    recorded the run as interrupted and released its claim, so that a requeued task can
+    claim it at once. Safe in a signal handler: it waits on the run folder, not on the
+    process, which the task's main thread is waiting for."""
+    import signal
+    import time
+
+    from fusion_lab import store
+    from fusion_lab.orchestrate.spawn import signal_children
+
+    if not _TASK_RUN:
+        return
+    signal_children(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while (_TASK_RUN[0] / "claim").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if store.run_status(_TASK_RUN[0]) == store.RUNNING:
+        import click
+
+        click.echo(f"warning: the DDP processes of run {_TASK_RUN[0].name[:12]} did not "
+                   f"release its claim within {timeout_s:.0f} s; it is taken over once its "
+                   "lease runs out", err=True)
+
+
+from fusion_lab.orchestrate.launchers import local, ray_launcher, slurm  # noqa: E402,F401  (registers them)

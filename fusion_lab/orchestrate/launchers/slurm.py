@@ -1,0 +1,151 @@
+"""The ``slurm`` launcher: one SLURM job array through submitit, one task per pending run.
+
+Each task loads the study again and trains its run through the ordinary run-folder path
+(claim, checkpoints, summary). On time-out or pre-emption SLURM sends the warning signal
+(``--signal=USR2@signal_delay_s``); submitit's handler for it calls ``TrainTask.checkpoint``,
+requeues the task and exits, which the runner records as ``interrupted`` (the claim is
+released); the requeued task resumes from the last finished epoch's checkpoint. SIGTERM
+(pre-emption without the warning, ``scancel``) is ours while a run trains: the run is
+recorded as interrupted and the task exits non-zero; the next ``fusionlab run`` resumes it.
+
+With ``nproc=N`` each task trains its run with DDP on N processes of its node (torchrun
+inside the task, one GPU each). The warning signal then reaches the task process, whose
+checkpoint hook first stops torchrun with SIGTERM and waits until process 0 has recorded the
+run as interrupted and released its claim; the training processes ignore SIGUSR2.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fusion_lab import store
+from fusion_lab.errors import FusionLabError
+from fusion_lab.orchestrate.launchers import (
+    Launcher,
+    LaunchJob,
+    check_nproc,
+    stop_task_processes,
+    train_task,
+)
+from fusion_lab.registries import LAUNCHERS
+
+INSTALL = "pip install 'fusion_lab[slurm]' (or: pip install submitit)"
+
+try:
+    from submitit.helpers import Checkpointable
+except ImportError:  # the launcher says how to install it when chosen
+    Checkpointable = object  # type: ignore[assignment,misc]
+
+
+class TrainTask(Checkpointable):
+    """One array task: train one run. Requeued as is on time-out (the checkpoint resumes it)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> str:
+        return train_task(*args, **kwargs)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """submitit's hook on the time-limit signal: stop the task's DDP processes (if any)
+        so that the run is recorded and released before the task is requeued."""
+        stop_task_processes(timeout_s=60.0)
+        return super().checkpoint(*args, **kwargs)
+
+
+@LAUNCHERS.register("slurm")
+class SlurmLauncher(Launcher):
+    """A SLURM job array through submitit; tasks requeue and resume on time-out/pre-emption."""
+
+    OPTIONS = {
+        "partition": (None, "SLURM partition"),
+        "account": (None, "SLURM account"),
+        "gpus": (1, "GPUs per task (one run each; at least nproc, or 0 on CPU nodes)"),
+        "nproc": (1, "processes per run: N > 1 trains each run with DDP on N processes of "
+                     "one node (torchrun in the task; one GPU each, gloo on CPU nodes)"),
+        "cpus": (8, "CPUs per task (data loading: train.workers + 1 or more)"),
+        "mem_gb": (None, "memory per task, GB"),
+        "time": (1440, "time limit per task, minutes (a longer run is requeued and resumes)"),
+        "array_parallelism": (64, "tasks of the array running at once"),
+        "sbatch": ({}, "extra sbatch flags, e.g. {qos: high, constraint: a100}"),
+        "setup": ([], "shell lines run before each task, e.g. ['module load cuda']"),
+        "signal_delay_s": (120, "seconds before the time limit at which USR2 is sent"),
+        "max_requeues": (3, "time-outs after which a task is not requeued again"),
+        "folder": (None, "submitit's logs and pickles (default RESULTS/STUDY/.submitit)"),
+        "cluster": ("slurm", "slurm | local (submitit's local executor, to try it on one box)"),
+    }
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise FusionLabError(f"--launcher slurm needs submitit, which is not installed: "
+                                 f"{INSTALL}") from None
+        if self.cluster not in ("slurm", "local"):
+            raise FusionLabError(f"launcher option cluster must be slurm or local, "
+                                 f"got {self.cluster!r}")
+        check_nproc(self.nproc, self.gpus)
+        if not isinstance(self.sbatch, dict):
+            raise FusionLabError("launcher option sbatch must be a mapping, e.g. "
+                                 "--launcher-opt 'sbatch={qos: high}'")
+        self.jobs: list = []
+
+    def executor(self, job: LaunchJob):
+        import submitit
+
+        folder = Path(self.folder or job.results / job.study.name / ".submitit") / "%j"
+        if self.cluster == "local":
+            ex = submitit.LocalExecutor(folder=folder, max_num_timeout=self.max_requeues)
+            ex.update_parameters(timeout_min=self.time, signal_delay_s=self.signal_delay_s,
+                                 gpus_per_node=self.gpus)
+            return ex
+        ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.max_requeues)
+        params = {"job_name": f"fusionlab-{job.study.name}", "time": self.time,
+                  "gpus_per_node": self.gpus, "cpus_per_task": self.cpus, "ntasks_per_node": 1,
+                  "array_parallelism": self.array_parallelism,
+                  "signal_delay_s": self.signal_delay_s,
+                  "additional_parameters": dict(self.sbatch), "setup": list(self.setup)}
+        if self.partition:
+            params["partition"] = self.partition
+        if self.account:
+            params["account"] = self.account
+        if self.mem_gb:
+            params["mem"] = f"{self.mem_gb}GB"
+        ex.update_parameters(**params)
+        return ex
+
+    def launch(self, job: LaunchJob) -> int:
+        if not job.pending:
+            click.echo(f"study {job.study.name}: nothing to submit (every run is done)", err=True)
+            return 0
+        ex = self.executor(job)
+        task = TrainTask()
+        args = [(str(job.study_file), job.overrides, str(job.results), r.run_id, job.device,
+                 job.retry_failed, job.lease_s, self.nproc) for r in job.pending]
+        with ex.batch():
+            self.jobs = [ex.submit(task, *a) for a in args]
+        when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        for r, j in zip(job.pending, self.jobs):
+            store.write_json(store.run_dir(job.results, job.study.name, r.run_id) / store.QUEUED_JSON,
+                         {"launcher": "slurm", "job_id": str(j.job_id), "submitted": when})
+        ids = sorted({str(j.job_id).split("_")[0] for j in self.jobs})
+        click.echo(f"submitted {len(self.jobs)} task(s) of study {job.study.name}: "
+                   f"job {', '.join(ids)}" + ("" if job.wait else
+                   "; `fusionlab run STUDY --dry-run` shows their progress"), err=True)
+        for j in self.jobs:
+            click.echo(str(j.job_id))
+        if job.wait:
+            self.wait()
+        return 0
+
+    def wait(self) -> None:
+        """Wait for every task; a task that raised is reported (its run records why)."""
+        for j in self.jobs:
+            try:
+                j.result()
+            except Exception as e:  # the run's summary.json has the details
+                first = str(e).strip().splitlines()
+                click.echo(f"task {j.job_id} ended with an error: "
+                           f"{first[-1] if first else type(e).__name__}", err=True)
