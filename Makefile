@@ -29,7 +29,7 @@ weights: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports --config setup.cfg
+	$(BIN)/lint-imports --no-cache setup.cfg
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)
@@ -37,7 +37,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports --config setup.cfg
+	$(BIN)/lint-imports --no-cache setup.cfg
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

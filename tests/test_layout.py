@@ -17,7 +17,7 @@ LINT = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-i
 
 def _lint(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    return subprocess.run([LINT, "--config", "setup.cfg", "--no-cache"], cwd=cwd, env=env,
+    return subprocess.run([LINT, "--no-cache", "setup.cfg"], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

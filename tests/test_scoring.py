@@ -17,9 +17,9 @@ from dataset_trees import load_datasets, make_cub
 from test_table import StudyWriter, line
 
 from fusion_lab.analysis.table import tables
-from fusion_lab.data.regions import Regions, box_pixels, part_pixels, through_test_transform
 from fusion_lab.data.synthetic import generate, render, render_with_masks
 from fusion_lab.errors import DatasetError
+from fusion_lab.maps.regions import Regions, box_pixels, part_pixels, through_test_transform
 from fusion_lab.maps.scoring import score_file, score_mask, summarise
 
 load_datasets()

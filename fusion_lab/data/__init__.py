@@ -1,6 +1,5 @@
 """Datasets -> DataLoaders: the one entry point the training loop calls (``build_data``).
-May import: config, registries, errors (and torch); the annotated regions datasets carry
-live here too (``regions``).
+May import: config, registries, errors (and torch).
 
 A dataset is a class registered in ``fusion_lab.registries.DATASETS`` (contract in
 ``fusion_lab.data.source``); the catalogue is in ``registry/datasets/``. This module opens

@@ -4,7 +4,7 @@ Figure 3 of the paper shows attention maps and asks the reader to believe they f
 discriminative parts. These numbers check it, per level, over many test images:
 
 - **pointing game**: the mask's maximum falls inside the bird's box (``point_box``) or on
-  a part (``point_part``; see ``fusion_lab.data.regions.part_pixels``), percent of images;
+  a part (``point_part``; see ``fusion_lab.maps.regions.part_pixels``), percent of images;
 - **energy share**: the mask's mass inside the box (or on the parts) over its total mass
   (``energy_box``, ``energy_part``), beside the box's (parts') share of the image area
   (``area_box``, ``area_part``), which is what a uniform mask scores.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_lab.data.regions import Regions, box_pixels, part_pixels
+from fusion_lab.maps.regions import Regions, box_pixels, part_pixels
 
 WEIGHTS = ("last", "best")  # last epoch's weights (checkpoint.pt) or best validation (best.pt)
 KEYS = ("point_box", "point_part", "energy_box", "area_box", "energy_part", "area_part")

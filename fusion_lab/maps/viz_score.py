@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from fusion_lab import store
-from fusion_lab.data.regions import through_test_transform
 from fusion_lab.errors import FusionLabError
+from fusion_lab.maps.regions import through_test_transform
 from fusion_lab.maps.scoring import format_levels, score_file, score_mask, summarise
 from fusion_lab.maps.viz import extract_maps, has_sa, load_trained
 from fusion_lab.models.assemble import resolve_parts

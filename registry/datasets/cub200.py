@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fusion_lab.data.regions import Regions
 from fusion_lab.data.source import ImageSource, check_files, find_root
 from fusion_lab.errors import DatasetError
+from fusion_lab.maps.regions import Regions
 from fusion_lab.registries import DATASETS
 
 URL = "https://www.vision.caltech.edu/datasets/cub_200_2011/"

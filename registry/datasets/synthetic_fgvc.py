@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fusion_lab.data.regions import Regions
 from fusion_lab.data.source import ImageSource
 from fusion_lab.data.synthetic import MAX_CLASSES, class_name, generate, render_with_masks
 from fusion_lab.errors import DatasetError
+from fusion_lab.maps.regions import Regions
 from fusion_lab.registries import DATASETS
 
 
