@@ -199,3 +199,14 @@ def test_prefetching_hands_out_every_batch_in_order_one_ahead():
     n = len(plain)
     assert same(got, plain) and n == 5  # 18 train images, batches of 4
     assert events.count("hand over") == n and events.count("side stream") == n
+
+
+@pytest.mark.parametrize("decode", ["cpu", "gpu"])
+def test_every_loader_decodes_where_the_config_says_with_or_without_ddp(decode):
+    # Building a loader with decode="gpu" needs no CUDA (only decoding a batch does).
+    cfg = DatasetConfig(name="synthetic_fgvc", options=TINY, val_fraction=1 / 3, decode=decode)
+    for rank, world_size in [(0, 1), (0, 2), (1, 2)]:
+        b = build_data(cfg, image_size=16, resize=20, batch_size=4, workers=0, seed=0,
+                       rank=rank, world_size=world_size)
+        for split, loader in [("train", b.train), ("val", b.val), ("test", b.test)]:
+            assert loader.dataset.decode == decode, (split, rank, world_size)

@@ -1,6 +1,7 @@
 """What ran: each run records code, plugins and versions; the table warns on changed plugins."""
 
 import json
+import os
 import textwrap
 
 import torch
@@ -8,9 +9,10 @@ import torchvision
 from test_runner import STUDY, TINY
 
 from fusion_lab.analysis.table import tables
+from fusion_lab.config.weights import file_sha256
 from fusion_lab.orchestrate.runner import run_dir, train_study
 from fusion_lab.plan.planning import prepare
-from fusion_lab.training.provenance import file_sha256, git_state
+from fusion_lab.training.provenance import git_state, plugin_changes, plugin_digest
 
 
 def test_a_run_records_what_ran_and_the_table_warns_when_a_plugin_changes(
@@ -38,3 +40,16 @@ def test_a_run_records_what_ran_and_the_table_warns_when_a_plugin_changes(
     warnings = tables(["tiny"], results=str(results)).warnings
     assert any(f"plugin file {plugin.resolve()} has changed since 1 finished run" in w
                for w in warnings), warnings
+
+
+def test_a_plugin_edited_in_place_is_seen_even_with_its_size_and_mtime_restored(tmp_path):
+    # file_sha256 caches digests per (path, size, mtime) for weights files; the plugin
+    # check reads the file again, as it did before both shared one implementation.
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text("X = 1\n")
+    summary = {"plugins": {str(plugin): file_sha256(plugin)}}  # fills the cache
+    st = plugin.stat()
+    plugin.write_text("X = 2\n")
+    os.utime(plugin, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert plugin_changes(summary) == [str(plugin)]
+    assert plugin_digest(tmp_path / "gone.py") is None  # unreadable: None, not an error

@@ -1,6 +1,7 @@
 """Paper-style ablation tables (like CN-CNN's Tables 2 and 3) from the results store.
 
-Loading and statistics live in ``fusion_lab.analysis.aggregate``; this module turns them into text:
+Loading and statistics live in ``fusion_lab.analysis.aggregate`` and the notes under each table
+in ``fusion_lab.analysis.table_notes``; this module turns them into text:
 plain or GitHub tables (tabulate), booktabs LaTeX, or CSV / JSON records. No torch.
 """
 
@@ -20,10 +21,9 @@ from fusion_lab.analysis.aggregate import (
     COST_KEYS,
     StudyResults,
     load_results,
-    not_done,
     study_dirs,
 )
-from fusion_lab.analysis.stats import CONFIDENCE, MAX_SEEDS, POWER, pooled_sd, seeds_needed
+from fusion_lab.analysis.stats import CONFIDENCE
 from fusion_lab.analysis.table_formats import (
     BASE,
     FEW,
@@ -34,6 +34,7 @@ from fusion_lab.analysis.table_formats import (
     plain_value,
     tabulate_text,
 )
+from fusion_lab.analysis.table_notes import table_notes
 from fusion_lab.errors import FusionLabError
 from fusion_lab.maps.attention_table import attention_columns
 
@@ -85,7 +86,7 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
             (out.warnings if fmt in ("csv", "json") else blocks).append(empty)
             continue
         frame = pivot_frame(res, *pivot) if pivot else res.rows
-        notes = _notes(res, cost and not pivot, pivot=bool(pivot))
+        notes = table_notes(res, cost and not pivot, pivot=bool(pivot))
         att = attention_columns(study_dir, frame, res.runs, metric) if attention else None
         notes += att.notes if att else []
         if fmt in ("csv", "json"):
@@ -95,28 +96,35 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
             records += [{"study": res.name, **r} for r in recs]
             out.warnings += [f"{res.name}: {n}" for n in notes]
             continue
-        title = f"{res.name}: {res.study.get('describe') or ''}".rstrip(": ")
         body = (_pivot_cells(frame, *pivot) if pivot
                 else _cells(res, heads, cost and res.cost is not None, ci))
         for col, values in (att.cells if att and not pivot else {}).items():
             body[col] = values
-        if fmt == "latex":
-            blocks.append(latex_table(body, f"{title}: {METRIC_TEXT[metric]}", notes))
-        else:
-            blocks.append("\n".join([f"{title}  [{METRIC_TEXT[metric]}]",
-                                     tabulate_text(body, fmt), *notes]))
+        blocks.append(_block(res, body, notes, fmt, metric))
+    out.text = _joined(records, blocks, fmt)
+    return out
+
+
+def _block(res: StudyResults, body: pd.DataFrame, notes: list[str], fmt: str, metric: str) -> str:
+    """One study's table as text: a title, the table and the notes under it."""
+    title = f"{res.name}: {res.study.get('describe') or ''}".rstrip(": ")
+    if fmt == "latex":
+        return latex_table(body, f"{title}: {METRIC_TEXT[metric]}", notes)
+    return "\n".join([f"{title}  [{METRIC_TEXT[metric]}]", tabulate_text(body, fmt), *notes])
+
+
+def _joined(records: list[dict], blocks: list[str], fmt: str) -> str:
+    """The output of every study together: CSV or JSON of ``records``, else the text ``blocks``."""
     if fmt == "csv":
         buf = io.StringIO()
         flat = [{k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()}
                 for r in records]
         if flat:
             pd.DataFrame.from_records(flat).to_csv(buf, index=False)
-        out.text = buf.getvalue().rstrip("\n")
-    elif fmt == "json":
-        out.text = json.dumps(records, indent=2, default=json_default)
-    else:
-        out.text = "\n\n".join(blocks)
-    return out
+        return buf.getvalue().rstrip("\n")
+    if fmt == "json":
+        return json.dumps(records, indent=2, default=json_default)
+    return "\n\n".join(blocks)
 
 
 def plugin_warnings(res: StudyResults) -> list[str]:
@@ -243,83 +251,6 @@ def _pivot_cells(frame: pd.DataFrame, row_key: str, col_key: str) -> pd.DataFram
     data = {str(c): [" / ".join(cells.get((rv, c), ["-"])) for rv in row_vals]
             for c in col_vals}
     return pd.DataFrame({f"{row_key} \\ {col_key}": [str(v) for v in row_vals], **data})
-
-
-def _notes(res: StudyResults, cost: bool, pivot: bool = False) -> list[str]:
-    """Legend, footnotes and the runs that are not done, printed under the table."""
-    rows, notes = res.rows, []
-    notes.append("Acc: mean ± sample standard deviation (ddof=1) over seeds; "
-                 "n: finished seeds.")
-    if len(rows) and (rows.n < rows.n_expected).any():
-        notes.append(f"{FEW} fewer finished seeds than the study asks for (n = finished/asked).")
-    no_delta = pivot or res.study.get("baseline") is None
-    notes.append("" if no_delta else f"Δ: against the baseline row of the same grid cell; {WITHIN} within noise: "
-                 f"its {CONFIDENCE:.0%} interval contains 0 (Student t over seeds, paired "
-                 "where both rows ran the same seeds; binomial SE of the test accuracy "
-                 "where a row has one seed; docs/tables.md).")
-    if not no_delta:
-        notes += _interval_notes(rows)
-    if not pivot and len(rows) and (rows.delta.notna() & rows.within_noise.isna()).any():
-        notes.append(f"{UNKNOWN} noise not assessed: summary.json has no test_size.")
-    if len(rows) and not rows.in_plan.all():
-        notes.append("‡ not in the current study.json (the study was edited since these ran); "
-                     "[...] is the group id where two rows share a label.")
-    if len(rows) and rows.batch_dependent.any():
-        sizes = sorted({b for bs in rows.test_batch_sizes for b in bs})
-        size = f" (tested in batches of {', '.join(map(str, sizes))}, unshuffled)" if sizes else ""
-        notes.append(f"{BATCH_MARK} predictions depend on the test batch{size}: an image's "
-                     "prediction depends on the images before it in its batch.")
-    if res.study.get("baseline") is None:
-        notes.append("the study names no `baseline:` row, so there are no deltas.")
-    elif not pivot and len(rows) and (rows.n > 0).any() and not rows.is_baseline.any():
-        notes.append(f"no finished baseline row ({res.study.get('baseline')!r}): no deltas.")
-    if cost and res.cost is None:
-        notes.append(f"no cost profile: run fusionlab bench {res.name}")
-    elif cost:
-        missing = [g for g in rows.group_id if g not in (res.cost.get("rows") or {})]
-        if missing:
-            notes.append(f"{len(missing)} row(s) missing from cost.json (older profile): "
-                         f"run fusionlab bench {res.name}")
-    notes = [n for n in notes if n] + res.notes
-    bad = not_done(res.runs)
-    if len(bad):
-        notes.append(f"Not done ({len(bad)} run(s), not counted):")
-        width = max(len(str(lab)) for lab in bad.label)
-        for r in bad.itertuples():
-            seed = "-" if r.seed is None or pd.isna(r.seed) else int(r.seed)
-            err = f": {r.error}" if r.status == "failed" and r.error else ""
-            notes.append(f"  {str(r.run_id)[:8]}  {str(r.label):<{width}}  seed {seed:<3} "
-                         f"{r.status}{err}")
-    return notes
-
-
-def _interval_notes(rows: pd.DataFrame) -> list[str]:
-    """Which interval each Δ used, and how many seeds would resolve the smallest Δ."""
-    compared = rows[rows.in_plan & rows.noise_basis.notna()] if len(rows) else rows
-    if not len(compared):
-        return []
-    kinds = {"paired": "paired t", "welch": "Welch t", "binomial": "binomial (one seed)"}
-    used = []
-    for basis, text in kinds.items():
-        names = list(compared.display[compared.noise_basis == basis])
-        if names:
-            used.append(f"{text}: " + (", ".join(names) if len(names) <= 6
-                                       else f"{len(names)} rows"))
-    notes = ["Δ intervals: " + "; ".join(used) + "."]
-    smallest = compared.loc[compared.delta.abs().idxmin()]
-    planned = rows[rows.in_plan]
-    sd, df = pooled_sd([list(r.by_seed.values()) for r in planned.itertuples()])
-    if not sd > 0:
-        notes.append("Planning: no seed spread yet (one seed per row, or identical seeds): "
-                     "run at least 2 seeds per row to estimate how many are needed.")
-        return notes
-    n = seeds_needed(smallest.delta, sd)
-    need = f"about {n}" if n else f"more than {MAX_SEEDS}"
-    notes.append(f"Planning: with the pooled seed spread s = {sd:.2f} (df {df}), {need} seeds "
-                 f"per row would detect the smallest Δ shown ({smallest.delta:+.2f}, "
-                 f"{smallest.display}) with {POWER:.0%} power at the {1 - CONFIDENCE:.0%} "
-                 "level (two-sample t test; docs/tables.md).")
-    return notes
 
 
 def _records(res: StudyResults, frame: pd.DataFrame, pivot: bool) -> list[dict]:

@@ -67,17 +67,28 @@ def named_backbone(value: str) -> str | None:
     return NAMED_WEIGHTS[value][1]
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's content (cached per path, size and modification time)."""
+def file_sha256(path: str | Path, *, cached: bool = True) -> str:
+    """SHA-256 (hex) of a file's content; raises OSError when it cannot be read.
+
+    ``cached``: remember the digest per path, size and modification time (planning hashes
+    the same weights file for every run). ``cached=False`` reads the file again, for a
+    caller asking whether a file has changed (``training.provenance``).
+    """
+    if not cached:
+        return _read_sha256(path)
     st = os.stat(path)
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
+        _HASHES[key] = _read_sha256(path)
     return _HASHES[key]
+
+
+def _read_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def identity(pretrained: bool | str) -> Any:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from torch import Generator
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
-from fusion_lab.config import DECODERS
 from fusion_lab.data.device import DeviceLoader, on_device
 from fusion_lab.data.loading import SkipLog, SkippingLoader, SplitDataset
 from fusion_lab.data.sampling import EpochSampler, ShardedBatches, stratified_split
@@ -95,7 +95,8 @@ def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: 
     """Loaders for the train, val and test splits of the dataset ``cfg`` names.
 
     Args:
-        cfg: the study's dataset section (name, root, options, val_fraction, val_seed).
+        cfg: the study's dataset section (name, root, options, val_fraction, val_seed,
+            decode: trusted as resolved and validated by planning).
         image_size: crop fed to the model; resize: square side the image is resized to first.
         batch_size: per loader; workers: DataLoader processes (0: load in this process).
         seed: the run's seed (train order and augmentation).
@@ -103,56 +104,24 @@ def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: 
         rank, world_size: with world_size > 1 (DDP), the train loader yields this
             process's share of each global batch of ``batch_size`` (``ShardedBatches``).
     """
-    decode = cfg.decode
-    if decode not in DECODERS:
-        raise DatasetError(f"dataset.decode must be one of {', '.join(DECODERS)}, got {decode!r}")
     source, max_unreadable = open_source(cfg.name, cfg.root, cfg.options)
-    cached = source.square_size
-    if cached is not None and cached != resize:
-        raise DatasetError(
-            f"dataset {cfg.name!r} at {cfg.root} holds {cached}x{cached} images but the run resizes "
-            f"to {resize} (train.resize); set train.resize={cached} or write a cache with "
-            f"--size {resize}"
-        )
-    train_samples = source.train
-    labels = [y for _, y in train_samples]
-    if cfg.val_fraction > 0:
-        tr, va = stratified_split(labels, cfg.val_fraction, cfg.val_seed)
-        train_samples, val_samples = [source.train[i] for i in tr], [source.train[i] for i in va]
-    else:
-        val_samples = []
+    check_square_size(source, cfg, resize)
+    train_samples, val_samples = carve_val(source, cfg)
     train_tf = FGVCTransform(image_size, resize, train=True)
     test_tf = FGVCTransform(image_size, resize, train=False)
     log = SkipLog(cfg.name, max_unreadable)
-    common: dict[str, Any] = {
-        "batch_size": batch_size,
-        "num_workers": workers,
-        "pin_memory": device.startswith("cuda"),
-        "persistent_workers": workers > 0,
-        "drop_last": False,
-        # Our own generator: DataLoader would otherwise draw its base seed from the
-        # global RNG at each pass, shifting the state the training loop relies on.
-        "generator": Generator().manual_seed(seed),
-    }
-    if workers > 0:
-        common["prefetch_factor"] = 4
-
-    def loader(split: str, samples: list, tf: FGVCTransform, sampler: EpochSampler) -> SkippingLoader:
-        ds = SplitDataset(source, samples, tf, decode)
-        return SkippingLoader(ds, split=split, log=log, sampler=sampler, **common)
-
+    make = partial(split_loader, source, decode=cfg.decode, log=log,
+                   options=loader_options(batch_size, workers, seed, device))
     train_sampler = EpochSampler(len(train_samples), seed, shuffle=True)
     if world_size > 1:
-        rest = {k: v for k, v in common.items() if k not in ("batch_size", "drop_last")}
-        train = SkippingLoader(SplitDataset(source, train_samples, train_tf), split="train",
-                               log=log, batch_sampler=ShardedBatches(
-                                   train_sampler, batch_size, rank, world_size), **rest)
+        train = make("train", train_samples, train_tf,
+                     batch_sampler=ShardedBatches(train_sampler, batch_size, rank, world_size))
     else:
-        train = loader("train", train_samples, train_tf, train_sampler)
+        train = make("train", train_samples, train_tf, sampler=train_sampler)
     val = None
     if val_samples:
-        val = loader("val", val_samples, test_tf, EpochSampler(len(val_samples), seed, False))
-    test = loader("test", source.test, test_tf, EpochSampler(len(source.test), seed, False))
+        val = make("val", val_samples, test_tf, sampler=EpochSampler(len(val_samples), seed, False))
+    test = make("test", source.test, test_tf, sampler=EpochSampler(len(source.test), seed, False))
     return DataBundle(
         train=train,
         val=val,
@@ -165,3 +134,61 @@ def build_data(cfg: DatasetConfig, *, image_size: int, resize: int, batch_size: 
         _sampler=train_sampler,
         _log=log,
     )
+
+
+def check_square_size(source: ImageSource, cfg: DatasetConfig, resize: int) -> None:
+    """A cache of pre-resized squares (``fusionlab data cache``) must match ``train.resize``."""
+    cached = source.square_size
+    if cached is not None and cached != resize:
+        raise DatasetError(
+            f"dataset {cfg.name!r} at {cfg.root} holds {cached}x{cached} images but the run resizes "
+            f"to {resize} (train.resize); set train.resize={cached} or write a cache with "
+            f"--size {resize}"
+        )
+
+
+def carve_val(source: ImageSource, cfg: DatasetConfig) -> tuple[list, list]:
+    """(train, val) samples: val is ``cfg.val_fraction`` of train, stratified by class."""
+    if cfg.val_fraction <= 0:
+        return source.train, []
+    labels = [y for _, y in source.train]
+    tr, va = stratified_split(labels, cfg.val_fraction, cfg.val_seed)
+    return [source.train[i] for i in tr], [source.train[i] for i in va]
+
+
+def loader_options(batch_size: int, workers: int, seed: int, device: str) -> dict[str, Any]:
+    """DataLoader arguments shared by every split's loader (one generator for them all)."""
+    options: dict[str, Any] = {
+        "batch_size": batch_size,
+        "num_workers": workers,
+        "pin_memory": device.startswith("cuda"),
+        "persistent_workers": workers > 0,
+        "drop_last": False,
+        # Our own generator: DataLoader would otherwise draw its base seed from the
+        # global RNG at each pass, shifting the state the training loop relies on.
+        "generator": Generator().manual_seed(seed),
+    }
+    if workers > 0:
+        options["prefetch_factor"] = 4
+    return options
+
+
+def split_loader(source: ImageSource, split: str, samples: list, transform: FGVCTransform, *,
+                 decode: str, log: SkipLog, options: dict[str, Any],
+                 sampler: Sampler | None = None,
+                 batch_sampler: Sampler | None = None) -> SkippingLoader:
+    """The one way a split's loader is built: every split, with or without DDP.
+
+    Args:
+        source, samples, transform: what the split's ``SplitDataset`` reads and applies.
+        decode: ``dataset.decode`` (where JPEG files are decoded), for every split.
+        log: the SkipLog all splits share; options: from ``loader_options``.
+        sampler: yields the split's indices, batched by ``options["batch_size"]``; or
+        batch_sampler: yields whole batches (DDP's ``ShardedBatches``), which then replaces
+            ``batch_size`` and ``drop_last``.
+    """
+    dataset = SplitDataset(source, samples, transform, decode)
+    if batch_sampler is not None:
+        rest = {k: v for k, v in options.items() if k not in ("batch_size", "drop_last")}
+        return SkippingLoader(dataset, split=split, log=log, batch_sampler=batch_sampler, **rest)
+    return SkippingLoader(dataset, split=split, log=log, sampler=sampler, **options)

@@ -36,6 +36,8 @@ from fusion_lab.data.source import IMAGE_ERRORS, ImageSource
 from fusion_lab.data.transforms import FGVCTransform, crop_box
 from fusion_lab.errors import DatasetError
 
+DECODE_PATHS = ("cpu", "gpu")  # the values of dataset.decode that __getitem__ implements
+
 
 @dataclass(frozen=True)
 class Failed:
@@ -50,10 +52,15 @@ class SplitDataset(Dataset):
     An index is either an int or ``(int, sample_seed)`` from ``EpochSampler``; the seed
     drives the random crop and flip of a train transform. ``decode="gpu"`` returns JPEG
     files undecoded (``Encoded``) for the GPU; other images are decoded here as usual.
+    ``decode`` comes validated from planning; any other value is refused here rather than
+    silently decoded on the CPU.
     """
 
     def __init__(self, source: ImageSource, samples: Sequence[tuple[Any, int]],
                  transform: FGVCTransform, decode: str = "cpu"):
+        if decode not in DECODE_PATHS:
+            raise DatasetError(f"dataset.decode must be one of {', '.join(DECODE_PATHS)}, "
+                               f"got {decode!r}")
         self.source = source
         self.samples = list(samples)
         self.transform = transform

@@ -23,6 +23,7 @@ the same random draws, so the image is bit-identical to ``render``'s.
 from __future__ import annotations
 
 import colorsys
+from typing import Any
 
 import numpy as np
 
@@ -148,14 +149,32 @@ def render_with_masks(rng: np.random.Generator, label: int, size: int = 64,
 
 def _render(rng: np.random.Generator, label: int, size: int, max_rotation: float,
             clutter: int, noise: float, masks: bool) -> tuple[np.ndarray, dict | None]:
-    # Background clutter: blobs and a branch-like bar, colours from the shared distribution.
+    """One image (and its visible regions when ``masks``).
+
+    The helpers are called in this order because each one's draws from ``rng`` come after
+    the previous one's: changing the order changes every image (and the run ids).
+    """
+    xs, ys, img = _background(rng, size, clutter)
+    pattern, arrangement = class_factors(label)
+    x, y = _pose(rng, xs, ys, max_rotation)
+    shapes = _draw_bird(img, x, y, pattern, arrangement, _palette(rng))
+    regions = _visible_regions(shapes, size) if masks else None
+    return _finish(rng, img, size, noise), regions
+
+
+def _background(rng: np.random.Generator, size: int, clutter: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background clutter: blobs and a branch-like bar, colours from the shared distribution."""
     xs, ys, img = _canvas(rng, size, clutter, 0.25)
     if rng.random() < 0.6:
         img[_ellipse(xs, ys, rng.uniform(0.2, 0.8), rng.uniform(0.55, 0.9), 0.9, 0.025,
                      rng.uniform(-0.3, 0.3))] = _random_colour(rng)
+    return xs, ys, img
 
-    # Bird pose: local coordinates (x forward, y down) of every pixel.
-    pattern, arrangement = class_factors(label)
+
+def _pose(rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray, max_rotation: float
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Bird pose: local coordinates (x forward, y down) of every pixel."""
     scale = rng.uniform(0.85, 1.1) * UNIT
     theta = np.deg2rad(rng.uniform(-max_rotation, max_rotation))
     cx, cy = 0.5 + rng.uniform(-0.08, 0.08), 0.5 + rng.uniform(-0.08, 0.08)
@@ -164,7 +183,11 @@ def _render(rng: np.random.Generator, label: int, size: int, max_rotation: float
     y = (-(xs - cx) * s + (ys - cy) * c) / scale
     if rng.random() < 0.5:
         x = -x
+    return x, y
 
+
+def _palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """(body, ink, dark, marker colours) of one bird."""
     body = _random_colour(rng)
     # Ink contrasts with the body in brightness (light on dark or dark on light) so the
     # pattern is visible; its hue stays random, hence class-independent.
@@ -174,7 +197,14 @@ def _render(rng: np.random.Generator, label: int, size: int, max_rotation: float
         colorsys.rgb_to_hsv(*body)[2] + shift, 0.05, 1.0)))
     dark = np.array([0.05, 0.05, 0.05]) + 0.1 * rng.random(3)
     markers = [_marker_colour(rng, h) for h in MARKERS.values()]
-    legs = np.zeros_like(xs, dtype=bool)
+    return body, ink, dark, markers
+
+
+def _draw_bird(img: np.ndarray, x: np.ndarray, y: np.ndarray, pattern: int,
+               arrangement: tuple[int, int, int], palette: tuple) -> dict[str, Any]:
+    """Paint the bird onto ``img`` in place, back to front; returns each shape's mask."""
+    body, ink, dark, markers = palette
+    legs = np.zeros_like(x, dtype=bool)
     for dx in (-0.08, 0.08):  # legs
         leg = (np.abs(x - dx) < 0.025) & (y > 0.15) & (y < 0.42)
         img[leg] = dark
@@ -199,19 +229,22 @@ def _render(rng: np.random.Generator, label: int, size: int, max_rotation: float
         img[mask] = markers[m]
     eye = _ellipse(x, y, 0.47, -0.17, 0.03, 0.03)
     img[eye] = dark  # eye
-    regions = None
-    if masks:  # the visible area: what later shapes cover is taken away
-        hidden = eye.copy()
-        seen: dict[str, np.ndarray] = {}
-        for name, mask in reversed(list(zip(PARTS, parts))):
-            seen[name] = mask & ~hidden
-            hidden |= mask
-        seen["wing"] = wing & ~hidden & ~head
-        seen["bird"] = legs | tail | trunk | wing | head | hidden
-        regions = {k: seen[k].reshape(size, 2, size, 2).mean(axis=(1, 3)).astype(np.float32)
-                   for k in REGIONS}
+    return {"legs": legs, "tail": tail, "trunk": trunk, "wing": wing, "head": head,
+            "parts": parts, "eye": eye}
 
-    return _finish(rng, img, size, noise), regions
+
+def _visible_regions(shapes: dict[str, Any], size: int) -> dict[str, np.ndarray]:
+    """The visible area of each region at half resolution: what later shapes cover is taken away."""
+    hidden = shapes["eye"].copy()
+    seen: dict[str, np.ndarray] = {}
+    for name, mask in reversed(list(zip(PARTS, shapes["parts"]))):
+        seen[name] = mask & ~hidden
+        hidden |= mask
+    seen["wing"] = shapes["wing"] & ~hidden & ~shapes["head"]
+    seen["bird"] = (shapes["legs"] | shapes["tail"] | shapes["trunk"] | shapes["wing"]
+                    | shapes["head"] | hidden)
+    return {k: seen[k].reshape(size, 2, size, 2).mean(axis=(1, 3)).astype(np.float32)
+            for k in REGIONS}
 
 
 def generate(num_classes: int, per_class: int, size: int, seed: int, stream: int,

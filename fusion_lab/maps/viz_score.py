@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,45 +45,19 @@ def score_run(run_dir: str | Path, weights: str = "last", limit: int | None = No
     Returns:
         (the scores as written to ``attention_<weights>.json``, lines to print).
     """
-    from fusion_lab.data import open_source
-    from fusion_lab.data.source import IMAGE_ERRORS
-    from fusion_lab.data.transforms import FGVCTransform, normalise
+    from fusion_lab.data.transforms import FGVCTransform
 
     run_dir = Path(run_dir)
     if limit is not None and limit < 1:
         raise FusionLabError(f"--limit must be at least 1, got {limit}")
-    model, cfg, _ = load_trained(run_dir, weights)
-    if not has_sa(cfg):
-        raise FusionLabError(
-            f"run {run_dir.name[:12]} has no spatial attention masks (attention: "
-            f"{resolve_parts(cfg.model)[1]}): score a run whose attention is sa or sa+ca")
-    source, _ = open_source(cfg.dataset.name, cfg.dataset.root, cfg.dataset.options)
-    if not hasattr(source, "regions"):
-        raise FusionLabError(f"dataset {cfg.dataset.name!r} does not say where the object "
-                             "and its parts are: scores need synthetic_fgvc or cub200")
+    model, cfg, source = _scoreable(run_dir, weights)
     t = cfg.train
     size, resize = t.image_size, t.resize or t.image_size
     tf = FGVCTransform(size, resize, train=False)
     items = [item for item, _ in source.test]
     if limit is not None and limit < len(items):
         items = [items[int(i)] for i in np.linspace(0, len(items) - 1, limit).round()]
-    per_level: dict[str, list[dict]] = {}
-    skipped = 0
-    for start in range(0, len(items), t.batch_size):
-        batch, regions = [], []
-        for item in items[start:start + t.batch_size]:
-            try:
-                batch.append(tf(source.load_tensor(item)))  # uint8, as loaders give
-            except IMAGE_ERRORS:
-                skipped += 1
-                continue
-            regions.append(through_test_transform(source.regions(item), resize, size))
-        if not batch:
-            continue
-        maps = extract_maps(model, normalise(torch.stack(batch)))
-        for j, level in enumerate(maps.levels):
-            per_level.setdefault(level, []).extend(
-                score_mask(maps.sa[i, j], reg, radius * size) for i, reg in enumerate(regions))
+    per_level, skipped = _score_levels(model, source, items, tf, t.batch_size, radius * size)
     scores = {"weights": weights, "epoch": trained_epoch(run_dir, weights),
               "dataset": cfg.dataset.name, "split": "test", "images": len(items) - skipped,
               "test_size": len(source.test), "limit": limit, "skipped_images": skipped,
@@ -98,3 +73,45 @@ def score_run(run_dir: str | Path, weights: str = "last", limit: int | None = No
              "(area = what a uniform mask scores)", *format_levels(scores),
              f"written to {run_dir / score_file(weights)}"]
     return scores, lines
+
+
+def _scoreable(run_dir: Path, weights: str) -> tuple[torch.nn.Module, Any, Any]:
+    """(model, config, dataset source) of a run that has SA masks and a dataset with regions."""
+    from fusion_lab.data import open_source
+
+    model, cfg, _ = load_trained(run_dir, weights)
+    if not has_sa(cfg):
+        raise FusionLabError(
+            f"run {run_dir.name[:12]} has no spatial attention masks (attention: "
+            f"{resolve_parts(cfg.model)[1]}): score a run whose attention is sa or sa+ca")
+    source, _ = open_source(cfg.dataset.name, cfg.dataset.root, cfg.dataset.options)
+    if not hasattr(source, "regions"):
+        raise FusionLabError(f"dataset {cfg.dataset.name!r} does not say where the object "
+                             "and its parts are: scores need synthetic_fgvc or cub200")
+    return model, cfg, source
+
+
+def _score_levels(model: torch.nn.Module, source: Any, items: list, tf: Any, batch_size: int,
+                  radius_px: float) -> tuple[dict[str, list[dict]], int]:
+    """Each level's per-image scores over ``items``, and how many images were unreadable."""
+    from fusion_lab.data.source import IMAGE_ERRORS
+    from fusion_lab.data.transforms import normalise
+
+    per_level: dict[str, list[dict]] = {}
+    skipped = 0
+    for start in range(0, len(items), batch_size):
+        batch, regions = [], []
+        for item in items[start:start + batch_size]:
+            try:
+                batch.append(tf(source.load_tensor(item)))  # uint8, as loaders give
+            except IMAGE_ERRORS:
+                skipped += 1
+                continue
+            regions.append(through_test_transform(source.regions(item), tf.resize, tf.image_size))
+        if not batch:
+            continue
+        maps = extract_maps(model, normalise(torch.stack(batch)))
+        for j, level in enumerate(maps.levels):
+            per_level.setdefault(level, []).extend(
+                score_mask(maps.sa[i, j], reg, radius_px) for i, reg in enumerate(regions))
+    return per_level, skipped

@@ -7,7 +7,6 @@ torch (when it is called), so the table stays torch-free.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import shutil
 import subprocess
@@ -16,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from fusion_lab import __version__
+from fusion_lab.config.weights import file_sha256
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def file_sha256(path: str | Path) -> str | None:
-    """SHA-256 of a file's bytes, or None if it cannot be read."""
+def plugin_digest(path: str | Path) -> str | None:
+    """SHA-256 of a plugin file's bytes as they are now (never cached), or None if unreadable."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return file_sha256(path, cached=False)
     except OSError:
         return None
 
@@ -97,7 +97,7 @@ def record(plugins: list[Path]) -> dict[str, Any]:
     """The summary fields saying what ran (docs/results-format.md)."""
     commit, dirty = git_state()
     return {"versions": versions(), "git_commit": commit, "git_dirty": dirty,
-            "plugins": {str(p): file_sha256(p) for p in plugins}, "cuda": cuda_info()}
+            "plugins": {str(p): plugin_digest(p) for p in plugins}, "cuda": cuda_info()}
 
 
 def plugin_changes(summary: dict) -> list[str]:
@@ -110,6 +110,6 @@ def plugin_changes(summary: dict) -> list[str]:
     for path, digest in (summary.get("plugins") or {}).items():
         if digest is None or not Path(path).is_file():
             continue
-        if file_sha256(path) != digest:
+        if plugin_digest(path) != digest:
             changed.append(path)
     return changed
