@@ -74,3 +74,18 @@ def test_viz_finds_spatial_masks_from_the_attention_class(isolated_registries):
 
     assert has_sa(cfg("masked_plugin")) and has_sa(cfg("sa+ca")) and has_sa(cfg("sa"))
     assert not has_sa(cfg("unmasked_plugin")) and not has_sa(cfg("ca"))
+
+
+def test_describe_lists_a_plugin_preset_after_the_built_ins(isolated_registries):
+    from click.testing import CliRunner
+
+    from fusion_lab.cli import cli
+
+    isolated_registries.PRESETS.add("fl_test_hl_plugin", {
+        "fusion": "fpn_add", "attention": "ca", "head": "multi_level"}, "A plugin's preset.")
+    res = CliRunner().invoke(cli, ["describe", "--backbone", "small_cnn", "--classes", "5",
+                                    "--image-size", "64", "--no-flops"])
+    assert res.exit_code == 0, res.output
+    names = [line.split()[0] for line in res.output.splitlines()[1:7]]
+    assert names == ["baseline", "hl", "hl+lh", "cn_cnn", "cn_cnn_released", "fl_test_hl_plugin"]
+    assert res.output.splitlines()[6].split()[1:4] == ["fpn_add", "ca", "multi_level"]
