@@ -143,6 +143,10 @@ class Registry:
             names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         return names
 
+    def in_order(self) -> list[str]:
+        """Registered names in the order they were registered (the catalogue's own order)."""
+        return list(self._items)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

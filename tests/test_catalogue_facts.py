@@ -74,3 +74,56 @@ def test_viz_finds_spatial_masks_from_the_attention_class(isolated_registries):
 
     assert has_sa(cfg("masked_plugin")) and has_sa(cfg("sa+ca")) and has_sa(cfg("sa"))
     assert not has_sa(cfg("unmasked_plugin")) and not has_sa(cfg("ca"))
+
+
+def test_describe_lists_a_plugin_preset_after_the_built_ins(isolated_registries):
+    from click.testing import CliRunner
+
+    from fusion_lab.cli import cli
+
+    isolated_registries.PRESETS.add("fl_test_hl_plugin", {
+        "fusion": "fpn_add", "attention": "ca", "head": "multi_level"}, "A plugin's preset.")
+    res = CliRunner().invoke(cli, ["describe", "--backbone", "small_cnn", "--classes", "5",
+                                    "--image-size", "64", "--no-flops"])
+    assert res.exit_code == 0, res.output
+    names = [line.split()[0] for line in res.output.splitlines()[1:7]]
+    assert names == ["baseline", "hl", "hl+lh", "cn_cnn", "cn_cnn_released", "fl_test_hl_plugin"]
+    assert res.output.splitlines()[6].split()[1:4] == ["fpn_add", "ca", "multi_level"]
+
+
+def test_the_attention_table_and_viz_agree_on_a_plugin_attentions_masks(isolated_registries,
+                                                                        tmp_path):
+    """A plugin attention's ``masks`` decide, not its name: "focus" draws SA masks, "my_sa"
+    none; ``fusionlab table --attention`` and ``fusionlab viz`` both say so."""
+    import json
+
+    from test_table import StudyWriter
+
+    from fusion_lab.analysis.table import tables
+    from fusion_lab.config import flatten, from_dict
+
+    class Base(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+
+        def forward(self, maps):
+            return maps, {}
+
+    isolated_registries.ATTENTIONS.register("focus")(type("Focus", (Base,), {"masks": ("sa",)}))
+    isolated_registries.ATTENTIONS.register("my_sa")(type("MySA", (Base,), {"masks": ()}))
+    w = StudyWriter(tmp_path, "plug", seeds=[0])
+    w.row("Focus", [("done", 80.0)], fusion="fpn_add")
+    w.row("MySA", [("done", 81.0)], fusion="convlstm")
+    w.save()
+    study = json.loads((w.dir / "study.json").read_text())
+    seen = {}
+    for row, attention in zip(study["rows"], ["focus", "my_sa"]):
+        path = w.dir / row["run_ids"][0] / "config.json"
+        record = json.loads(path.read_text())
+        record["config"]["model"]["attention"] = attention
+        path.write_text(json.dumps(record))
+        cfg = from_dict(record["config"])
+        seen[attention] = (has_sa(cfg), flatten(record["config"])["model.attention"])
+    assert seen == {"focus": (True, "focus"), "my_sa": (False, "my_sa")}
+    text = tables(["plug"], results=tmp_path, attention=True).text
+    assert "1 finished run(s) with SA masks have no attention scores" in text  # focus only

@@ -8,7 +8,7 @@ import pytest
 
 from fusion_lab import store
 from fusion_lab.errors import FusionLabError
-from fusion_lab.plan.planning import find_study
+from fusion_lab.plan.find import find_study
 
 
 def _results_of(tmp_path, name):

@@ -107,3 +107,29 @@ def test_cub_recipe_trains_layer4_with_the_new_modules():
     stages = {n.split(".")[2] for n in low if n.startswith("backbone.")}
     assert stages == {"conv1", "bn1", "layer1", "layer2", "layer3"}
     assert {n.split(".")[2] for n in high if n.startswith("backbone.")} == {"layer4"}
+
+
+def test_a_plugin_dataset_states_its_own_recipe(isolated_registries):
+    @DATASETS.register("fl_test_own_recipe")
+    class OwnRecipe:
+        """A plugin dataset whose released script trains otherwise (batch 12, resize 520)."""
+
+        reference_recipe = {"epochs": 40, "batch_size": 12, "resize": (520, 448),
+                            "lr_backbone": 5e-4, "lr_new": 5e-3}
+
+    # unstated keys are generic's (k = 0); another dataset may name it as a recipe
+    assert _train("fl_test_own_recipe") == (12, 448, 520, 5e-4, 5e-3, 0, 40)
+    assert _train("fl_test_own_recipe", recipe="reference") == _train("fl_test_own_recipe")
+    assert _train("imagefolder", recipe="fl_test_own_recipe") == _train("fl_test_own_recipe")
+    assert _train("fl_test_own_recipe", recipe="paper") == _train("cub200", recipe="paper")
+    OwnRecipe.reference_recipe = {"batch": 12}
+    with pytest.raises(ConfigError, match=r"unknown keys \['batch'\]"):
+        _train("fl_test_own_recipe")
+
+
+def test_the_recipes_are_facts_of_the_dataset_classes():
+    from fusion_lab.config import recipes
+
+    assert DATASETS.get("cub200").reference_recipe["backbone_high_lr_stages"] == 1
+    assert recipes.names() == ["reference", "paper", "generic", "cub200", "fgvc_aircraft",
+                               "stanford_cars"]

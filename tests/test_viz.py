@@ -14,8 +14,9 @@ from PIL import Image
 from fusion_lab import store
 from fusion_lab.cli import main
 from fusion_lab.errors import FusionLabError
-from fusion_lab.maps.viz import draw, extract_maps, figure3, find_run, load_trained, sample_images
+from fusion_lab.maps.viz import draw, extract_maps, figure3, load_trained, sample_images, study_run
 from fusion_lab.orchestrate.runner import train_study
+from fusion_lab.plan.find import find_run
 from fusion_lab.plan.planning import prepare
 
 TINY = Path(__file__).parent / "plugins" / "tiny_backbone.py"
@@ -59,13 +60,13 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_study_file_picks_the_cn_cnn_run(trained):
     study_file, results, dirs = trained
-    d, note = find_run(str(study_file), results)
+    d, note = find_run(str(study_file), results, study_run)
     assert d == dirs["CN-CNN"]  # the last row with SA (HL, after it, has no attention)
     assert "CN-CNN" in note
     # a study name, a run id prefix and the folder itself name runs too
-    assert find_run("tinyviz", results)[0] == dirs["CN-CNN"]
-    assert find_run(dirs["HL"].name[:10], results)[0] == dirs["HL"]
-    assert find_run(str(dirs["Baseline"]), results)[0] == dirs["Baseline"]
+    assert find_run("tinyviz", results, study_run)[0] == dirs["CN-CNN"]
+    assert find_run(dirs["HL"].name[:10], results, study_run)[0] == dirs["HL"]
+    assert find_run(str(dirs["Baseline"]), results, study_run)[0] == dirs["Baseline"]
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -154,7 +155,7 @@ def test_run_without_checkpoint_is_one_error(trained, tmp_path, capsys):
 def test_unknown_run_is_an_error(trained):
     _, results, _ = trained
     with pytest.raises(FusionLabError, match="no run folder"):
-        find_run("ffffffffzz", results)
+        find_run("ffffffffzz", results, study_run)
 
 
 # --- fusionlab viz --score ------------------------------------------------------------

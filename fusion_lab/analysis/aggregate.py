@@ -57,12 +57,12 @@ def study_dirs(studies: list[str], results: str | Path) -> list[Path]:
 
     Args:
         studies: study names, results/<study> folder paths or studies/*.yaml paths
-            (``fusion_lab.plan.planning.find_study`` says how each is read).
+            (``fusion_lab.plan.find.find_study`` says how each is read).
         results: the results folder.
     Returns:
         One folder per study, each holding a study.json.
     """
-    from fusion_lab.plan.planning import find_study
+    from fusion_lab.plan.find import find_study
 
     results = Path(results)
     if not studies:

@@ -24,9 +24,9 @@ import torch
 
 from fusion_lab.config.weights import file_sha256
 from fusion_lab.errors import FusionLabError
+from fusion_lab.plan.find import StudyRef
 from fusion_lab.store import (
     CHECKPOINT,
-    CONFIG_JSON,
     STUDY_JSON,
     SUMMARY_JSON,
     read_json,
@@ -34,30 +34,21 @@ from fusion_lab.store import (
 )
 
 
-def find_export_run(arg: str, results: str | Path) -> Path:
-    """A run folder from a folder, run id (prefix), study name or study file.
+def finished_run(ref: StudyRef, results: Path) -> tuple[Path, str | None]:
+    """The run of a study that ``fusionlab export`` exports: its one finished run (e.g. a
+    pretraining study with one seed); otherwise the message lists its runs so that one can
+    be named by id.
 
-    A study (found by ``fusion_lab.plan.planning.find_study``, the rule every command uses) must
-    have exactly one finished run (e.g. a pretraining study with one seed); otherwise the
-    message lists its runs so that one can be named by id.
+    The rule for a study in ``fusion_lab.plan.find.find_run``, which turns a command-line
+    argument into a run folder (``results``: unused, the study's folder says it all).
     """
-    from fusion_lab.maps.viz import find_run
-    from fusion_lab.plan.planning import find_study
-
-    path = Path(arg)
-    if path.is_dir() and (path / CONFIG_JSON).is_file():
-        return path  # a run folder
-    ref = find_study(arg, results)
-    if not ref.has_results:
-        if ref.kind == "name":  # not a study with results: a run id (prefix)
-            return find_run(arg, results)[0]
-        ref.require_results()
+    ref.require_results()
     plan = read_json(ref.results / STUDY_JSON) or {"rows": []}
     ids = [rid for row in plan["rows"] for rid in row["run_ids"]]
     done = [rid for rid in ids if (read_json(ref.results / rid / SUMMARY_JSON) or {})
             .get("status") == "done"]
     if len(done) == 1:
-        return ref.results / done[0]
+        return ref.results / done[0], None
     if not done:
         raise FusionLabError(f"study {ref.name!r} has no finished run in "
                              f"{ref.results.parent}/: run `fusionlab run` on its study file "

@@ -31,7 +31,8 @@ def bench(study: str, results: str, device: str, batch_size: int | None,
 
     from fusion_lab import store
     from fusion_lab.analysis.bench import bench_study, format_cost
-    from fusion_lab.plan.planning import find_study, prepare
+    from fusion_lab.plan.find import find_study
+    from fusion_lab.plan.planning import prepare
 
     if threads:
         torch.set_num_threads(threads)

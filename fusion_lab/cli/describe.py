@@ -13,16 +13,20 @@ BATCH = 16  # the released code's test batch on CUB and Aircraft
 @click.option("--classes", "num_classes", default=200, show_default=True, type=int)
 @click.option("--image-size", default=448, show_default=True, type=int)
 @click.option("--flops/--no-flops", default=True, help="Count forward FLOPs (batch 1).")
+@click.option("--plugin", "plugins", multiple=True, help="Plugin module or .py file to load.")
 def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_size: int,
-             flops: bool) -> None:
-    """Build PRESETS (default: every registered preset) and print parameters and GFLOPs."""
+             flops: bool, plugins: tuple[str, ...]) -> None:
+    """Build PRESETS (default: every registered preset, plugins' included, in the order they
+    were registered) and print parameters and GFLOPs."""
     import torch
 
     from fusion_lab.config import ModelConfig
     from fusion_lab.models.assemble import build_model, count_parameters, resolve_parts
     from fusion_lab.models.profile import image_gflops
+    from fusion_lab.registries import PRESETS, load_plugins
 
-    presets = presets or ("baseline", "hl", "hl+lh", "cn_cnn", "cn_cnn_released")
+    load_plugins(list(plugins))  # and the catalogue
+    presets = presets or tuple(PRESETS.in_order())
     click.echo(f"{'preset':<16} {'fusion':<9} {'attention':<9} {'head':<12} "
                f"{'params':>12} {'GFLOPs':>8}  heads")
     notes = []

@@ -20,8 +20,9 @@ def export(run_or_study: str, out: str, results: str) -> None:
     exactly one finished run. Beside OUT, OUT.json records the file's SHA-256, the run's
     recipe and its accuracy on its own test split (the source-task accuracy).
     """
-    from fusion_lab.analysis.export import card_text, export_backbone, find_export_run
+    from fusion_lab.analysis.export import card_text, export_backbone, finished_run
+    from fusion_lab.plan.find import find_run
 
-    run_dir = find_export_run(run_or_study, results)
+    run_dir, _ = find_run(run_or_study, results, finished_run)
     card = export_backbone(run_dir, out, command=" ".join(["fusionlab", *sys.argv[1:]]))
     click.echo(card_text(card))

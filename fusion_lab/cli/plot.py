@@ -20,7 +20,7 @@ def plot(study: str, out: str | None, results: str, metric: str) -> None:
     STUDY: a study name, a results/<study> folder or a studies/*.yaml file.
     """
     from fusion_lab.analysis.plot import plot_study
-    from fusion_lab.plan.planning import find_study
+    from fusion_lab.plan.find import find_study
 
     study_dir = find_study(study, results).require_results()
     path, notes = plot_study(study_dir, out or f"plot-{study_dir.name}.png", metric)

@@ -35,11 +35,12 @@ def viz(run_or_study: str, n_images: int, out: str | None, results: str,
     name, a results/<study> folder or a studies/*.yaml file; then its CN-CNN-like run: the
     last row with spatial attention).
     """
-    from fusion_lab.maps.viz import figure3, find_run
+    from fusion_lab.maps.viz import figure3, study_run
+    from fusion_lab.plan.find import find_run
     from fusion_lab.registries import load_plugins
 
     load_plugins(list(plugins))
-    run_dir, picked = find_run(run_or_study, results)
+    run_dir, picked = find_run(run_or_study, results, study_run)
     if picked:
         click.echo(picked, err=True)
     if score:

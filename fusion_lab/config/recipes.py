@@ -1,8 +1,11 @@
 """Training recipes: the values a run's ``train`` section takes when the study leaves them unset.
 
+This module is the mechanism only; the recipes themselves are facts of the dataset classes.
 ``train.recipe: reference`` (the default) is the authors' released training script, which
-differs per dataset (docs/model.md, "Training recipes"); a dataset class names its own
-with the class attribute ``reference_recipe``:
+differs per dataset (docs/model.md, "Training recipes"): a registered dataset class states
+its own with the class attribute ``reference_recipe``, a dict of the keys of ``KEYS``
+(``resize``: the recipe's ``(resize, crop)``; a key it leaves out is ``generic``'s), or the
+name of another recipe. The built-in ones (``fusion_lab.registry.datasets``):
 
 | recipe | batch | resize / crop | lr backbone | lr new modules (+ last k stages) | epochs |
 |---|---|---|---|---|---|
@@ -11,13 +14,15 @@ with the class attribute ``reference_recipe``:
 | ``fgvc_aircraft`` | 16 | 512 / 448 | 1e-3 | 1e-3 (k = 0) | 100 |
 | ``generic`` | 16 | 600 / 448 | 1e-4 | 1e-3 (k = 0) | 100 |
 
-A dataset that names none (imagefolder, synthetic_fgvc, plugins) gets ``generic``: the CUB
+A dataset that states none (imagefolder, synthetic_fgvc, plugins) gets ``generic``: the CUB
 recipe's shape as every dataset had it before recipes were per dataset (the whole backbone
 at the backbone's rate), so the run ids of such studies did not change. ``paper`` is the
 paper's text (lr 0.001 backbone / 0.1 new modules, 300 epochs; its batch and input are not
-stated and follow ``generic``). A study may name any of them directly (``recipe: cub200``).
-The resize scales with ``train.image_size`` (600 / 448 of the crop for CUB). Every value a
-study sets wins. No torch import here.
+stated and follow ``generic``). A study may name any of them directly (``recipe: cub200``:
+the recipe the dataset ``cub200`` states). The resize scales with ``train.image_size``
+(600 / 448 of the crop for CUB). Every value a study sets wins. No torch import here: the
+dataset classes are read through the DATASETS registry as loaded (callers load the catalogue
+and the study's plugins before expanding a study, as they do for presets).
 """
 
 from __future__ import annotations
@@ -26,47 +31,80 @@ from typing import Any
 
 from fusion_lab.errors import ConfigError
 
-# resize: (resize, crop) of the recipe; a run's resize is image_size * resize / crop
-REFERENCE: dict[str, dict[str, Any]] = {
-    "cub200": {"epochs": 100, "batch_size": 16, "resize": (600, 448), "lr_backbone": 1e-4,
-               "lr_new": 1e-3, "backbone_high_lr_stages": 1},
-    "stanford_cars": {"epochs": 100, "batch_size": 8, "resize": (448, 448), "lr_backbone": 1e-3,
-                      "lr_new": 1e-3, "backbone_high_lr_stages": 0},
-    "fgvc_aircraft": {"epochs": 100, "batch_size": 16, "resize": (512, 448), "lr_backbone": 1e-3,
-                      "lr_new": 1e-3, "backbone_high_lr_stages": 0},
-    "generic": {"epochs": 100, "batch_size": 16, "resize": (600, 448), "lr_backbone": 1e-4,
-                "lr_new": 1e-3, "backbone_high_lr_stages": 0},
-}
-PAPER = {**REFERENCE["generic"], "epochs": 300, "lr_backbone": 1e-3, "lr_new": 0.1}
-RECIPES = ("reference", "paper", *REFERENCE)
+# the keys of a recipe; resize: (resize, crop), a run's resize is image_size * resize / crop
+KEYS = ("epochs", "batch_size", "resize", "lr_backbone", "lr_new", "backbone_high_lr_stages")
+GENERIC: dict[str, Any] = {"epochs": 100, "batch_size": 16, "resize": (600, 448),
+                           "lr_backbone": 1e-4, "lr_new": 1e-3, "backbone_high_lr_stages": 0}
+PAPER: dict[str, Any] = {**GENERIC, "epochs": 300, "lr_backbone": 1e-3, "lr_new": 0.1}
 
 
-def dataset_recipe(dataset: str) -> str:
-    """The reference recipe a registered dataset class names (``generic`` if none).
-
-    Reads the DATASETS registry as loaded: callers load the catalogue and the study's
-    plugins before expanding a study, as they do for presets.
-    """
+def _datasets() -> Any:
     from fusion_lab.registries import DATASETS  # the registry only: no torch
 
-    cls = DATASETS.get(dataset) if dataset in DATASETS else None
-    name = getattr(cls, "reference_recipe", None) or "generic"
-    if name not in REFERENCE:
-        raise ConfigError(f"dataset {dataset!r} names reference recipe {name!r}, which is "
-                          f"not one of {', '.join(REFERENCE)}")
-    return name
+    return DATASETS
+
+
+def dataset_recipes() -> list[str]:
+    """The registered datasets whose class states a recipe of its own (a dict), sorted."""
+    datasets = _datasets()
+    return [n for n in datasets.list()
+            if isinstance(getattr(datasets.get(n), "reference_recipe", None), dict)]
+
+
+def names() -> list[str]:
+    """Every value ``train.recipe`` may take."""
+    return ["reference", "paper", "generic", *dataset_recipes()]
+
+
+def _named(name: str) -> dict[str, Any] | None:
+    """The recipe called ``name`` (generic or a dataset's own), None if there is none."""
+    if name == "generic":
+        return GENERIC
+    datasets = _datasets()
+    if name not in datasets:
+        from fusion_lab.registries import load_builtin
+
+        load_builtin()  # a caller that did not load the catalogue (the recipe's values need it)
+    own = getattr(datasets.get(name), "reference_recipe", None) if name in datasets else None
+    return _checked(name, own) if isinstance(own, dict) else None
+
+
+def _checked(dataset: str, recipe: dict[str, Any]) -> dict[str, Any]:
+    """A dataset's own recipe, its unstated keys filled from ``generic``."""
+    unknown = sorted(set(recipe) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"dataset {dataset!r} states a reference recipe with unknown keys "
+                          f"{unknown}; valid keys: {', '.join(KEYS)}")
+    return {**GENERIC, **recipe}
+
+
+def dataset_recipe(dataset: str) -> dict[str, Any]:
+    """The reference recipe of a registered dataset: the one its class states (a dict, or
+    the name of another recipe), ``generic`` if it states none or is not registered."""
+    datasets = _datasets()
+    own = getattr(datasets.get(dataset), "reference_recipe", None) if dataset in datasets else None
+    if own is None:
+        return GENERIC
+    if isinstance(own, dict):
+        return _checked(dataset, own)
+    values = _named(str(own))
+    if values is None:
+        raise ConfigError(f"dataset {dataset!r} names reference recipe {own!r}, which is "
+                          f"not one of {', '.join(names()[2:])}")
+    return values
 
 
 def recipe_values(recipe: str, dataset: str) -> dict[str, Any]:
     """The defaults of ``train.recipe`` for a run on ``dataset``."""
     if recipe == "reference":
-        return REFERENCE[dataset_recipe(dataset)]
+        return dataset_recipe(dataset)
     if recipe == "paper":
         return PAPER
-    if recipe in REFERENCE:
-        return REFERENCE[recipe]
-    raise ConfigError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)} (reference: "
-                      "the released script's recipe for the run's dataset)")
+    values = _named(recipe)
+    if values is None:
+        raise ConfigError(f"unknown recipe {recipe!r}; valid: {', '.join(names())} "
+                          "(reference: the released script's recipe for the run's dataset)")
+    return values
 
 
 def fill(t: Any, dataset: str) -> None:

@@ -7,7 +7,8 @@ A dataset registered in ``fusion_lab.registries.DATASETS`` is a class called as
 - ``train`` and ``test``: lists of ``(item, label)``; an item is usually an image path;
 - ``load(item) -> PIL.Image.Image`` (RGB); the default opens a path;
 - optionally the class attribute ``reference_recipe``: the training recipe that
-  ``train.recipe: reference`` gives its runs (a name in ``fusion_lab.config.recipes``).
+  ``train.recipe: reference`` gives its runs (a dict of values, or the name of another
+  recipe; see ``fusion_lab.config.recipes``).
 
 and whose class may say, for validation before anything trains (``ImageSource`` gives
 defaults):
@@ -59,9 +60,9 @@ class ImageSource:
     url = ""  # where the dataset is published
     needs_root = True  # False: made without files, dataset.root is not needed
     classes: int | None = None  # the number of classes, when fixed
-    # the training recipe `train.recipe: reference` gives its runs (fusion_lab/recipes.py);
-    # None: "generic", the CUB recipe's shape
-    reference_recipe: str | None = None
+    # the training recipe `train.recipe: reference` gives its runs (fusion_lab.config.recipes):
+    # a dict of values or another recipe's name; None: "generic", the CUB recipe's shape
+    reference_recipe: dict[str, Any] | str | None = None
     square_size: int | None = None  # images already resized to this square (a cache)
     class_names: list[str]
     train: list[tuple[Any, int]]

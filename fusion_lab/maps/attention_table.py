@@ -3,7 +3,14 @@
 Per table row, the mean over its scored seeds of each level's pointing game (mask maximum
 inside the bird box, percent) and energy share inside the box, beside the box's area
 share (what a uniform mask scores). Scores of the last epoch's weights go with
-``--metric final``, those of ``best.pt`` with ``--metric best_val``. No torch.
+``--metric final``, those of ``best.pt`` with ``--metric best_val``.
+
+Whether a run's attention draws spatial masks is a fact of its class (``masks``, the
+ATTENTIONS contract), read by ``has_spatial_masks`` here and by ``fusionlab viz`` alike. A
+run with scores has them (``viz --score`` scores no other), so no torch is imported unless
+a finished run has no scores: then its attention class is looked up in the registry, which
+imports the catalogue (and torch). An attention of a plugin that is not loaded counts as
+drawing none.
 """
 
 from __future__ import annotations
@@ -40,14 +47,14 @@ def attention_columns(study_dir: Path, rows: pd.DataFrame, runs: pd.DataFrame,
     """
     weights = WEIGHTS_OF_METRIC[metric]
     done = runs[runs.status == "done"] if len(runs) else runs
-    # only runs whose attention draws a spatial mask can be scored (judged by the built-in
-    # names, sa and sa+ca: the attention classes' facts need the registry, hence torch)
-    done = done[[_has_sa(c) for c in done.config]] if len(done) else done
     by_group: dict[str, list[dict]] = {}
+    unscored = 0  # finished runs with spatial masks and no scores
     for r in done.itertuples():
         s = read_scores(Path(study_dir) / str(r.run_id), weights)
         if s is not None and s.get("levels"):
             by_group.setdefault(r.group_id, []).append(s)
+        elif has_spatial_masks(_attention(r.config)):
+            unscored += 1
     levels = list(dict.fromkeys(lv for ss in by_group.values() for s in ss for lv in s["levels"]))
     shown = [(lv, "point_box", f"point {lv} %", ".1f") for lv in levels]
     shown += [(lv, "energy_box", f"energy {lv}", ".3f") for lv in levels]
@@ -67,7 +74,6 @@ def attention_columns(study_dir: Path, rows: pd.DataFrame, runs: pd.DataFrame,
     notes = [f"attention ({weights} weights): point = % of test images whose SA mask peaks "
              "inside the bird box; energy = the mask's share inside the box; box area = what "
              f"a uniform mask scores; means over {scored} scored run(s) (docs/attention.md)."]
-    unscored = len(done) - scored
     if unscored > 0:
         notes.append(f"{unscored} finished run(s) with SA masks have no attention scores "
                      f"({'of best.pt' if weights == 'best' else 'of the last weights'}): "
@@ -79,9 +85,18 @@ def attention_columns(study_dir: Path, rows: pd.DataFrame, runs: pd.DataFrame,
     return AttentionColumns(records, cells, notes)
 
 
-def _has_sa(config: dict) -> bool:
-    attention = str((config or {}).get("model.attention") or "none")
-    return "sa" in attention.split("+")
+def has_spatial_masks(attention: str) -> bool:
+    """Whether the attention registered as ``attention`` returns spatial masks: its class
+    lists "sa" in its ``masks`` attribute (the ATTENTIONS contract); False if unknown."""
+    from fusion_lab.registries import ATTENTIONS, load_builtin
+
+    load_builtin()  # the catalogue's attention classes (this imports torch)
+    return attention in ATTENTIONS and "sa" in getattr(ATTENTIONS.get(attention), "masks", ())
+
+
+def _attention(config: dict) -> str:
+    """The attention of a run's recorded (flattened, resolved) config."""
+    return str((config or {}).get("model.attention") or "none")
 
 
 def _mean(scores: list[dict], level: str, key: str) -> tuple[float | None, int]:

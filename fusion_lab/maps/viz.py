@@ -4,8 +4,9 @@ For a trained run (its ``checkpoint.pt``), a few test images of the run's own da
 drawn one per row: the image, then the norm over channels of each attended map (the LH
 pathway's output, high level first) and each spatial-attention mask overlaid on the image.
 
-``find_run`` turns a command-line argument into a run folder, ``load_trained`` rebuilds the
-model, ``sample_images`` picks the images, ``extract_maps`` computes the maps (numpy arrays,
+``study_run`` picks the run of a study to draw (``fusion_lab.plan.find.find_run`` turns a
+command-line argument into a run folder), ``load_trained`` rebuilds the model,
+``sample_images`` picks the images, ``extract_maps`` computes the maps (numpy arrays,
 resized to the image) and ``draw`` writes the PNG.
 """
 
@@ -23,7 +24,9 @@ import torch.nn.functional as F
 from fusion_lab import store
 from fusion_lab.config import RunConfig, from_dict
 from fusion_lab.errors import FusionLabError
+from fusion_lab.maps.attention_table import has_spatial_masks
 from fusion_lab.models.assemble import FusionModel, build_model, resolve_parts
+from fusion_lab.plan.find import StudyRef
 
 
 @dataclass
@@ -37,11 +40,8 @@ class Maps:
 
 def has_sa(cfg: RunConfig) -> bool:
     """Whether the model of ``cfg`` has spatial attention masks: its attention class lists
-    "sa" in its ``masks`` attribute (the ATTENTIONS contract)."""
-    from fusion_lab.registries import ATTENTIONS
-
-    name = resolve_parts(cfg.model)[1]
-    return name in ATTENTIONS and "sa" in getattr(ATTENTIONS.get(name), "masks", ())
+    "sa" in its ``masks`` attribute (the ATTENTIONS contract; the attention table's rule)."""
+    return has_spatial_masks(resolve_parts(cfg.model)[1])
 
 
 def _run_config(run_dir: Path) -> RunConfig | None:
@@ -68,20 +68,13 @@ def pick_run(run_dirs: list[list[Path]], configs: list[RunConfig]) -> tuple[Path
     return run_dirs[order[0]][0], why + " (no checkpoint found)"
 
 
-def find_run(arg: str, results: str | Path) -> tuple[Path, str | None]:
-    """A run folder from a folder path, a run id (or unique prefix), a study name or file.
+def study_run(ref: StudyRef, results: Path) -> tuple[Path, str]:
+    """The run of a study that ``fusionlab viz`` draws: its CN-CNN-like run (``pick_run``),
+    among the runs of its study file when one was given, else among its recorded rows.
 
-    A study is found by ``fusion_lab.plan.planning.find_study``; for one, the run picked is its
-    CN-CNN-like run (``pick_run``). Returns the folder and, for a study, a note saying
-    which run was picked.
+    The rule for a study in ``fusion_lab.plan.find.find_run``, which turns a command-line
+    argument into a run folder. Returns the folder and a note saying which run was picked.
     """
-    from fusion_lab.plan.planning import find_study
-
-    path = Path(arg)
-    if path.is_dir() and ((path / store.CONFIG_JSON).is_file()
-                          or (path / store.CHECKPOINT).is_file()):
-        return path, None
-    ref = find_study(arg, results)
     if ref.kind == "file":
         from fusion_lab.plan.planning import prepare
 
@@ -95,27 +88,17 @@ def find_run(arg: str, results: str | Path) -> tuple[Path, str | None]:
         label = next(r.display for r in runs
                      if store.run_dir(results, study.name, r.run_id) == d)
         return d, f"study {study.name}: picked run {d.name[:12]} ({label}; {why})"
-    if ref.has_results:
-        plan = json.loads((ref.results / store.STUDY_JSON).read_text())
-        dirs = [[ref.results / rid for rid in row["run_ids"]] for row in plan["rows"]]
-        configs = [_run_config(ds[0]) for ds in dirs]
-        keep = [i for i, c in enumerate(configs) if c is not None]
-        if not keep:
-            raise FusionLabError(f"study {ref.name!r} has no trained runs in "
-                                 f"{ref.results.parent}/: run `fusionlab run` on its study "
-                                 "file first")
-        d, why = pick_run([dirs[i] for i in keep], [configs[i] for i in keep])
-        label = next(row["label"] for row in plan["rows"] if d.name in row["run_ids"])
-        return d, f"study {ref.name}: picked run {d.name[:12]} ({label}; {why})"
-    results = Path(results)
-    found = sorted(p for p in results.glob(f"*/{arg}*") if (p / store.CONFIG_JSON).is_file())
-    if len(found) == 1:
-        return found[0], None
-    if len(found) > 1:
-        raise FusionLabError(f"run id prefix {arg!r} matches {len(found)} runs in {results}/; "
-                             "give more digits")
-    raise FusionLabError(f"{arg!r} is no run folder, run id, study name or study file in "
-                         f"{results}/ (pass --results DIR if the results are elsewhere)")
+    plan = json.loads((ref.results / store.STUDY_JSON).read_text())
+    dirs = [[ref.results / rid for rid in row["run_ids"]] for row in plan["rows"]]
+    configs = [_run_config(ds[0]) for ds in dirs]
+    keep = [i for i, c in enumerate(configs) if c is not None]
+    if not keep:
+        raise FusionLabError(f"study {ref.name!r} has no trained runs in "
+                             f"{ref.results.parent}/: run `fusionlab run` on its study "
+                             "file first")
+    d, why = pick_run([dirs[i] for i in keep], [configs[i] for i in keep])
+    label = next(row["label"] for row in plan["rows"] if d.name in row["run_ids"])
+    return d, f"study {ref.name}: picked run {d.name[:12]} ({label}; {why})"
 
 
 def load_trained(run_dir: str | Path,

@@ -40,7 +40,10 @@ class CUB200(ImageSource):
     """CUB-200-2011 birds: 200 classes, official 5,994/5,794 split."""
 
     name = "cub200"
-    reference_recipe = "cub200"  # the released script's recipe (fusion_lab/recipes.py)
+    # the released training script's recipe (fusion_lab.config.recipes): layer4 (k = 1)
+    # trains at lr_new with the new modules
+    reference_recipe = {"epochs": 100, "batch_size": 16, "resize": (600, 448),
+                        "lr_backbone": 1e-4, "lr_new": 1e-3, "backbone_high_lr_stages": 1}
     url = URL
     classes = 200
 

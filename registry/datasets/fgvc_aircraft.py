@@ -27,7 +27,9 @@ class FGVCAircraft(ImageSource):
     """FGVC-Aircraft: variant (100), family (70) or manufacturer (30) level; trainval/test."""
 
     name = "fgvc_aircraft"
-    reference_recipe = "fgvc_aircraft"  # the released script's recipe (fusion_lab/recipes.py)
+    # the released training script's recipe (fusion_lab.config.recipes)
+    reference_recipe = {"epochs": 100, "batch_size": 16, "resize": (512, 448),
+                        "lr_backbone": 1e-3, "lr_new": 1e-3, "backbone_high_lr_stages": 0}
     url = URL
 
     @classmethod

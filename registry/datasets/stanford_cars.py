@@ -53,7 +53,9 @@ class StanfordCars(ImageSource):
     """Stanford Cars: 196 classes, 8,144/8,041 split (devkit or cars_annos.mat layout)."""
 
     name = "stanford_cars"
-    reference_recipe = "stanford_cars"  # the released script's recipe (fusion_lab/recipes.py)
+    # the released training script's recipe (fusion_lab.config.recipes): 448 x 448, no crop
+    reference_recipe = {"epochs": 100, "batch_size": 8, "resize": (448, 448),
+                        "lr_backbone": 1e-3, "lr_new": 1e-3, "backbone_high_lr_stages": 0}
     url = URL
     classes = 196
 
