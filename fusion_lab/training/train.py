@@ -107,8 +107,7 @@ def train_epoch(model: nn.Module, loader, opt: torch.optim.Optimizer, prec: Prec
 
 @dataclass
 class _Parts:
-    """What a run trains with (``_set_up``); ``model`` is what is evaluated and saved,
-    ``net`` what steps (``model`` wrapped for DDP)."""
+    """What a run trains with: ``model`` is evaluated and saved, ``net`` (DDP's) steps."""
 
     data: Any
     model: nn.Module
@@ -182,10 +181,10 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         (run_dir / CHECKPOINT).unlink(missing_ok=True)
     times = {"train_time_s": clock.train_time_s, "setup_s": clock.setup_s,
              "checkpoint_s": clock.checkpoint_s, "wall_time_s": clock.wall()}
+    rows = read_jsonl(run_dir / METRICS_JSONL)
     # The test loader's batches (the training batch size, unshuffled): a batch-dependent
     # model's predictions depend on them (docs/results-format.md).
-    return {**run_summary(read_jsonl(run_dir / METRICS_JSONL), best, r.data, dev, r.prec,
-                          times),
+    return {**run_summary(rows, best, r.data, dev, r.prec, times),
             "world_size": d.world_size, "batch_per_process": t.batch_size // d.world_size,
             "batch_dependent": bool(getattr(r.model, "batch_dependent", False)),
             "test_batch_size": t.batch_size}
@@ -261,8 +260,7 @@ def _epoch(run_dir: Path, cfg: RunConfig, run_id: str, r: _Parts, epoch: int,
 
 def _write_epoch(run_dir: Path, cfg: RunConfig, run_id: str, r: _Parts, record: dict,
                  best: dict | None, new_best: bool, clock: _Clock) -> None:
-    """An epoch's checkpoint (and, at a new best validation epoch, its weights) and its
-    metrics line, together: a signal waits until all are written."""
+    """An epoch's checkpoint, best weights (if new) and metrics line; a signal waits."""
     with deferred():
         if new_best:  # the best validation epoch's weights, for viz and evaluation
             save_checkpoint(run_dir / BEST_WEIGHTS, {
@@ -275,8 +273,7 @@ def _write_epoch(run_dir: Path, cfg: RunConfig, run_id: str, r: _Parts, record: 
             "scheduler": r.sched.state_dict(),
             "scaler": r.prec.scaler.state_dict() if r.prec.scaler is not None else None,
             "rng": rng_state(), "best_val": best, "record": record,
-            "num_classes": r.data.num_classes,
-            "class_names": r.data.class_names,
+            "num_classes": r.data.num_classes, "class_names": r.data.class_names,
             "wall_time_s": clock.wall()})
         append_jsonl(run_dir / METRICS_JSONL, record)
 
