@@ -1,6 +1,7 @@
 """Typed configuration of one run: dataset, model and training; the vocabulary every layer
 above speaks. This package imports only ``registries``, ``errors`` and its own modules
-(``recipes``: the training recipes; ``weights``: named and file weights and their identity),
+(``recipes``: the training recipes; ``weights``: named and file weights and their identity;
+``defaults``: presets and ``model.init``'s default; ``sinks``: the loggers a run may name),
 never torch.
 
 A study file's ``base``, ``variants`` and ``grid`` are merged into one nested dict per run,
