@@ -36,7 +36,9 @@ Contracts per kind (the assembler wires components by shape, never by config):
   ``(fused_maps, attended_maps)`` to a dict of head name -> logits.
 - FUSIONS, ATTENTIONS, HEADS may define a static ``check_args(**kw) -> list[str]`` (kw:
   the study's arguments): bad values, one line each, reported when a study is validated.
-- PRESETS: plain dicts of model-config fields, registered with ``PRESETS.add``.
+- PRESETS: plain dicts of model-config fields, registered with ``PRESETS.add``; the
+  catalogue names the preset of a config that names none with ``PRESETS.set_default``
+  (a plugin may name another: the last declaration wins).
 - DATASETS: ``cls(root, **options)``; see ``fusion_lab.data.source`` (including the
   ``check_options`` hook that validation calls, and ``reference_recipe``, the training
   recipe a dataset names; see ``fusion_lab.config.recipes``).
@@ -90,6 +92,7 @@ class Registry:
         self.kind = kind
         self._items: dict[str, Any] = {}
         self._docs: dict[str, str] = {}
+        self.default: str | None = None  # the name used where a config names none
 
     def register(self, name: str, description: str | None = None) -> Callable[[Any], Any]:
         """Decorator registering a class or function under ``name``."""
@@ -119,6 +122,12 @@ class Registry:
                 obj, dict
             ) else ""
         self._docs[name] = description
+
+    def set_default(self, name: str) -> None:
+        """Declare the registered ``name`` the one a config gets when it names none."""
+        if name not in self._items:
+            raise FusionLabError(self.unknown_message(name) + f" (declared the default {self.kind})")
+        self.default = name
 
     def get(self, name: str) -> Any:
         """The component registered as ``name``."""

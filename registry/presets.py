@@ -21,3 +21,6 @@ PRESETS.add("cn_cnn_released", {
     "fusion_args": {"sequence": "batch", "bn_momentum": 0.01}, "init": "released"},
     "CN-CNN as the authors' released code runs it: ConvLSTM over the minibatch, BN momentum "
     "0.01, their init")
+
+# A model config that names no preset gets this one (read through PRESETS.default).
+PRESETS.set_default("cn_cnn")

@@ -1,22 +1,22 @@
 """Typed configuration of one run: dataset, model and training; the vocabulary every layer
 above speaks. This package imports only ``registries``, ``errors`` and its own modules
-(``recipes``: the training recipes; ``weights``: named and file weights and their identity),
+(``recipes``: the training recipes; ``weights``: named and file weights and their identity;
+``defaults``: presets and ``model.init``'s default; ``sinks``: the loggers a run may name),
 never torch.
 
 A study file's ``base``, ``variants`` and ``grid`` are merged into one nested dict per run,
 then turned into a ``RunConfig`` by ``from_dict``, which rejects unknown keys and wrong types;
-``resolve`` fills the preset's and recipe's defaults and ``check`` rejects values out of
-range. A field's range lives with the field (``_f(default, min=..., choices=...)``), so the
-check and the field's definition cannot drift apart. The YAML itself is parsed in
-``fusion_lab.plan.study`` only.
+``resolve`` fills the preset's and recipe's defaults (``defaults``: the presets and
+``model.init``'s default) and ``check`` rejects values out of range. A field's valid values
+live with the field (``_f(default, min=..., choices=...)``), so the check and the field's
+definition cannot drift apart, and nothing downstream checks them again: planning resolves
+and checks every run once. The YAML itself is parsed in ``fusion_lab.plan.study`` only.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
-import importlib.util
 import json
 import types
 import typing
@@ -24,10 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from fusion_lab.config import recipes
+from fusion_lab.config.defaults import apply_preset, complete_model, is_resolved  # noqa: F401
+from fusion_lab.config.sinks import LOGGER_NEEDS, logger_problems  # noqa: F401 (re-exported)
 from fusion_lab.config.weights import identity
 from fusion_lab.errors import ConfigError
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")  # fusion_lab.training.device.precision's modes
+DECODERS = ("cpu", "gpu")  # dataset.decode: where JPEG files are decoded
+INITS = ("pytorch", "released")  # model.init
+OPTIMIZERS = ("sgd", "adamw")  # train.optimizer: fusion_lab.training.train.make_optimizer's
+SCHEDULES = ("cosine", "constant")  # train.schedule
 
 
 def _f(default: Any = None, *, min: float | None = None,
@@ -46,7 +52,7 @@ class DatasetConfig:
     options: dict = field(default_factory=dict)  # keyword arguments of the dataset class
     val_fraction: float = _f(0.0, min=0, below=1)  # part of train held out to choose a best epoch (0: none)
     val_seed: int = 0  # seed of that split, independent of the run's seed
-    decode: str = "cpu"  # cpu (libjpeg-turbo in the loader workers) | gpu (nvJPEG, CUDA only)
+    decode: str = _f("cpu", choices=DECODERS)  # cpu (libjpeg-turbo in the loader workers) | gpu (nvJPEG, CUDA only)
 
 
 @dataclass
@@ -68,8 +74,8 @@ class ModelConfig:
     attention_args: dict = field(default_factory=dict)
     head_args: dict = field(default_factory=dict)
     # pytorch (each layer's default) | released (the authors' code: N(0, sqrt(2/n)) convs
-    # and BN 1/0 in the new modules); None: the preset's, else pytorch
-    init: str | None = _f(None, choices=("pytorch", "released"))
+    # and BN 1/0 in the new modules); None: the preset's, else pytorch (defaults.INIT_DEFAULT)
+    init: str | None = _f(None, choices=INITS)
 
 
 @dataclass
@@ -91,10 +97,10 @@ class TrainConfig:
     # lr_backbone (0: the whole backbone at lr_backbone; CUB's recipe: 1, i.e. ResNet50's
     # layer4). Stages: the BACKBONES contract in fusion_lab/registries.py.
     backbone_high_lr_stages: int | None = _f(None, min=0)
-    optimizer: str = _f("sgd", choices=("sgd", "adamw"))  # sgd (the paper's) | adamw (faster from scratch, e.g. quickstart)
+    optimizer: str = _f("sgd", choices=OPTIMIZERS)  # sgd (the paper's) | adamw (faster from scratch, e.g. quickstart)
     momentum: float = _f(0.9, min=0)  # sgd only
     weight_decay: float = _f(5e-4, min=0)
-    schedule: str = _f("cosine", choices=("cosine", "constant"))  # cosine (per epoch) | constant
+    schedule: str = _f("cosine", choices=SCHEDULES)  # cosine (per epoch) | constant
     warmup_epochs: int = _f(0, min=0)
     label_smoothing: float = _f(0.0, min=0, below=1)
     grad_clip: float | None = _f(None, min=0)  # max grad norm, None: no clipping
@@ -119,8 +125,6 @@ class RunConfig:
     seed: int = 0
 
 
-DECODERS = ("cpu", "gpu")  # dataset.decode: where JPEG files are decoded
-
 # Keys that cannot change a run's result: excluded from its id.
 NON_RESULT_KEYS = {"train.workers", "train.log_every", "train.keep_checkpoint",
                    "train.loggers"}
@@ -135,8 +139,6 @@ ID_NEUTRAL: dict[str, Any] = {
     "train.world_size": 1,  # DDP processes of one run (1: an ordinary run)
     "train.sync_bn": False,
 }
-
-INITS = ("pytorch", "released")
 
 SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "train": TrainConfig}
 
@@ -222,40 +224,12 @@ def resolve(cfg: RunConfig, presets: dict[str, dict] | None = None) -> RunConfig
     class names its reference recipe, so load the catalogue (and plugins) first.
     """
     cfg = from_dict(to_dict(cfg))
-    m, t = cfg.model, cfg.train
-    if presets is not None:
-        apply_preset(m, presets)
-    if m.init is None:
-        m.init = "pytorch"
-    recipes.fill(t, cfg.dataset.name)
+    complete_model(cfg.model, presets)
+    recipes.fill(cfg.train, cfg.dataset.name)
     problems = check(cfg)
     if problems:
         raise ConfigError(problems)
     return cfg
-
-
-def apply_preset(m: ModelConfig, presets: dict[str, dict]) -> None:
-    """Fill ``m`` from its preset (default cn_cnn), in place; idempotent.
-
-    A preset fills the fields the config leaves None (fusion, attention, head, init, ...);
-    its ``fusion_args`` / ``attention_args`` / ``head_args`` go under the config's own
-    (a key the config sets wins) when that component is the preset's.
-    """
-    base = presets.get(m.preset or "cn_cnn")
-    if base is None:
-        raise ConfigError(f"unknown preset {m.preset!r}; valid: {', '.join(sorted(presets))}")
-    hints = typing.get_type_hints(ModelConfig)
-    parts = {"fusion_args": "fusion", "attention_args": "attention", "head_args": "head"}
-    for key, value in base.items():
-        if key in parts:
-            continue
-        if key not in hints or key == "preset":
-            raise ConfigError(f"preset {m.preset!r} sets {key!r}, which is no model field")
-        if getattr(m, key) is None:
-            setattr(m, key, copy.deepcopy(value))
-    for key, part in parts.items():
-        if key in base and getattr(m, part) == base.get(part):
-            setattr(m, key, {**copy.deepcopy(base[key]), **getattr(m, key)})
 
 
 def _range_problem(name: str, value: Any, rules: dict[str, Any]) -> str | None:
@@ -313,24 +287,3 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
     return out
-
-
-# name -> (modules it needs, the extra that installs them)
-LOGGER_NEEDS = {"tensorboard": (("tensorboard",), "tensorboard"),
-         "mlflow": (("mlflow", "sqlalchemy", "alembic"), "mlflow")}
-
-
-def logger_problems(names: list[str]) -> list[str]:
-    """Unknown logger names (with the valid ones) and loggers whose package is missing."""
-    problems = []
-    for name in names:
-        if name not in LOGGER_NEEDS:
-            problems.append(f"train.loggers: unknown logger {name!r}; valid: "
-                            f"{', '.join(LOGGER_NEEDS)}")
-            continue
-        modules, extra = LOGGER_NEEDS[name]
-        missing = [m for m in modules if importlib.util.find_spec(m) is None]
-        if missing:
-            problems.append(f"train.loggers: {name} needs {', '.join(missing)}: "
-                            f"pip install 'fusion_lab[{extra}]'")
-    return problems

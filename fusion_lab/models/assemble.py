@@ -1,7 +1,10 @@
 """The assembler: a ModelConfig becomes backbone -> fusion -> attention -> heads.
 
 This is the one place where config turns into component arguments; components only see
-shapes (channels per level) and their own explicit arguments.
+shapes (channels per level) and their own explicit arguments. A run's model config comes
+resolved and its values checked (``fusion_lab.config.resolve``, once, when the study is
+planned): it is used as it is, without consulting the presets again. Only a ModelConfig
+built by hand and never resolved (a script, a test) has its preset filled here.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_lab.config import INITS, ModelConfig, apply_preset
+from fusion_lab.config import ModelConfig, complete_model, is_resolved
 from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.registries import ATTENTIONS, FUSIONS, HEADS, PRESETS, load_builtin
 
@@ -113,12 +116,13 @@ def _check_args(kind: str, name: str, cls: Any, args: dict, fixed: int) -> list[
 
 
 def resolve_model(cfg: ModelConfig) -> ModelConfig:
-    """A copy of ``cfg`` with its preset applied (``config.apply_preset``)."""
+    """``cfg`` itself when resolved (every run's config is), else a copy with its preset and
+    defaults filled from the registered presets (``config.complete_model``)."""
+    if is_resolved(cfg):
+        return cfg
     load_builtin()
     cfg = copy.deepcopy(cfg)
-    apply_preset(cfg, {name: PRESETS.get(name) for name in PRESETS.list()})
-    if cfg.init is None:
-        cfg.init = "pytorch"
+    complete_model(cfg, {name: PRESETS.get(name) for name in PRESETS.list()})
     return cfg
 
 
@@ -166,17 +170,15 @@ def released_init(modules: list[nn.Module]) -> None:
 
 
 def check_model_config(cfg: ModelConfig) -> list[str]:
-    """Every problem with a model config that can be found without building it."""
+    """Every problem with a model config that can be found without building it: its parts,
+    their arguments and how they fit (a field's own values are ``config.check``'s)."""
     load_builtin()
-    problems = []
-    if cfg.preset is not None and cfg.preset not in PRESETS:
-        problems.append(PRESETS.unknown_message(cfg.preset))
-        return problems
-    problems += promotion_conflicts(cfg)
-    cfg = resolve_model(cfg)
+    try:
+        cfg = resolve_model(cfg)
+    except ConfigError as e:  # a hand-built config naming an unknown preset
+        return list(e.problems)
+    problems = promotion_conflicts(cfg)
     fusion, attention, head = cfg.fusion, cfg.attention, cfg.head
-    if cfg.init not in INITS:
-        problems.append(f"model.init must be one of {', '.join(INITS)}, got {cfg.init!r}")
     for reg, name, args, fixed in ((FUSIONS, fusion, cfg.fusion_args, 2),
                                    (ATTENTIONS, attention, cfg.attention_args, 1),
                                    (HEADS, head, cfg.head_args, 2)):
@@ -229,11 +231,14 @@ _ASSEMBLED: dict[tuple, list[str]] = {}
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> FusionModel:
-    """Assemble the model a config describes (weights: random or ``cfg.pretrained``)."""
+    """Assemble the model a config describes (weights: random or ``cfg.pretrained``).
+
+    ``cfg`` is a run's resolved model config (or a hand-built one, resolved here once)."""
+    cfg = resolve_model(cfg)
     problems = check_model_config(cfg)
     if problems:
         raise ConfigError(problems)
-    return _assemble(resolve_model(cfg), num_classes)
+    return _assemble(cfg, num_classes)
 
 
 def _assemble(cfg: ModelConfig, num_classes: int) -> FusionModel:

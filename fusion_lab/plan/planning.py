@@ -25,7 +25,12 @@ def presets() -> dict[str, dict]:
 
 def prepare(study_path: str | Path, overrides: list[str] | None = None
             ) -> tuple[Study, list[PlannedRun]]:
-    """Load a study, import its plugins, expand and validate every run (all problems at once)."""
+    """Load a study, import its plugins, expand and validate every run (all problems at once).
+
+    ``expand`` resolves each run's config once (``config.resolve``: presets, recipe, and
+    every field's own values checked); ``validate`` checks what needs the registries. What
+    comes back is trusted downstream: building the model and training check nothing again.
+    """
     from fusion_lab.registries import load_plugins
 
     study = load_study(study_path, overrides)
@@ -58,14 +63,11 @@ def validate(runs: list[PlannedRun]) -> list[str]:
 
 def dataset_problems(cfg: Any, resize: int | None = None) -> list[str]:
     """A dataset name that is not registered, options the dataset class rejects (its
-    ``check_options`` hook), a root folder that is not there, a decoder that does not
-    exist, or a pre-resized cache whose size is not the run's ``resize``."""
-    from fusion_lab.config import DECODERS
+    ``check_options`` hook), a root folder that is not there, or a pre-resized cache whose
+    size is not the run's ``resize`` (``dataset.decode`` is its field's: ``config.check``)."""
     from fusion_lab.data.source import option_problems
     from fusion_lab.registries import DATASETS
 
-    if cfg.decode not in DECODERS:
-        return [f"decode must be one of {', '.join(DECODERS)}, got {cfg.decode!r}"]
     if cfg.name not in DATASETS:
         return [DATASETS.unknown_message(cfg.name)]
     cls = DATASETS.get(cfg.name)

@@ -8,7 +8,6 @@ published reference numbers. ``load_study`` reads the YAML; ``expand`` turns it 
 
 from __future__ import annotations
 
-import copy
 import difflib
 import itertools
 import re
@@ -20,6 +19,7 @@ import yaml
 
 from fusion_lab.config import RunConfig, from_dict, resolve, result_dict
 from fusion_lab.errors import ConfigError, FusionLabError
+from fusion_lab.plan.dotted import deep_merge, drop_dotted, get_dotted, parse_override, set_dotted
 from fusion_lab.store import canonical_json, run_ids
 
 STUDY_KEYS = ("name", "describe", "plugins", "base", "variants", "grid", "seeds",
@@ -56,54 +56,58 @@ class PlannedRun:
         return f"{self.label} [{cell}]" if cell else self.label
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``train.epochs=1`` -> ("train.epochs", 1); the value is parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like KEY=VALUE, e.g. train.epochs=1")
-    key, value = text.split("=", 1)
-    key = key.strip()
-    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[\w+]+)*", key):
-        raise ConfigError(f"override key {key!r} must be a dotted name like train.epochs")
-    try:
-        return key, yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
-
-
-def _get_dotted(d: dict, key: str) -> Any:
-    for p in key.split("."):
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)
-    return d
-
-
-def set_dotted(d: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    for p in parts[:-1]:
-        if not isinstance(d.get(p), dict):
-            d[p] = {}
-        d = d[p]
-    d[parts[-1]] = value
-
-
-def deep_merge(base: dict, patch: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in patch.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and not k.endswith(
-            ("_args", "options")
-        ):
-            out[k] = deep_merge(out[k], v)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = {**out[k], **copy.deepcopy(v)}
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
-    """Read and structurally validate a study file (components are checked by ``validate``)."""
+    """Read and structurally validate a study file (components are checked by ``validate``).
+
+    Every problem is reported at once; ``--set`` overrides of config keys win over the
+    base and every variant's patch.
+    """
     path = Path(path)
+    raw = _read_yaml(path)
+    problems: list[str] = []
+    config_overrides = _split_overrides(raw, overrides or [], problems)
+    for key in raw:
+        if key not in STUDY_KEYS:
+            close = difflib.get_close_matches(str(key), STUDY_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown study key {key!r}{hint}; valid: {', '.join(STUDY_KEYS)}")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.+-]+", name):
+        problems.append(f"name must be a simple word (letters, digits, . _ + -), got {name!r}")
+        name = path.stem
+    base = raw.get("base") or {}
+    if not isinstance(base, dict):
+        problems.append("base must be a mapping of dataset/model/train")
+        base = {}
+    variants, labels = _variants(raw, problems)
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        problems.append("grid must map dotted keys to non-empty lists, e.g. "
+                        "{model.backbone: [resnet18, resnet50]}")
+        grid = {}
+    seeds, baseline = _seeds(raw, problems), raw.get("baseline")
+    if baseline is not None and baseline not in labels:
+        problems.append(f"baseline {baseline!r} is not a variant label; labels: {labels}")
+    reference = _reference(raw, labels, grid, problems)
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        problems.append("plugins must be a list of module names or .py paths")
+        plugins = []
+    _override(base, variants, config_overrides)
+    launcher = raw.get("launcher") or {}
+    if not isinstance(launcher, dict) or not isinstance(launcher.get("name", ""), str):
+        problems.append("launcher must be a mapping with a `name` and its options, e.g. "
+                        "{name: slurm, partition: gpu}")
+        launcher = {}
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    return Study(name=name, describe=str(raw.get("describe", "")), plugins=plugins, base=base,
+                 variants=variants, grid=grid, seeds=seeds, baseline=baseline,
+                 reference=reference, launcher=launcher, path=path)
+
+
+def _read_yaml(path: Path) -> dict:
+    """The study file's mapping, or one error (no file: the studies beside it)."""
     if not path.is_file():
         near = sorted(p.name for p in path.parent.glob("*.y*ml")) if path.parent.is_dir() else []
         hint = f"; studies there: {', '.join(near)}" if near else ""
@@ -118,9 +122,14 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     if not isinstance(raw, dict):
         raise ConfigError("a study must be a mapping with at least `name` and `base`",
                           source=str(path))
-    problems: list[str] = []
+    return raw
+
+
+def _split_overrides(raw: dict, overrides: list[str], problems: list[str]
+                     ) -> list[tuple[str, Any]]:
+    """Study-level overrides set into ``raw``; the config overrides, returned in order."""
     config_overrides = []
-    for text in overrides or []:
+    for text in overrides:
         key, value = parse_override(text)
         if key in ("seeds", "baseline", "describe"):  # study-level keys
             raw[key] = value
@@ -129,19 +138,11 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         else:
             problems.append(f"override {text!r}: the key must start with dataset., model., "
                             "train. or be seeds, baseline or describe")
-    for key in raw:
-        if key not in STUDY_KEYS:
-            close = difflib.get_close_matches(str(key), STUDY_KEYS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"unknown study key {key!r}{hint}; valid: {', '.join(STUDY_KEYS)}")
-    name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not re.fullmatch(r"[\w.+-]+", name):
-        problems.append(f"name must be a simple word (letters, digits, . _ + -), got {name!r}")
-        name = path.stem
-    base = raw.get("base") or {}
-    if not isinstance(base, dict):
-        problems.append("base must be a mapping of dataset/model/train")
-        base = {}
+    return config_overrides
+
+
+def _variants(raw: dict, problems: list[str]) -> tuple[list[dict], list]:
+    """The variants (default: one labelled ``default``) and their labels."""
     variants = raw.get("variants") or [{"label": "default"}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         problems.append("variants must be a list of mappings, each with a `label`")
@@ -154,11 +155,10 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         elif label in labels:
             problems.append(f"two variants are labelled {label!r}; labels must be unique")
         labels.append(label)
-    grid = raw.get("grid") or {}
-    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-        problems.append("grid must map dotted keys to non-empty lists, e.g. "
-                        "{model.backbone: [resnet18, resnet50]}")
-        grid = {}
+    return variants, labels
+
+
+def _seeds(raw: dict, problems: list[str]) -> list[int]:
     seeds = raw.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
@@ -167,9 +167,11 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     ) or len(set(seeds)) != len(seeds):
         problems.append(f"seeds must be a list of distinct integers, got {seeds!r}")
         seeds = [0]
-    baseline = raw.get("baseline")
-    if baseline is not None and baseline not in labels:
-        problems.append(f"baseline {baseline!r} is not a variant label; labels: {labels}")
+    return seeds
+
+
+def _reference(raw: dict, labels: list, grid: dict, problems: list[str]) -> dict:
+    """Published numbers by source, each row a variant label (or 'label (grid values)')."""
     reference = raw.get("reference") or {}
     if not isinstance(reference, dict) or not all(
         isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values())
@@ -177,20 +179,21 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     ):
         problems.append("reference must map a source to {row label: accuracy}, e.g. "
                         "{paper: {Baseline: 84.1}}")
-        reference = {}
-    else:
-        cells = [", ".join(_grid_text(v) for v in values)
-                 for values in itertools.product(*grid.values())] if grid else []
-        rows_known = set(labels) | {f"{lab} ({c})" for lab in labels for c in cells}
-        for src, rows in reference.items():
-            for label in rows:
-                if label not in rows_known:
-                    problems.append(f"reference.{src} names {label!r}, which is no variant "
-                                    "label (or 'label (grid values)')")
-    plugins = raw.get("plugins") or []
-    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
-        problems.append("plugins must be a list of module names or .py paths")
-        plugins = []
+        return {}
+    cells = [", ".join(_grid_text(v) for v in values)
+             for values in itertools.product(*grid.values())] if grid else []
+    rows_known = set(labels) | {f"{lab} ({c})" for lab in labels for c in cells}
+    for src, rows in reference.items():
+        for label in rows:
+            if label not in rows_known:
+                problems.append(f"reference.{src} names {label!r}, which is no variant "
+                                "label (or 'label (grid values)')")
+    return reference
+
+
+def _override(base: dict, variants: list[dict], config_overrides: list[tuple[str, Any]]
+              ) -> None:
+    """Set each config override in the base and drop it from every variant's patch."""
     for key, value in config_overrides:
         set_dotted(base, key, value)
         for v in variants:  # an override wins over every variant's patch too
@@ -198,17 +201,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
             if isinstance(v.get(section), dict):
                 sub = key.split(".", 1)[1] if "." in key else None
                 if sub is not None:
-                    _drop_dotted(v[section], sub)
-    launcher = raw.get("launcher") or {}
-    if not isinstance(launcher, dict) or not isinstance(launcher.get("name", ""), str):
-        problems.append("launcher must be a mapping with a `name` and its options, e.g. "
-                        "{name: slurm, partition: gpu}")
-        launcher = {}
-    if problems:
-        raise ConfigError(problems, source=str(path))
-    return Study(name=name, describe=str(raw.get("describe", "")), plugins=plugins, base=base,
-                 variants=variants, grid=grid, seeds=seeds, baseline=baseline,
-                 reference=reference, launcher=launcher, path=path)
+                    drop_dotted(v[section], sub)
 
 
 def _merge_common(problems: list[tuple[str, str]], n_rows: int) -> list[str]:
@@ -233,15 +226,6 @@ def _grid_text(value: Any) -> str:
     return str(value)
 
 
-def _drop_dotted(d: dict, key: str) -> None:
-    parts = key.split(".")
-    for p in parts[:-1]:
-        d = d.get(p)
-        if not isinstance(d, dict):
-            return
-    d.pop(parts[-1], None)
-
-
 def expand(study: Study, presets: dict[str, dict] | None = None) -> list[PlannedRun]:
     """Every run of a study: variants x grid cells x seeds, in that order.
 
@@ -258,7 +242,7 @@ def expand(study: Study, presets: dict[str, dict] | None = None) -> list[Planned
             for key, value in cell.items():
                 if isinstance(value, dict):
                     value = {k: v for k, v in value.items() if k != "label"}
-                    existing = _get_dotted(merged, key)
+                    existing = get_dotted(merged, key)
                     if isinstance(existing, dict):
                         value = deep_merge(existing, value)
                 set_dotted(merged, key, value)

@@ -1,7 +1,8 @@
 """How a run trains: the recipe and one epoch (evaluation: ``fusion_lab.training.evaluate``;
 checkpoints: ``fusion_lab.training.checkpoint``).
 
-``train_run`` is the whole life of a run folder: ``resume`` restores ``checkpoint.pt`` when
+``train_run`` is the whole life of a run folder (the optimizer and its schedule:
+``fusion_lab.training.optim``): ``resume`` restores ``checkpoint.pt`` when
 one is there, ``train_epoch`` trains one epoch, each finished epoch appends a line to
 ``metrics.jsonl`` and checkpoints, and ``run_summary`` returns the result. An epoch is never
 chosen by test accuracy: the summary reports the last epoch, and the test accuracy at the
@@ -26,7 +27,7 @@ from torch import nn
 from fusion_lab.config import RunConfig, TrainConfig, to_dict
 from fusion_lab.data.device import on_device
 from fusion_lab.errors import DivergedError, FusionLabError
-from fusion_lab.models.assemble import FusionModel, build_model, model_loss, split_backbone
+from fusion_lab.models.assemble import build_model, model_loss
 from fusion_lab.store import (
     BEST_WEIGHTS,
     CHECKPOINT,
@@ -47,6 +48,7 @@ from fusion_lab.training.device import (
 )
 from fusion_lab.training.evaluate import evaluate
 from fusion_lab.training.loggers import Sinks
+from fusion_lab.training.optim import make_optimizer, optimizer_step
 
 
 def seed_everything(seed: int) -> None:
@@ -58,56 +60,6 @@ def seed_everything(seed: int) -> None:
 def epoch_seed(seed: int, epoch: int) -> int:
     """The RNG seed of one epoch: an epoch's randomness depends on (seed, epoch) only."""
     return (seed * 1_000_003 + epoch * 7919 + 17) % 2**31
-
-
-def make_optimizer(model: FusionModel, cfg: RunConfig):
-    """SGD (or AdamW) with the backbone's and the new modules' learning rates; cosine per epoch.
-
-    Group 0 (``lr_backbone``): the backbone but its last ``train.backbone_high_lr_stages``
-    stages; group 1 (``lr_new``): those stages and every new module (the released CUB
-    script's split puts ResNet50's layer4 there).
-    """
-    t = cfg.train
-    low, high = split_backbone(model.backbone, t.backbone_high_lr_stages)
-    new = high + [p for m in model.new_modules() for p in m.parameters()]
-    groups = [{"params": low, "lr": t.lr_backbone}, {"params": new, "lr": t.lr_new}]
-    if t.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=t.lr_new, momentum=t.momentum,
-                              weight_decay=t.weight_decay)
-    elif t.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=t.lr_new, weight_decay=t.weight_decay)
-    else:
-        raise FusionLabError(f"train.optimizer must be sgd or adamw, got {t.optimizer!r}")
-
-    def factor(epoch: int) -> float:
-        if epoch < t.warmup_epochs:
-            return (epoch + 1) / (t.warmup_epochs + 1)
-        if t.schedule == "constant":
-            return 1.0
-        span = max(1, t.epochs - t.warmup_epochs)
-        return 0.5 * (1 + math.cos(math.pi * (epoch - t.warmup_epochs) / span))
-
-    if t.schedule not in ("cosine", "constant"):
-        raise FusionLabError(f"train.schedule must be cosine or constant, got {t.schedule!r}")
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, prec: Precision,
-                   model: nn.Module, grad_clip: float | None = None) -> None:
-    """Backward and one optimizer step, through the grad scaler when fp16 needs one."""
-    opt.zero_grad(set_to_none=True)
-    if prec.scaler is not None:
-        prec.scaler.scale(loss).backward()
-        if grad_clip:
-            prec.scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        prec.scaler.step(opt)
-        prec.scaler.update()
-    else:
-        loss.backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
 
 
 @dataclass
@@ -153,6 +105,33 @@ def train_epoch(model: nn.Module, loader, opt: torch.optim.Optimizer, prec: Prec
     return stats
 
 
+@dataclass
+class _Parts:
+    """What a run trains with: ``model`` is evaluated and saved, ``net`` (DDP's) steps."""
+
+    data: Any
+    model: nn.Module
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    prec: Precision
+    dev: torch.device
+    channels_last: bool
+    d: ddp.Dist
+
+
+@dataclass
+class _Clock:
+    t_start: float  # when train_run began
+    wall_before_s: float = 0.0  # of the earlier, interrupted attempts
+    setup_s: float = 0.0
+    train_time_s: float = 0.0
+    checkpoint_s: float = 0.0
+
+    def wall(self) -> float:
+        return self.wall_before_s + time.perf_counter() - self.t_start
+
+
 def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "auto",
               progress: Any = None, stop_after_epochs: int | None = None,
               before_write: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -160,7 +139,7 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
 
     Args:
         run_dir: the run's folder (config.json already written).
-        cfg: the resolved run config.
+        cfg: the resolved run config (``fusion_lab.plan`` resolved and checked it).
         run_id: the run's id, checked against the checkpoint before resuming.
         device: auto | cpu | cuda | cuda:N.
         progress: an object with ``start_epoch(epoch, epochs, batches)``,
@@ -172,8 +151,6 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
     Under DDP (``fusion_lab.training.ddp``, ``train.world_size`` processes) every process calls
     this; process 0 alone evaluates and writes, and its ``before_write`` decides for all.
     """
-    from fusion_lab.data import build_data
-
     run_dir = Path(run_dir)
     d = ddp.current()
     t, dev = cfg.train, resolve_device(device)
@@ -181,7 +158,43 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         raise FusionLabError(
             f"train.world_size is {t.world_size} but this is one of {d.world_size} "
             f"process(es): train it with fusionlab run --nproc {t.world_size}")
-    t_start = time.perf_counter()
+    clock = _Clock(time.perf_counter())
+    r = _set_up(cfg, dev, d)
+    clock.setup_s = time.perf_counter() - clock.t_start
+    if before_write is not None and d.main:
+        before_write()  # resume rewrites metrics.jsonl
+    start = resume(run_dir, run_id, r.model, r.opt, r.sched, r.prec, dev, write=d.main)
+    clock.wall_before_s = start.wall_before_s
+    # optional tracking sinks (train.loggers) beside metrics.jsonl; process 0 writes
+    sinks, ok = Sinks(t.loggers if d.main else [], run_dir), False
+    try:
+        best = start.best
+        for epoch in range(start.epoch, t.epochs):
+            if stop_after_epochs is not None and epoch >= stop_after_epochs:
+                return {"stopped": True}
+            best = _epoch(run_dir, cfg, run_id, r, epoch, best, clock, sinks, progress,
+                          before_write)
+        ok = True
+    finally:
+        sinks.close(ok)
+    if not t.keep_checkpoint and d.main:
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    times = {"train_time_s": clock.train_time_s, "setup_s": clock.setup_s,
+             "checkpoint_s": clock.checkpoint_s, "wall_time_s": clock.wall()}
+    rows = read_jsonl(run_dir / METRICS_JSONL)
+    # The test loader's batches (the training batch size, unshuffled): a batch-dependent
+    # model's predictions depend on them (docs/results-format.md).
+    return {**run_summary(rows, best, r.data, dev, r.prec, times),
+            "world_size": d.world_size, "batch_per_process": t.batch_size // d.world_size,
+            "batch_dependent": bool(getattr(r.model, "batch_dependent", False)),
+            "test_batch_size": t.batch_size}
+
+
+def _set_up(cfg: RunConfig, dev: torch.device, d: ddp.Dist) -> _Parts:
+    """Seed, then the data, the model on its device, the optimizer and the precision."""
+    from fusion_lab.data import build_data
+
+    t = cfg.train
     seed_everything(cfg.seed)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -192,88 +205,77 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
                                          channels_last=t.channels_last, compile=t.compile)
     model = ddp.to_sync_bn(model, d, dev, t.sync_bn)
     opt, sched = make_optimizer(model, cfg)
-    net = ddp.wrap(model, d, dev)  # what steps; ``model`` is what is evaluated and saved
-    prec = precision(t.amp, dev)
-    setup_s = time.perf_counter() - t_start
-    if before_write is not None and d.main:
-        before_write()  # resume rewrites metrics.jsonl
-    start = resume(run_dir, run_id, model, opt, sched, prec, dev, write=d.main)
-    best = start.best
-    metrics_path = run_dir / METRICS_JSONL
-    train_time = checkpoint_s = 0.0
-    # optional tracking sinks (train.loggers) beside metrics.jsonl; process 0 writes
-    sinks, ok = Sinks(t.loggers if d.main else [], run_dir), False
+    net = ddp.wrap(model, d, dev)
+    return _Parts(data, model, net, opt, sched, precision(t.amp, dev), dev, channels_last, d)
+
+
+def _epoch(run_dir: Path, cfg: RunConfig, run_id: str, r: _Parts, epoch: int,
+           best: dict | None, clock: _Clock, sinks: Sinks, progress: Any,
+           before_write: Callable[[], None] | None) -> dict | None:
+    """Train one epoch; process 0 evaluates it and writes its checkpoint and metrics line.
+    Returns the best validation epoch so far."""
+    t, d = cfg.train, r.d
+    r.data.set_epoch(epoch)
+    seed_everything(epoch_seed(cfg.seed, epoch))
+    t0 = time.perf_counter()
+    if progress is not None:
+        progress.start_epoch(epoch, t.epochs, len(r.data.train))
+    ep = train_epoch(r.net, r.data.train, r.opt, r.prec, r.dev, r.channels_last, t, epoch,
+                     progress, d)
+    epoch_train_s = time.perf_counter() - t0
+    lr = r.opt.param_groups[1]["lr"]
+    r.sched.step()
+    if not d.main:  # process 0 evaluates and writes; go on once it says so
+        if not ddp.broadcast(None, d):
+            raise ClaimLost("process 0 lost the run's claim; stopping")
+        return best
+    val = evaluate(r.model, r.data.val, r.dev, r.prec, r.channels_last) if r.data.val else None
+    test = evaluate(r.model, r.data.test, r.dev, r.prec, r.channels_last)
+    epoch_s = time.perf_counter() - t0
+    clock.train_time_s += epoch_s
+    record = {"epoch": epoch + 1, "lr": lr, "train_loss": ep.loss_sum / max(1, ep.seen),
+              "train_acc": 100.0 * ep.correct / max(1, ep.seen),
+              "val_acc": val["acc"] if val else None,
+              "test_acc": test["acc"], "test_heads": test["heads"],
+              "images_per_s": ep.seen / max(1e-9, epoch_train_s), "epoch_s": epoch_s}
+    new_best = val is not None and (best is None or val["acc"] > best["val_acc"])
+    if new_best:
+        best = {"epoch": epoch + 1, "val_acc": val["acc"], "acc": test["acc"],
+                "heads": test["heads"]}
     try:
-        for epoch in range(start.epoch, t.epochs):
-            if stop_after_epochs is not None and epoch >= stop_after_epochs:
-                return {"stopped": True}
-            data.set_epoch(epoch)
-            seed_everything(epoch_seed(cfg.seed, epoch))
-            t0 = time.perf_counter()
-            if progress is not None:
-                progress.start_epoch(epoch, t.epochs, len(data.train))
-            ep = train_epoch(net, data.train, opt, prec, dev, channels_last, t, epoch, progress, d)
-            epoch_train_s = time.perf_counter() - t0
-            lr = opt.param_groups[1]["lr"]
-            sched.step()
-            if not d.main:  # process 0 evaluates and writes; go on once it says so
-                if not ddp.broadcast(None, d):
-                    raise ClaimLost("process 0 lost the run's claim; stopping")
-                continue
-            val = evaluate(model, data.val, dev, prec, channels_last) if data.val else None
-            test = evaluate(model, data.test, dev, prec, channels_last)
-            epoch_s = time.perf_counter() - t0
-            train_time += epoch_s
-            record = {"epoch": epoch + 1, "lr": lr, "train_loss": ep.loss_sum / max(1, ep.seen),
-                      "train_acc": 100.0 * ep.correct / max(1, ep.seen),
-                      "val_acc": val["acc"] if val else None,
-                      "test_acc": test["acc"], "test_heads": test["heads"],
-                      "images_per_s": ep.seen / max(1e-9, epoch_train_s), "epoch_s": epoch_s}
-            new_best = val is not None and (best is None or val["acc"] > best["val_acc"])
-            if new_best:
-                best = {"epoch": epoch + 1, "val_acc": val["acc"], "acc": test["acc"],
-                        "heads": test["heads"]}
-            try:
-                if before_write is not None:
-                    before_write()
-            except BaseException:
-                ddp.broadcast(False, d)
-                raise
-            ddp.broadcast(True, d)
-            t_ckpt = time.perf_counter()
-            with deferred():  # a signal waits: checkpoint and metrics line go together
-                if new_best:  # the best validation epoch's weights, for viz and evaluation
-                    save_checkpoint(run_dir / BEST_WEIGHTS, {
-                        "run_id": run_id, "epoch": epoch + 1, "val_acc": val["acc"],
-                        "config": to_dict(cfg), "model": model.state_dict(),
-                        "num_classes": data.num_classes, "class_names": data.class_names})
-                save_checkpoint(run_dir / CHECKPOINT, {
-                    "run_id": run_id, "epoch": epoch + 1, "config": to_dict(cfg),
-                    "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "scaler": prec.scaler.state_dict() if prec.scaler is not None else None,
-                    "rng": rng_state(), "best_val": best, "record": record,
-                    "num_classes": data.num_classes,
-                    "class_names": data.class_names,
-                    "wall_time_s": start.wall_before_s + time.perf_counter() - t_start})
-                append_jsonl(metrics_path, record)
-            sinks.log_epoch(record)
-            checkpoint_s += time.perf_counter() - t_ckpt
-            if progress is not None:
-                progress.end_epoch(record)
-        ok = True
-    finally:
-        sinks.close(ok)
-    if not t.keep_checkpoint and d.main:
-        (run_dir / CHECKPOINT).unlink(missing_ok=True)
-    times = {"train_time_s": train_time, "setup_s": setup_s, "checkpoint_s": checkpoint_s,
-             "wall_time_s": start.wall_before_s + time.perf_counter() - t_start}
-    # The test loader's batches (the training batch size, unshuffled): a batch-dependent
-    # model's predictions depend on them (docs/results-format.md).
-    return {**run_summary(read_jsonl(metrics_path), best, data, dev, prec, times),
-            "world_size": d.world_size, "batch_per_process": t.batch_size // d.world_size,
-            "batch_dependent": bool(getattr(model, "batch_dependent", False)),
-            "test_batch_size": t.batch_size}
+        if before_write is not None:
+            before_write()
+    except BaseException:
+        ddp.broadcast(False, d)
+        raise
+    ddp.broadcast(True, d)
+    t_ckpt = time.perf_counter()
+    _write_epoch(run_dir, cfg, run_id, r, record, best, new_best, clock)
+    sinks.log_epoch(record)
+    clock.checkpoint_s += time.perf_counter() - t_ckpt
+    if progress is not None:
+        progress.end_epoch(record)
+    return best
+
+
+def _write_epoch(run_dir: Path, cfg: RunConfig, run_id: str, r: _Parts, record: dict,
+                 best: dict | None, new_best: bool, clock: _Clock) -> None:
+    """An epoch's checkpoint, best weights (if new) and metrics line; a signal waits."""
+    with deferred():
+        if new_best:  # the best validation epoch's weights, for viz and evaluation
+            save_checkpoint(run_dir / BEST_WEIGHTS, {
+                "run_id": run_id, "epoch": record["epoch"], "val_acc": best["val_acc"],
+                "config": to_dict(cfg), "model": r.model.state_dict(),
+                "num_classes": r.data.num_classes, "class_names": r.data.class_names})
+        save_checkpoint(run_dir / CHECKPOINT, {
+            "run_id": run_id, "epoch": record["epoch"], "config": to_dict(cfg),
+            "model": r.model.state_dict(), "optimizer": r.opt.state_dict(),
+            "scheduler": r.sched.state_dict(),
+            "scaler": r.prec.scaler.state_dict() if r.prec.scaler is not None else None,
+            "rng": rng_state(), "best_val": best, "record": record,
+            "num_classes": r.data.num_classes, "class_names": r.data.class_names,
+            "wall_time_s": clock.wall()})
+        append_jsonl(run_dir / METRICS_JSONL, record)
 
 
 def run_summary(rows: list[dict], best: dict | None, data: Any, dev: torch.device,
