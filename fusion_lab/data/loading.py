@@ -31,12 +31,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from fusion_lab.config import DECODERS  # the values __getitem__ implements
 from fusion_lab.data.gpu_decode import Encoded, PendingBatch, read_encoded
 from fusion_lab.data.source import IMAGE_ERRORS, ImageSource
 from fusion_lab.data.transforms import FGVCTransform, crop_box
 from fusion_lab.errors import DatasetError
-
-DECODE_PATHS = ("cpu", "gpu")  # the values of dataset.decode that __getitem__ implements
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,8 @@ class SplitDataset(Dataset):
 
     def __init__(self, source: ImageSource, samples: Sequence[tuple[Any, int]],
                  transform: FGVCTransform, decode: str = "cpu"):
-        if decode not in DECODE_PATHS:
-            raise DatasetError(f"dataset.decode must be one of {', '.join(DECODE_PATHS)}, "
+        if decode not in DECODERS:
+            raise DatasetError(f"dataset.decode must be one of {', '.join(DECODERS)}, "
                                f"got {decode!r}")
         self.source = source
         self.samples = list(samples)
