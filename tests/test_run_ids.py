@@ -2,7 +2,7 @@
 
 A change that moves one of these ids orphans every result already trained for that run.
 The ids were computed before any refactoring of the code that computes them (issue 11);
-a change that alters them on purpose updates them here and says so in the README.
+a change that alters them on purpose updates them here and says so in CHANGELOG.md.
 
 Changed on purpose (issue 10, per-dataset reference recipes): every CUB run (attention,
 convlstm, pathways, sota's CUB cells) now trains ResNet50's layer4 at lr_new, as the

@@ -259,7 +259,7 @@ def _weights_problem(name: str, pretrained: str) -> str | None:
     if not path.is_file():
         if meant_for is not None:
             return (f"the shipped weights {pretrained!r} are missing ({path}); reinstall "
-                    "fusion_lab or rebuild them (README, 'Pretrained weights')")
+                    "fusion_lab or rebuild them (`make weights`; docs/weights.md)")
         return (f"pretrained weights file {pretrained!r} not found; give the path of a state "
                 f"dict saved from {name!r}, a weights name ({', '.join(NAMED_WEIGHTS)}), "
                 "true (download) or false")
