@@ -24,8 +24,11 @@ import os
 import socket
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
+
+from fusion_lab.errors import FusionLabWarning
 
 DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
 INTERRUPTED = "interrupted"  # stopped by SIGTERM/SIGINT (or a scheduler); resumes on rerun
@@ -123,17 +126,31 @@ def read_json(path: str | Path) -> Any | None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Every complete line of a JSON-lines file (a torn last line is ignored)."""
-    rows = []
+    """Every JSON-object line of a JSON-lines file.
+
+    A torn last line (a process killed while appending) is ignored; any other line that is
+    not a JSON object is skipped with one warning for the file, and the lines after it kept.
+    """
+    rows: list[dict] = []
     try:
-        lines = Path(path).read_text().splitlines()
+        text = Path(path).read_text(errors="replace")
     except OSError:
         return rows
-    for line in lines:
+    lines = text.splitlines()
+    bad = 0
+    for i, line in enumerate(lines):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
-            break
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif line.strip() and not (i == len(lines) - 1 and not text.endswith("\n")):
+            bad += 1
+    if bad:
+        warnings.warn(FusionLabWarning(
+            f"{path}: skipped {bad} unreadable line(s) (not a JSON object); the other "
+            f"{len(rows)} lines are kept"), stacklevel=2)
     return rows
 
 
