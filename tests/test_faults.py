@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
+import socket
 import stat
 import textwrap
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 from test_runner import STUDY
@@ -66,3 +71,80 @@ def test_result_files_follow_the_umask(tmp_path, umask):
         os.umask(old)
     for name in (store.SUMMARY_JSON, store.STUDY_JSON, store.METRICS_JSONL):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+# --- claims ----------------------------------------------------------------------------
+
+def _foreign_claim(d: Path, ts: float, beat_ts: float | None = None) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    token = "b" * 32
+    (d / store.CLAIM).write_text(json.dumps({"pid": 1, "host": "node-b-" + socket.gethostname(),
+                                             "ts": ts, "token": token, "lease_s": 300.0}))
+    if beat_ts is not None:
+        store.write_json(store.beat_path(d, token), {"ts": beat_ts})
+
+
+def test_a_future_heartbeat_is_judged_by_the_files_modification_time(tmp_path):
+    d, future = tmp_path / "run", time.time() + 3 * 3600  # a dead node whose clock ran ahead
+    _foreign_claim(d, ts=future, beat_ts=future)
+    old = time.time() - 1000  # longer ago than the lease plus the skew allowance
+    os.utime(d / store.CLAIM, (old, old))
+    os.utime(store.beat_path(d, "b" * 32), (old, old))
+    assert store.run_status(d) == store.PENDING
+    assert store.try_claim(d)
+    # a fast clock on a live node: its heartbeat file was just written, so it still holds
+    e = tmp_path / "live"
+    _foreign_claim(e, ts=future, beat_ts=future)
+    assert store.run_status(e) == store.RUNNING and store.try_claim(e) is None
+    # within the skew allowance, the heartbeat's own time is still believed
+    f = tmp_path / "skewed"
+    _foreign_claim(f, ts=time.time() + 30, beat_ts=time.time() + 30)
+    os.utime(store.beat_path(f, "b" * 32), (old, old))
+    os.utime(f / store.CLAIM, (old, old))
+    assert store.run_status(f) == store.RUNNING
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", '"x"', "3", "null"])
+def test_a_claim_that_is_not_a_json_object_is_a_stale_claim(tmp_path, body):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / store.CLAIM).write_text(body)
+    old = time.time() - 60  # not a claim being written this very moment
+    os.utime(d / store.CLAIM, (old, old))
+    with pytest.warns(FusionLabWarning, match="claim"):
+        assert store.run_status(d) == store.PENDING
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        token = store.try_claim(d)
+    assert token and store.owns_claim(d, token)
+
+
+ROUNDS, WORKERS = 300, 6
+
+
+def _race(folder: str, barrier, results) -> None:
+    won = []
+    for i in range(ROUNDS):
+        barrier.wait()
+        if store.try_claim(Path(folder) / str(i)):
+            won.append(i)
+    results.put(won)
+
+
+def test_exactly_one_process_takes_over_a_stale_claim(tmp_path):
+    for i in range(ROUNDS):  # a claim from another node, heartbeat long past its lease
+        _foreign_claim(tmp_path / str(i), ts=time.time() - 7200, beat_ts=time.time() - 7200)
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(WORKERS), ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(str(tmp_path), barrier, results))
+             for _ in range(WORKERS)]
+    for p in procs:
+        p.start()
+    wins = [0] * ROUNDS
+    for _ in procs:
+        for i in results.get(timeout=60):
+            wins[i] += 1
+    for p in procs:
+        p.join(timeout=10)
+    doubles = [i for i, n in enumerate(wins) if n > 1]
+    assert not doubles and wins == [1] * ROUNDS, f"{len(doubles)} rounds with two winners"
