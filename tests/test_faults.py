@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import socket
 import stat
 import textwrap
@@ -56,6 +57,60 @@ def test_resume_keeps_every_epoch_after_a_garbage_line(study_file, tmp_path):
         out = train_run(d, r.config, r.run_id, device="cpu")
     assert [x["epoch"] for x in store.read_jsonl(d / store.METRICS_JSONL)] == [1, 2, 3, 4]
     assert out["epochs"] == 4
+
+
+# --- checkpoint.pt ---------------------------------------------------------------------
+
+def test_a_saved_checkpoint_leaves_no_previous_copy_or_temp_file(study_file, tmp_path):
+    study, runs = prepare(study_file)
+    r, d = runs[0], tmp_path / "run"
+    d.mkdir()
+    train_run(d, r.config, r.run_id, device="cpu", stop_after_epochs=2)
+    names = sorted(p.name for p in d.iterdir())
+    assert store.CHECKPOINT in names and store.CHECKPOINT_PREV not in names
+    assert not [n for n in names if n.endswith(".tmp")], names
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_an_unreadable_checkpoint_restarts_the_run_with_one_warning(study_file, tmp_path,
+                                                                   damage):
+    study, runs = prepare(study_file)
+    r, whole, d = runs[0], tmp_path / "whole", tmp_path / "run"
+    whole.mkdir()
+    d.mkdir()
+    a = train_run(whole, r.config, r.run_id, device="cpu")
+    train_run(d, r.config, r.run_id, device="cpu", stop_after_epochs=1)
+    ckpt = d / store.CHECKPOINT
+    ckpt.write_bytes(b"" if damage == "empty" else ckpt.read_bytes()[:1000])
+    for _ in range(2):  # a rerun after the failure recovers too (it used to fail forever)
+        with pytest.warns(FusionLabWarning, match="from epoch 0") as record:
+            b = train_run(d, r.config, r.run_id, device="cpu")
+        assert len(fusion_warnings(record)) == 1
+        assert a["final"] == b["final"] and b["epochs"] == 2
+        ckpt.write_bytes(b"")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(study_file, tmp_path, damage):
+    """Killed while replacing the checkpoint: the previous one resumes the run, unchanged."""
+    study, runs = prepare(study_file)
+    r, whole, d = runs[1], tmp_path / "whole", tmp_path / "run"
+    whole.mkdir()
+    d.mkdir()
+    a = train_run(whole, r.config, r.run_id, device="cpu")
+    train_run(d, r.config, r.run_id, device="cpu", stop_after_epochs=1)
+    shutil.copy(d / store.CHECKPOINT, d / store.CHECKPOINT_PREV)
+    if damage == "missing":  # killed between setting the old one aside and the new rename
+        (d / store.CHECKPOINT).unlink()
+    else:
+        (d / store.CHECKPOINT).write_bytes(b"\x80\x02garbage")
+    with pytest.warns(FusionLabWarning, match=store.CHECKPOINT_PREV) as record:
+        b = train_run(d, r.config, r.run_id, device="cpu")
+    assert len(fusion_warnings(record)) == 1
+    assert a["final"] == b["final"]
+    la, lb = (store.read_jsonl(x / store.METRICS_JSONL) for x in (whole, d))
+    assert [x["train_loss"] for x in la] == [x["train_loss"] for x in lb]
+    assert not (d / store.CHECKPOINT_PREV).exists()
 
 
 # --- file modes ------------------------------------------------------------------------
