@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 from test_runner import STUDY
+from test_table import StudyWriter
 
 from fusion_lab import store
+from fusion_lab.analysis.aggregate import aggregate, load_runs
 from fusion_lab.errors import FusionLabWarning
 from fusion_lab.plan.planning import prepare
 from fusion_lab.training.train import train_run
@@ -111,6 +113,21 @@ def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(study_file, tmp
     la, lb = (store.read_jsonl(x / store.METRICS_JSONL) for x in (whole, d))
     assert [x["train_loss"] for x in la] == [x["train_loss"] for x in lb]
     assert not (d / store.CHECKPOINT_PREV).exists()
+
+
+# --- run folders -----------------------------------------------------------------------
+
+def test_a_backup_copy_of_a_run_folder_is_not_counted_as_a_seed(tmp_path):
+    w = StudyWriter(tmp_path / "results", "ablation", seeds=[0, 1])
+    w.row("Baseline", [("done", 80.0), ("done", 82.0)])
+    w.save()
+    run0 = w.dir / w.study["rows"][0]["run_ids"][0]
+    shutil.copytree(run0, w.dir / (run0.name + ".bak"))
+    with pytest.warns(FusionLabWarning, match=r"\.bak") as record:
+        study, runs = load_runs(w.dir)
+    assert len(fusion_warnings(record)) == 1
+    rows = aggregate(study, runs)
+    assert rows.iloc[0]["n"] == 2 and rows.iloc[0]["mean"] == 81.0
 
 
 # --- file modes ------------------------------------------------------------------------
