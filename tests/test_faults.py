@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import os
 import shutil
 import socket
 import stat
+import struct
 import textwrap
 import time
 import warnings
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from test_runner import STUDY
 from test_table import StudyWriter
 
 from fusion_lab import store
 from fusion_lab.analysis.aggregate import aggregate, load_runs
+from fusion_lab.data.source import IMAGE_ERRORS, ImageSource
 from fusion_lab.errors import FusionLabWarning
 from fusion_lab.plan.planning import prepare
 from fusion_lab.training.train import train_run
@@ -220,3 +224,35 @@ def test_exactly_one_process_takes_over_a_stale_claim(tmp_path):
         p.join(timeout=10)
     doubles = [i for i, n in enumerate(wins) if n > 1]
     assert not doubles and wins == [1] * ROUNDS, f"{len(doubles)} rounds with two winners"
+
+
+# --- images ----------------------------------------------------------------------------
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small valid JPEG whose frame header (SOF0) says ``width`` x ``height``."""
+    buf = io.BytesIO()
+    Image.new("L", (16, 16), 128).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_a_huge_jpeg_is_refused_from_its_header_without_decoding(tmp_path, monkeypatch):
+    import torchvision.io
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the decoder ran on an image over the pixel limit")
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", no_decoding)
+    path = tmp_path / "huge.jpg"
+    path.write_bytes(_jpeg_claiming(20000, 20000))
+    with pytest.raises(Image.DecompressionBombError):  # PIL refuses it from its header
+        Image.open(path)
+    with pytest.raises(IMAGE_ERRORS):
+        ImageSource().load_tensor(path)
+    # an ordinary image still takes the fast path
+    small = tmp_path / "small.jpg"
+    small.write_bytes(_jpeg_claiming(16, 16))
+    with pytest.raises(AssertionError, match="decoder ran"):
+        ImageSource().load_tensor(small)
