@@ -9,6 +9,7 @@ study's baseline row with the same grid values, and marked when within noise
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pandas as pd
 
 from fusion_lab.analysis.stats import difference_interval
 from fusion_lab.config import flatten
-from fusion_lab.errors import FusionLabError
+from fusion_lab.errors import FusionLabError, FusionLabWarning
 from fusion_lab.store import (
     CONFIG_JSON,
     COST_JSON,
@@ -131,13 +132,33 @@ def load_runs(study_dir: Path, metric: str = "final") -> tuple[dict, pd.DataFram
             records.append(rec)
             seen.add(run_id)
     # Run folders the current plan does not name: other seeds, or rows of an edited study.
-    extra = [p for p in sorted(study_dir.iterdir())
-             if p.name not in seen and (p / CONFIG_JSON).is_file()]
-    for run_dir in extra:
+    for run_dir in _other_run_folders(study_dir, seen):
         rec = _run_record(run_dir, metric)
         rec["order"] = math.inf
         records.append(rec)
     return study, pd.DataFrame.from_records(records)
+
+
+def _other_run_folders(study_dir: Path, seen: set[str]) -> list[Path]:
+    """The run folders of ``study_dir`` not in ``seen``.
+
+    A folder whose name is not its config.json's run id (a backup copy such as
+    ``<run id>.bak``) is not a run: it is left out, with a warning naming it, so that it
+    never counts as one more seed.
+    """
+    found = []
+    for p in sorted(study_dir.iterdir()):
+        if p.name in seen or not (p / CONFIG_JSON).is_file():
+            continue
+        cfg = read_json(p / CONFIG_JSON)
+        run_id = cfg.get("run_id") if isinstance(cfg, dict) else None
+        if run_id is not None and run_id != p.name:
+            warnings.warn(FusionLabWarning(
+                f"{p} is a copy of run {str(run_id)[:12]} (its folder name is not its run id): "
+                f"left out of the table; move it out of {study_dir}/"), stacklevel=3)
+            continue
+        found.append(p)
+    return found
 
 
 def aggregate(study: dict, runs: pd.DataFrame) -> pd.DataFrame:

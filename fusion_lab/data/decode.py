@@ -20,6 +20,7 @@ fast path's pixels equal PIL's exactly (tests/test_decode.py checks it).
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from typing import Any
@@ -61,10 +62,11 @@ def whole_jpeg(data: bytes) -> bool:
 def decode_jpeg_bytes(data: bytes) -> torch.Tensor | None:
     """A JPEG's pixels as uint8 [3, H, W] RGB, or None when the fast path cannot say.
 
-    None means: not a JPEG, or libjpeg-turbo (through torchvision) refused it, or it is
-    larger than PIL would open; the caller then asks PIL, whose answer is final.
+    None means: not a JPEG, or libjpeg-turbo (through torchvision) refused it, or its
+    header says it is larger than PIL would open (checked before decoding); the caller then
+    asks PIL, whose answer is final.
     """
-    if not whole_jpeg(data):
+    if not whole_jpeg(data) or over_pixel_limit(data):
         return None
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -78,10 +80,27 @@ def decode_jpeg_bytes(data: bytes) -> torch.Tensor | None:
     elif image.shape[0] != 3:
         # CMYK/YCCK: Adobe's inverted CMYK and PIL's conversion have variants; let PIL do it.
         return None
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and image.shape[1] * image.shape[2] > 2 * limit:
-        return None  # PIL raises DecompressionBombError on these: let it
     return image
+
+
+def over_pixel_limit(data: bytes) -> bool:
+    """Whether PIL would refuse the image as a decompression bomb, judged from its header.
+
+    ``Image.open`` reads only the header, so a 20000x20000 JPEG is refused without
+    decoding it (the decoder would allocate 400 MB, and 1.2 GB more as RGB). Between
+    ``MAX_IMAGE_PIXELS`` and twice that PIL only warns and decodes, and so does the fast path.
+    """
+    if Image.MAX_IMAGE_PIXELS is None:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)):
+                return False
+        except Image.DecompressionBombError:
+            return True
+        except Exception:
+            return False  # the decoder, then PIL, judge a damaged header
 
 
 def is_path(item: Any) -> bool:

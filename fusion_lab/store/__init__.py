@@ -5,7 +5,9 @@
 Every path and file name of the results folder is spelled here and only here:
 ``results/<study>/study.json`` and ``cost.json``, and per run
 ``results/<study>/<run id>/`` with ``config.json``, ``metrics.jsonl``, ``summary.json``,
-``checkpoint.pt``, ``error.log``, ``claim`` and the claim holder's ``.beat-<token>``.
+``checkpoint.pt`` (and ``checkpoint.prev.pt`` while it is replaced), ``error.log``,
+``claim``, the claim holder's ``.beat-<token>`` and ``.claim.takeover.*`` while a stale claim
+is taken over (see ``fusion_lab.store.claims``).
 
 A claim is a lease: it names its host, pid, start time, a random token and the lease
 length; the process holding it refreshes a heartbeat file (see ``fusion_lab.store.lease``). A
@@ -17,16 +19,15 @@ documented in docs/results-format.md.
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import hashlib
 import json
 import os
-import socket
-import tempfile
-import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
+
+from fusion_lab.errors import FusionLabWarning
 
 DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
 INTERRUPTED = "interrupted"  # stopped by SIGTERM/SIGINT (or a scheduler); resumes on rerun
@@ -48,9 +49,11 @@ CONFIG_JSON = "config.json"  # identity and resolved config, written before trai
 METRICS_JSONL = "metrics.jsonl"  # one line per finished epoch
 SUMMARY_JSON = "summary.json"  # status and result, written last
 CHECKPOINT = "checkpoint.pt"  # the last finished epoch's state (torch.save)
+CHECKPOINT_PREV = "checkpoint.prev.pt"  # the one before, kept while checkpoint.pt is replaced
 BEST_WEIGHTS = "best.pt"  # weights of the best-validation epoch (with a validation split)
 ERROR_LOG = "error.log"  # the traceback of a failed run
 CLAIM = "claim"  # the process training the run (a lease)
+CLAIM_TAKEOVER = ".claim.takeover"  # <name>.<digest>.<n>: a stale claim being taken over
 QUEUED_JSON = "queued.json"  # a cluster task submitted for the run and not started yet
 
 
@@ -89,9 +92,11 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically; the file's mode follows the umask (0666 & ~umask), as open's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -122,152 +127,46 @@ def read_json(path: str | Path) -> Any | None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Every complete line of a JSON-lines file (a torn last line is ignored)."""
-    rows = []
+    """Every JSON-object line of a JSON-lines file.
+
+    A torn last line (a process killed while appending) is ignored; any other line that is
+    not a JSON object is skipped with one warning for the file, and the lines after it kept.
+    """
+    rows: list[dict] = []
     try:
-        lines = Path(path).read_text().splitlines()
+        text = Path(path).read_text(errors="replace")
     except OSError:
         return rows
-    for line in lines:
+    lines = text.splitlines()
+    bad = 0
+    for i, line in enumerate(lines):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
-            break
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif line.strip() and not (i == len(lines) - 1 and not text.endswith("\n")):
+            bad += 1
+    if bad:
+        warnings.warn(FusionLabWarning(
+            f"{path}: skipped {bad} unreadable line(s) (not a JSON object); the other "
+            f"{len(rows)} lines are kept"), stacklevel=2)
     return rows
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# The claim code lives in ``claims``, which uses the names above; re-exported here.
+from fusion_lab.store.claims import (  # noqa: E402
+    beat_path,
+    claim_is_live,
+    owns_claim,
+    read_claim,
+    release_claim,
+    try_claim,
+)
 
-
-def _ts(value: Any) -> float | None:
-    """Seconds since the epoch from a float or an ISO time; None if neither."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return _dt.datetime.fromisoformat(value).timestamp()
-        except ValueError:
-            return None
-    return None
-
-
-def beat_path(run_dir: str | Path, token: str) -> Path:
-    return Path(run_dir) / f".beat-{token}"
-
-
-def read_claim(run_dir: str | Path) -> dict | None:
-    """The claim of a run folder with ``beat`` (its last heartbeat, epoch seconds) filled in."""
-    claim = read_json(Path(run_dir) / CLAIM)
-    if not isinstance(claim, dict):
-        return claim
-    beats = [_ts(claim.get("ts")), _ts(claim.get("time"))]
-    if isinstance(claim.get("token"), str):
-        beat = read_json(beat_path(run_dir, claim["token"]))
-        if isinstance(beat, dict):
-            beats.append(_ts(beat.get("ts")))
-    known = [b for b in beats if b is not None]
-    claim["beat"] = max(known) if known else None
-    return claim
-
-
-def claim_is_live(claim: dict | None, now: float | None = None,
-                  skew_s: float = CLOCK_SKEW_S) -> bool:
-    """Whether a claim (from ``read_claim``) still holds its run.
-
-    On this host a dead pid makes it stale at once. On any host, a heartbeat older than the
-    claim's lease (``lease_s``; claims written before leases existed get ``LEASE_S`` and are
-    judged by their start time when made on another host) plus ``skew_s`` makes it stale.
-    """
-    if not claim:
-        return False
-    lease = claim.get("lease_s")
-    if claim.get("host") == socket.gethostname():
-        pid = claim.get("pid")
-        if not (isinstance(pid, int) and _pid_alive(pid)):
-            return False
-        if lease is None:
-            return True  # an old-style claim of a live local process
-    elif lease is None:
-        lease = LEASE_S
-    beat = claim.get("beat", _ts(claim.get("time")))
-    if beat is None:
-        return claim.get("host") == socket.gethostname()
-    age = (time.time() if now is None else now) - beat
-    return age <= float(lease) + skew_s
-
-
-def try_claim(run_dir: str | Path, lease_s: float = LEASE_S) -> str | None:
-    """Atomically claim a run folder for this process: its token, or None if a live claim holds it.
-
-    The claim is a file created with O_EXCL; a stale claim (dead process, or heartbeat
-    older than its lease) is replaced, by renaming it away first so that two processes
-    cannot both take it over.
-    """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / CLAIM
-    token = uuid.uuid4().hex
-    body = canonical_json({"pid": os.getpid(), "host": socket.gethostname(), "time": now(),
-                           "ts": time.time(), "token": token, "lease_s": float(lease_s)})
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except OSError as e:
-            if e.errno != errno.EEXIST:
-                raise
-            existing = read_claim(run_dir)
-            if existing is None:
-                # Another process is between creating and writing the claim: it is live
-                # unless the file has been empty for a while (a crash right at claim time).
-                try:
-                    age = _dt.datetime.now().timestamp() - path.stat().st_mtime
-                except FileNotFoundError:
-                    continue
-                if age < 10:
-                    return None
-            elif claim_is_live(existing):
-                return None
-            stale = run_dir / f".claim.stale.{os.getpid()}"
-            try:
-                os.rename(path, stale)  # only one process wins this rename
-            except FileNotFoundError:
-                continue
-            old = read_json(stale)
-            if isinstance(old, dict) and isinstance(old.get("token"), str):
-                beat_path(run_dir, old["token"]).unlink(missing_ok=True)
-            stale.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        return token
-    return None
-
-
-def owns_claim(run_dir: str | Path, token: str) -> bool:
-    claim = read_json(Path(run_dir) / CLAIM)
-    return isinstance(claim, dict) and claim.get("token") == token
-
-
-def release_claim(run_dir: str | Path, token: str | None = None) -> None:
-    """Remove this process's claim (the one with ``token``); never another process's."""
-    path = Path(run_dir) / CLAIM
-    claim = read_json(path)
-    if token is not None:
-        beat_path(run_dir, token).unlink(missing_ok=True)
-        if isinstance(claim, dict) and claim.get("token") == token:
-            path.unlink(missing_ok=True)
-        return
-    if claim and claim.get("pid") == os.getpid() and claim.get("host") == socket.gethostname():
-        path.unlink(missing_ok=True)
+__all__ = ["beat_path", "claim_is_live", "owns_claim", "read_claim", "release_claim",
+           "try_claim"]
 
 
 def run_status(run_dir: str | Path) -> str:
