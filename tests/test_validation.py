@@ -46,6 +46,9 @@ CASES = {
     # a batch of one image cannot train BatchNorm (it is skipped): a whole run would train nothing
     "batch_size of one": (["train.batch_size=1"], "train.batch_size must be >= 2, got 1"),
     "negative lr_new": (["train.lr_new=-1"], "train.lr_new must be >= 0, got -1.0"),
+    # SGD with momentum >= 1 accumulates without decay: the loss ran to 1e22, recorded done
+    "momentum of 5": (["train.momentum=5"], "train.momentum must be in [0, 1), got 5.0"),
+    "momentum of 1": (["train.momentum=1"], "train.momentum must be in [0, 1), got 1.0"),
     "zero width": (["model.width=0"], "model.width must be >= 1, got 0"),
     "dataset option out of range": (["dataset.options={num_classes: 500}"],
                                      "synthetic_fgvc': num_classes must be 2..30, got 500"),

@@ -98,7 +98,7 @@ class TrainConfig:
     # layer4). Stages: the BACKBONES contract in fusion_lab/registries.py.
     backbone_high_lr_stages: int | None = _f(None, min=0)
     optimizer: str = _f("sgd", choices=OPTIMIZERS)  # sgd (the paper's) | adamw (faster from scratch, e.g. quickstart)
-    momentum: float = _f(0.9, min=0)  # sgd only
+    momentum: float = _f(0.9, min=0, below=1)  # sgd only; >= 1 diverges
     weight_decay: float = _f(5e-4, min=0)
     schedule: str = _f("cosine", choices=SCHEDULES)  # cosine (per epoch) | constant
     warmup_epochs: int = _f(0, min=0)
