@@ -24,6 +24,7 @@ exceed ``max_unreadable`` (a fraction of that split), iteration raises ``Dataset
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -162,3 +163,16 @@ class SkippingLoader(DataLoader):
                 self.log.record(self.split, failed)
             if len(labels):
                 yield images, labels
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """A loader worker's start: ignore SIGINT and SIGTERM.
+
+    A terminal's Ctrl-C reaches the whole process group. Forked workers inherit the main
+    process's handlers, which raise ``RunInterrupted``/``KeyboardInterrupt`` in the worker:
+    it dies, and the main process saw "DataLoader worker exited unexpectedly" (a failed run
+    and a page of tracebacks). The main process alone decides: it records the run as
+    interrupted and shuts its workers down.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
