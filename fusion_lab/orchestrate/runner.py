@@ -1,7 +1,9 @@
-"""Run a study's planned runs: train what is missing, failed or interrupted, in this process
-or in one worker process per GPU (planning is in ``fusion_lab.plan.planning``, training in
-``fusion_lab.training.train``, the results folder's layout in ``fusion_lab.store``, other places to
-train in ``fusion_lab.orchestrate.launchers``).
+"""Train a study's planned runs in this process: what is missing, failed or interrupted
+(``store.needs_training``), after the one rule for where runs may train (``check_device``).
+The orchestrator is ``fusion_lab.orchestrate.study_run``, planning is in
+``fusion_lab.plan.planning``, training in ``fusion_lab.training.train``, the results
+folder's layout in ``fusion_lab.store``, other places to train in
+``fusion_lab.orchestrate.launchers`` (whose cluster tasks train through ``train_one`` too).
 
 Every run folder is claimed atomically (a lease, kept alive by a heartbeat) before
 training, so several ``fusionlab run`` processes, on one host or many sharing a results
@@ -22,7 +24,7 @@ import click
 
 from fusion_lab import store
 from fusion_lab.config import to_dict
-from fusion_lab.errors import FusionLabError
+from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.plan.study import PlannedRun, Study, study_plan
 from fusion_lab.store.lease import Lease, RunInterrupted, ignored, interrupts
 from fusion_lab.training.provenance import plugin_files, record
@@ -46,12 +48,48 @@ def identity(study: Study, r: PlannedRun) -> dict[str, Any]:
             "grid": r.grid, "seed": r.seed}
 
 
+def write_plan(results: Path, study: Study, runs: list[PlannedRun]) -> None:
+    """The study's plan, ``results/<study>/study.json`` (rows, run ids, seeds, baseline):
+    the one function that writes it (``run_study`` before it launches)."""
+    store.write_json(store.study_dir(results, study.name) / store.STUDY_JSON,
+                     study_plan(study, runs))
+
+
+def check_device(runs: list[PlannedRun], device: str) -> Any:
+    """The one rule for where runs may train, applied where they train (``train_runs`` in
+    this process, ``train_task`` in a cluster task), before anything trains: ``device``
+    must exist here (``--device cuda`` needs CUDA) and ``dataset.decode: gpu`` needs a CUDA
+    device. Returns the torch device; a refusal is one ``FusionLabError`` line."""
+    from fusion_lab.training.device import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type != "cuda" and any(r.config.dataset.decode == "gpu" for r in runs):
+        raise ConfigError(f"dataset.decode: gpu needs a CUDA device, and this run is on "
+                          f"{dev}; use --device cuda or dataset.decode: cpu")
+    return dev
+
+
 def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str = "auto",
                 fail_fast: bool = False, retry_failed: bool = False,
                 progress: Any = None, lease_s: float = store.LEASE_S,
                 only: set[str] | None = None) -> Outcome:
-    """Train every run that is not done (nor failed, unless ``retry_failed``) in this process
-    (``only``: of these run ids; the study's plan still lists every run).
+    """Write the plan, then ``train_runs``: a study trained in this process with one call
+    (tests, notebooks). ``fusionlab run`` goes through ``study_run.run_study``, which
+    writes the plan itself before it launches."""
+    from fusion_lab.training import ddp
+
+    if ddp.current().main:
+        write_plan(results, study, runs)
+    return train_runs(study, runs, results, device=device, fail_fast=fail_fast,
+                      retry_failed=retry_failed, progress=progress, lease_s=lease_s, only=only)
+
+
+def train_runs(study: Study, runs: list[PlannedRun], results: Path, device: str = "auto",
+               fail_fast: bool = False, retry_failed: bool = False,
+               progress: Any = None, lease_s: float = store.LEASE_S,
+               only: set[str] | None = None) -> Outcome:
+    """Train every run that needs it (``store.needs_training``) in this process (``only``:
+    of these run ids), after ``check_device`` has accepted them.
 
     Each run is trained under a lease (``fusion_lab.store.lease``). SIGTERM/SIGINT record the run
     as interrupted, release its claim and propagate (``RunInterrupted``); a run whose claim
@@ -62,19 +100,17 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
     from fusion_lab.training import ddp
 
     group = ddp.current()
-    if group.main:
-        store.write_json(store.study_dir(results, study.name) / store.STUDY_JSON,
-                         study_plan(study, runs))
     todo = []
     for r in runs if only is None else [r for r in runs if r.run_id in only]:
         status = store.run_status(run_dir(results, study, r))
-        if status == store.DONE or (status == store.FAILED and not retry_failed):
-            out.skipped.append((r, status))
-        else:
+        if store.needs_training(status, retry_failed):
             todo.append(r)
+        else:
+            out.skipped.append((r, status))
     if group.active:  # every process works through process 0's list
         ids = set(ddp.broadcast([r.run_id for r in todo], group))
         todo = [r for r in runs if r.run_id in ids]
+    check_device(todo, device)
     if progress is not None:
         progress.start_study(study.name, len(runs), len(todo))
     plugins = plugin_files(study.plugins, study.path.parent if study.path else None)
@@ -92,17 +128,11 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
               plugins: list[Path] | None = None) -> None:
     """Claim, train and record one run (its outcome goes into ``out``)."""
     from fusion_lab.training import ddp
-    from fusion_lab.training.train import train_run
 
     group = ddp.current()
     d = run_dir(results, study, r)
     if not group.main:  # DDP: process 0 claims, records and decides; this one trains along
-        if ddp.broadcast(None, group):
-            try:
-                with ignored():  # process 0 handles SIGTERM/SIGINT for the group
-                    train_run(d, r.config, r.run_id, device=device)
-            except (store.ClaimLost, FusionLabError):
-                pass  # process 0 records what happened
+        _train_along(d, r, device, group)
         return
     token = store.try_claim(d, lease_s=lease_s)
     if not token:
@@ -113,59 +143,132 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
     try:
         with lease, interrupts():
             status = store.run_status(d)  # re-read under the claim: another process may have won
-            if status == store.DONE or (status == store.FAILED and not retry_failed):
-                ddp.broadcast(False, group)
+            if not ddp.broadcast(store.needs_training(status, retry_failed), group):
                 out.skipped.append((r, status))
                 return
-            ddp.broadcast(True, group)
-            (d / store.SUMMARY_JSON).unlink(missing_ok=True)
-            store.write_json(d / store.CONFIG_JSON, {**identity(study, r), "config": to_dict(r.config)})
-            if progress is not None:
-                progress.start_run(r)
-            summary = {**identity(study, r), "status": store.DONE, "error": None}
-            try:
-                result = train_run(d, r.config, r.run_id, device=device, progress=progress,
-                                   before_write=lease.check)
-            except (RunInterrupted, KeyboardInterrupt, SystemExit, _NotRequeued) as e:
-                # SystemExit: submitit's requeue on the scheduler's signal exits this way;
-                # its UncompletedJobError: the signal came but the task is not requeued
-                if not lease.lost and store.owns_claim(d, token):
-                    last = store.read_jsonl(d / store.METRICS_JSONL)
-                    why = (str(e) if isinstance(e, RunInterrupted) else
-                           "interrupted by SIGINT" if isinstance(e, KeyboardInterrupt) else
-                           "stopped by the scheduler (requeued)" if isinstance(e, SystemExit)
-                           else f"stopped by the scheduler, not requeued: {e}")
-                    summary.update(status=store.INTERRUPTED, error=why, final=None, best_val=None,
-                                   last_epoch=last[-1] if last else None,
-                                   finished=store.now(), trained_by=_who())
-                    store.write_json(d / store.SUMMARY_JSON, summary)
-                raise
-            except store.ClaimLost as e:
-                out.skipped.append((r, "lost"))
-                click.echo(f"warning: {e}", err=True)
-                return
-            except Exception as e:  # recorded, and the study goes on
-                msg = _error_message(e)
-                (d / store.ERROR_LOG).write_text(traceback.format_exc())
-                last = store.read_jsonl(d / store.METRICS_JSONL)
-                summary.update(status=store.FAILED, error=msg, final=None, best_val=None,
-                               last_epoch=last[-1] if last else None)
-                out.failed.append((r, msg))
-                if progress is not None:
-                    progress.end_run(r, None, msg)
-            else:
-                summary.update(result)
-                out.trained.append(r)
-                out.train_s += result["setup_s"] + result["train_time_s"]
-                if progress is not None:
-                    progress.end_run(r, result, None)
-            summary.update(record(plugins or []), finished=store.now(), trained_by=_who())
-            try:
-                lease.check()
-            except store.ClaimLost as e:
-                click.echo(f"warning: {e}", err=True)
-                return
-            store.write_json(d / store.SUMMARY_JSON, summary)
+            summary = _train_claimed(study, r, d, lease, out, device, progress)
+            if summary is not None:
+                summary.update(record(plugins or []), finished=store.now(), trained_by=_who())
+                _write_summary(d, lease, summary)
+    finally:
+        store.release_claim(d, token)
+
+
+def _train_along(d: Path, r: PlannedRun, device: str, group: Any) -> None:
+    """A DDP process other than 0: train the run with process 0 when it says so (process 0
+    records what happened, and handles SIGTERM/SIGINT for the group)."""
+    from fusion_lab.training import ddp
+    from fusion_lab.training.train import train_run
+
+    if ddp.broadcast(None, group):
+        try:
+            with ignored():
+                train_run(d, r.config, r.run_id, device=device)
+        except (store.ClaimLost, FusionLabError):
+            pass  # process 0 records what happened
+
+
+def _begin(study: Study, r: PlannedRun, d: Path) -> dict[str, Any]:
+    """Start a claimed run's record: no old summary, its config.json; the summary to fill."""
+    (d / store.SUMMARY_JSON).unlink(missing_ok=True)
+    store.write_json(d / store.CONFIG_JSON, {**identity(study, r), "config": to_dict(r.config)})
+    return {**identity(study, r), "status": store.DONE, "error": None}
+
+
+def _train_claimed(study: Study, r: PlannedRun, d: Path, lease: Lease, out: Outcome,
+                   device: str, progress: Any) -> dict[str, Any] | None:
+    """Train a claimed run and put its outcome into ``out``; the summary to write, or None
+    when the claim was lost (nothing more is written). An interruption is recorded and
+    raised; any other failure is recorded and the study goes on."""
+    from fusion_lab.training.train import train_run
+
+    summary = _begin(study, r, d)
+    if progress is not None:
+        progress.start_run(r)
+    try:
+        result = train_run(d, r.config, r.run_id, device=device, progress=progress,
+                           before_write=lease.check)
+    except (RunInterrupted, KeyboardInterrupt, SystemExit, _NotRequeued) as e:
+        _record_interrupted(d, lease, summary, e)
+        raise
+    except store.ClaimLost as e:
+        out.skipped.append((r, "lost"))
+        click.echo(f"warning: {e}", err=True)
+        return None
+    except Exception as e:  # recorded, and the study goes on
+        msg = _error_message(e)
+        _record_failure(d, summary, msg, traceback.format_exc())
+        out.failed.append((r, msg))
+        if progress is not None:
+            progress.end_run(r, None, msg)
+    else:
+        summary.update(result)
+        out.trained.append(r)
+        out.train_s += result["setup_s"] + result["train_time_s"]
+        if progress is not None:
+            progress.end_run(r, result, None)
+    return summary
+
+
+def _record_interrupted(d: Path, lease: Lease, summary: dict[str, Any],
+                        e: BaseException) -> None:
+    """Record a run stopped by a signal as interrupted (if its claim is still this one's).
+
+    SystemExit: submitit's requeue on the scheduler's signal exits this way; its
+    UncompletedJobError: the signal came but the task is not requeued.
+    """
+    if lease.lost or not store.owns_claim(d, lease.token):
+        return
+    last = store.read_jsonl(d / store.METRICS_JSONL)
+    why = (str(e) if isinstance(e, RunInterrupted) else
+           "interrupted by SIGINT" if isinstance(e, KeyboardInterrupt) else
+           "stopped by the scheduler (requeued)" if isinstance(e, SystemExit)
+           else f"stopped by the scheduler, not requeued: {e}")
+    summary.update(status=store.INTERRUPTED, error=why, final=None, best_val=None,
+                   last_epoch=last[-1] if last else None, finished=store.now(),
+                   trained_by=_who())
+    store.write_json(d / store.SUMMARY_JSON, summary)
+
+
+def _record_failure(d: Path, summary: dict[str, Any], msg: str, log: str) -> None:
+    """A failed run's error.log and summary fields (the summary is written by the caller)."""
+    (d / store.ERROR_LOG).write_text(log)
+    last = store.read_jsonl(d / store.METRICS_JSONL)
+    summary.update(status=store.FAILED, error=msg, final=None, best_val=None,
+                   last_epoch=last[-1] if last else None)
+
+
+def _write_summary(d: Path, lease: Lease, summary: dict[str, Any]) -> None:
+    """Write the run's summary, unless another process took its claim over meanwhile."""
+    try:
+        lease.check()
+    except store.ClaimLost as e:
+        click.echo(f"warning: {e}", err=True)
+        return
+    store.write_json(d / store.SUMMARY_JSON, summary)
+
+
+def record_refusal(study: Study, r: PlannedRun, results: Path, e: FusionLabError,
+                   retry_failed: bool = False, lease_s: float = store.LEASE_S,
+                   plugins: list[Path] | None = None) -> bool:
+    """Record a run that may not train where it was sent (``check_device``) as failed, the
+    way a run whose training failed is (config.json, error.log, summary.json with the
+    error), so ``--dry-run``, the table and the failed-runs list show it and
+    ``--retry-failed`` trains it again. Nothing is written for a run that needs no training
+    or that another process holds; returns whether it was recorded."""
+    d = run_dir(results, study, r)
+    token = store.try_claim(d, lease_s=lease_s)
+    if not token:
+        return False
+    try:
+        if not store.needs_training(store.run_status(d), retry_failed):
+            return False
+        summary = _begin(study, r, d)
+        msg = _error_message(e)
+        _record_failure(d, summary, msg, msg + "\n")
+        summary.update(record(plugins or []), finished=store.now(), trained_by=_who())
+        store.write_json(d / store.SUMMARY_JSON, summary)
+        return True
     finally:
         store.release_claim(d, token)
 

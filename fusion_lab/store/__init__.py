@@ -180,3 +180,10 @@ def run_status(run_dir: str | Path) -> str:
     if summary and summary.get("status") == INTERRUPTED:
         return INTERRUPTED
     return PENDING
+
+
+def needs_training(status: str, retry_failed: bool = False) -> bool:
+    """Whether a run with this ``run_status`` is one to train: anything not done, except a
+    failed run unless ``retry_failed`` (``--retry-failed``). A running run counts: its claim
+    decides, under the claim, who trains it."""
+    return status != DONE and (status != FAILED or retry_failed)

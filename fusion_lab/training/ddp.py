@@ -155,8 +155,14 @@ def to_sync_bn(model: nn.Module, d: Dist, dev: torch.device, sync_bn: bool) -> n
     return nn.SyncBatchNorm.convert_sync_batchnorm(model) if d.active else model
 
 
-def check_runs(runs: list, device: str) -> list[str]:
-    """What stops a run's DDP settings before anything starts (each problem once)."""
+def check_runs(runs: list, device: str, world: int | None = None,
+               how: str = "fusionlab run --nproc {}") -> list[str]:
+    """What stops the runs from training, each on ``world`` processes, before anything
+    starts (each problem once): a ``train.world_size`` below 1, a global batch that does not
+    divide over a run's processes, SyncBatchNorm off CUDA, and a ``train.world_size`` other
+    than ``world``, the processes each run gets (``how``: the command that trains runs of N
+    processes, ``{}`` standing for N; ``world`` None, as in a dry run: not compared).
+    """
     problems: list[str] = []
     cuda = device != "cpu" and torch.cuda.is_available()
     for r in runs:
@@ -173,4 +179,11 @@ def check_runs(runs: list, device: str) -> list[str]:
             continue
         if found not in problems:
             problems.append(found)
+    sizes = sorted({r.config.train.world_size for r in runs})
+    if world is not None and sizes and sizes[0] >= 1 and sizes != [world]:
+        problems.append(
+            f"the study's runs have train.world_size {', '.join(map(str, sizes))} but this "
+            f"is {world} process(es) per run: train them with "
+            + ", ".join(how.format(n) for n in sizes)
+            + (" (one call each)" if len(sizes) > 1 else ""))
     return problems

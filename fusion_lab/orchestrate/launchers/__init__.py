@@ -1,13 +1,16 @@
 """Launchers: where each pending run of a study trains (a registry kind, ``LAUNCHERS``).
 
-Planning is shared: ``fusionlab run`` loads, expands and validates the study and finds the
-runs that are not done (``LaunchJob``); a launcher only decides where ``train_run``
-executes. Every launcher trains through the same run-folder path (claims, checkpoints,
-summaries), so launchers can be mixed on one results folder.
+Planning is shared: ``fusion_lab.orchestrate.study_run.run_study`` (behind ``fusionlab
+run``) loads, expands and validates the study and finds the runs that are not done
+(``LaunchJob``); a launcher only decides where ``train_run`` executes. Every launcher trains
+through the same run-folder path (claims, checkpoints, summaries), so launchers can be
+mixed on one results folder.
 
 A launcher is a class registered with ``@LAUNCHERS.register(name)``; ``OPTIONS`` maps each
 option (``--launcher-opt KEY=VALUE``, or the study's ``launcher:`` section) to its default
-and a help line; ``launch(job)`` returns the command's exit status.
+and a help line; ``launch(job)`` returns the command's exit status. What the orchestrator
+needs to know about a launcher it reads from the attributes ``Launcher`` documents
+(``trains_here``, ``processes_per_run``, ``waits``), never from its name.
 """
 
 from __future__ import annotations
@@ -41,9 +44,32 @@ class LaunchJob:
 
 
 class Launcher:
-    """Base class: options checked against ``OPTIONS``, defaults filled in."""
+    """Base class: options checked against ``OPTIONS``, defaults filled in.
+
+    A launcher declares what it needs with three attributes (class attributes, or
+    properties where an option decides):
+
+    ``trains_here``
+        The runs train in this command's own processes, on this machine (the local
+        launcher: in this process, or one worker per GPU). Only such a launcher goes with
+        ``--gpus``, ``--nproc`` and a command started by torchrun, whose process count is
+        then each run's ``train.world_size``. False (the default): the runs train in tasks
+        elsewhere, each loading the study again (``train_task``), as slurm and ray do.
+    ``processes_per_run``
+        For a launcher that does not train here: the processes each run's task trains on
+        (its ``nproc`` option; N > 1 is DDP, and the runs get ``train.world_size: N``).
+        1 by default.
+    ``waits``
+        ``launch`` returns only once every run has finished, so their results can be read
+        (the table, the failed runs): True by default (local, ray). False: ``launch``
+        submits and returns, and waits only when the job asks (``LaunchJob.wait``,
+        ``--wait``), as slurm does.
+    """
 
     OPTIONS: dict[str, tuple[Any, str]] = {}
+    trains_here: bool = False
+    processes_per_run: int = 1
+    waits: bool = True
 
     def __init__(self, **options: Any):
         for key, (default, _) in self.OPTIONS.items():
@@ -76,12 +102,18 @@ def make_launcher(name: str, options: dict[str, Any]) -> Launcher:
     return cls(**options)
 
 
+def launcher_name(study: Study, name: str | None) -> str:
+    """The launcher a run asks for: ``--launcher``, else the study's ``launcher:`` section's
+    ``name``, else local."""
+    return name or (study.launcher or {}).get("name") or "local"
+
+
 def choose(study: Study, name: str | None, pairs: list[str]) -> tuple[str, Launcher]:
     """The launcher for a run: ``--launcher`` over the study's ``launcher:`` section, and
     ``--launcher-opt`` over the section's options (which apply only to the launcher they name)."""
     section = dict(study.launcher or {})
     section_name = section.pop("name", None) or "local"
-    name = name or section_name
+    name = launcher_name(study, name)
     options = section if name == section_name else {}
     options.update(parse_options(pairs))
     return name, make_launcher(name, options)
@@ -105,9 +137,19 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
     shared filesystem and the same installation. ``nproc`` 1: in this process; N > 1: on N
     DDP processes that torchrun starts on this node (``--only`` this run), which a signal
     handler of the task stops with ``stop_task_processes``.
+
+    A run that may not train on this node (``runner.check_device``: e.g.
+    ``dataset.decode: gpu`` without CUDA) is recorded as failed with that one-line reason,
+    and the ``FusionLabError`` is raised: the task refuses before training.
     """
     from fusion_lab import store
-    from fusion_lab.orchestrate.runner import Outcome, run_dir, train_one
+    from fusion_lab.orchestrate.runner import (
+        Outcome,
+        check_device,
+        record_refusal,
+        run_dir,
+        train_one,
+    )
     from fusion_lab.plan.planning import prepare
     from fusion_lab.training.provenance import plugin_files
 
@@ -118,6 +160,13 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
                              "(the study file changed after submission)")
     d = run_dir(Path(results), study, run)
     (d / store.QUEUED_JSON).unlink(missing_ok=True)
+    plugins = plugin_files(study.plugins, study.path.parent if study.path else None)
+    try:
+        check_device([run], device)  # the run trains on this node: the rule applies here
+    except FusionLabError as e:
+        record_refusal(study, run, Path(results), e, retry_failed=retry_failed,
+                       lease_s=lease_s, plugins=plugins)
+        raise
     if nproc > 1:
         from fusion_lab.orchestrate import spawn
 
@@ -130,8 +179,7 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
             _TASK_RUN.clear()
         return store.run_status(d)
     train_one(study, run, Path(results), Outcome(), device=device, retry_failed=retry_failed,
-              lease_s=lease_s,
-              plugins=plugin_files(study.plugins, study.path.parent if study.path else None))
+              lease_s=lease_s, plugins=plugins)
     return store.run_status(d)
 
 

@@ -15,6 +15,8 @@ class LocalLauncher(Launcher):
     """This machine: one process, or one worker per GPU with gpus=0,1,.. (today's behaviour)."""
 
     OPTIONS = {"gpus": (None, "GPUs to use, one worker process each, e.g. 0,1,2,3 (--gpus)")}
+    trains_here = True  # --nproc and torchrun decide each run's processes
+    waits = True
 
     def launch(self, job: LaunchJob) -> int:
         from fusion_lab.orchestrate.spawn import launch_workers
@@ -23,23 +25,16 @@ class LocalLauncher(Launcher):
             gpus = [g.strip() for g in str(self.gpus).split(",") if g.strip()]
             return launch_workers(str(job.study_file), job.overrides, job.results, gpus,
                                   job.fail_fast, job.retry_failed, lease_s=job.lease_s)
-        from fusion_lab.orchestrate.runner import train_study
-        from fusion_lab.training.device import resolve_device
+        from fusion_lab.orchestrate.runner import train_runs
         from fusion_lab.training.progress import Progress
 
         t_start = job.extra.get("t_start", time.perf_counter())
-        dev = resolve_device(job.device)  # --device cuda without CUDA: one error before training
-        if dev.type != "cuda" and any(r.config.dataset.decode == "gpu" for r in job.runs):
-            from fusion_lab.errors import ConfigError
-
-            raise ConfigError(f"dataset.decode: gpu needs a CUDA device, and this run is on "
-                              f"{dev}; use --device cuda or dataset.decode: cpu")
         progress = Progress(job.progress) if job.progress != "off" else None
-        try:
-            out = train_study(job.study, job.runs, job.results, device=job.device,
-                              fail_fast=job.fail_fast, retry_failed=job.retry_failed,
-                              progress=progress, lease_s=job.lease_s,
-                              only=job.extra.get("only"))
+        try:  # train_runs refuses runs this process cannot train (check_device) first
+            out = train_runs(job.study, job.runs, job.results, device=job.device,
+                             fail_fast=job.fail_fast, retry_failed=job.retry_failed,
+                             progress=progress, lease_s=job.lease_s,
+                             only=job.extra.get("only"))
         finally:
             if progress is not None:
                 progress.close()

@@ -27,6 +27,12 @@ class RayLauncher(Launcher):
         "cpus": (4, "CPUs per run"),
     }
 
+    waits = True  # Ray tasks live with this driver: launch waits for them
+
+    @property
+    def processes_per_run(self) -> int:
+        return self.nproc
+
     def __init__(self, **options: Any):
         super().__init__(**options)
         try:

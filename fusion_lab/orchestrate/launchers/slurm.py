@@ -76,6 +76,12 @@ class SlurmLauncher(Launcher):
         "cluster": ("slurm", "slurm | local (submitit's local executor, to try it on one box)"),
     }
 
+    waits = False  # submits and returns; waits with --wait (LaunchJob.wait)
+
+    @property
+    def processes_per_run(self) -> int:
+        return self.nproc
+
     def __init__(self, **options: Any):
         super().__init__(**options)
         try:

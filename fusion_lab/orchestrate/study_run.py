@@ -1,0 +1,237 @@
+"""Running a study: the one orchestrator, behind ``fusionlab run`` (a thin CLI over it).
+
+``run_study(RunOptions) -> Report`` plans the study (``plan.planning.prepare``), picks the
+launcher, decides each run's world size once (``world_size``), checks the runs once
+(``training.ddp.check_runs``), writes the plan (study.json) once, launches, and says what
+happened: the exit status, whether the runs have finished (so that a table makes sense)
+and which of them failed. It prints no table: ``fusion_lab.analysis`` is not below it,
+the CLI prints. What it needs to know about a launcher it reads from the launcher's
+attributes (``trains_here``, ``processes_per_run``, ``waits``), never from its name.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from fusion_lab import store
+from fusion_lab.errors import ConfigError, FusionLabError
+from fusion_lab.orchestrate.launchers import Launcher, LaunchJob, choose, launcher_name
+from fusion_lab.orchestrate.runner import run_dir, write_plan
+from fusion_lab.plan.study import PlannedRun, Study
+
+
+@dataclass
+class RunOptions:
+    """What ``fusionlab run`` takes (every option but ``--table``), as a library call."""
+
+    study_file: str | Path
+    overrides: list[str] = field(default_factory=list)  # --set KEY=VALUE
+    results: str | Path = "results"
+    device: str = "auto"  # auto | cpu | cuda
+    gpus: str | None = None  # "0,1": one local worker process per GPU
+    launcher: str | None = None  # None: the study's launcher: section, else local
+    launcher_opts: list[str] = field(default_factory=list)  # --launcher-opt KEY=VALUE
+    nproc: int | None = None  # N > 1: each run on N DDP processes under torchrun, here
+    wait: bool = False  # a launcher that submits (waits False): wait for the runs
+    dry_run: bool = False  # plan and check, launch nothing (the CLI lists the runs)
+    fail_fast: bool = False
+    retry_failed: bool = False
+    progress: str = "auto"  # auto | bars | plain | off
+    lease_s: float = store.LEASE_S
+    only: list[str] = field(default_factory=list)  # train only these run ids
+    t_start: float | None = None  # time.perf_counter() at the command's start (None: now)
+
+
+@dataclass
+class Report:
+    """What ``run_study`` did."""
+
+    study: Study
+    runs: list[PlannedRun]  # every run of the study (its plan)
+    selected: list[PlannedRun]  # the runs asked for (``only``), else every run
+    code: int = 0  # the exit status: the launcher's, or 1 when a finished run failed
+    finished: bool = False  # the selected runs have finished: their results can be read
+    failed: list[tuple[PlannedRun, str | None]] = field(default_factory=list)  # and why
+    dry_run: bool = False  # nothing was launched
+    main: bool = True  # False: a DDP process other than 0, which leaves reports to process 0
+
+
+@dataclass
+class Plan:
+    """A study planned for one call: its runs, with their world size, and the launcher."""
+
+    study: Study
+    runs: list[PlannedRun]  # every run of the study
+    selected: list[PlannedRun]  # the runs asked for (``only``), else every run
+    overrides: list[str]  # the options' --set, and the world size of DDP runs
+    launcher: Launcher
+
+
+def run_study(opts: RunOptions) -> Report:
+    """Plan, check and launch a study's runs; what happened (see the module's docstring).
+
+    A ``FusionLabError`` (a study that cannot run as asked) is raised before anything is
+    written or started.
+    """
+    from fusion_lab.training import ddp
+
+    t_start = time.perf_counter() if opts.t_start is None else opts.t_start
+    plan = plan_study(opts)
+    report = Report(plan.study, plan.runs, plan.selected, dry_run=opts.dry_run)
+    results = Path(opts.results)
+    if opts.dry_run:
+        return report
+    if (opts.nproc or 1) > 1:  # torchrun's processes run this again (process 0 launches)
+        from fusion_lab.orchestrate import spawn
+
+        code = spawn.start_torchrun(opts.nproc, str(opts.study_file), plan.overrides, results,
+                                    opts.device, opts.fail_fast, opts.retry_failed,
+                                    opts.progress, opts.lease_s, only=list(opts.only))
+        return _finish(report, results, code)
+    group = ddp.init(opts.device) if ddp.env_world_size() > 1 else ddp.current()
+    report.main = group.main
+    job = _job(opts, plan, results, group.main, t_start)
+    if group.main:
+        write_plan(results, plan.study, plan.runs)
+    if group.active:
+        code = _launch_ddp(plan.launcher, job)
+        if not group.main:
+            report.code = code
+            return report  # process 0 reports
+    else:
+        code = plan.launcher.launch(job)
+    if plan.launcher.waits or opts.wait:  # launch returned once the runs had finished
+        return _finish(report, results, code)
+    report.code = code
+    return report
+
+
+def plan_study(opts: RunOptions) -> Plan:
+    """The launcher, then each run's world size (decided once, ``world_size``), then the
+    runs (``prepare``: loaded, expanded, validated), checked once for what stops them from
+    training on that many processes (``ddp.check_runs``; a dry run skips the count)."""
+    from fusion_lab.plan.planning import prepare
+    from fusion_lab.training import ddp
+
+    name, launcher = pick_launcher(opts)
+    world = world_size(ddp.env_world_size(), opts.nproc, opts.gpus, name, launcher)
+    overrides = list(opts.overrides)
+    if world > 1:  # a DDP run is its own run (its id says so)
+        overrides.append(f"train.world_size={world}")
+    study, runs = prepare(opts.study_file, overrides)
+    how = ("fusionlab run --nproc {}" if launcher.trains_here
+           else f"--launcher {name} --launcher-opt nproc={{}}")
+    problems = ddp.check_runs(runs, opts.device, None if opts.dry_run else world, how)
+    if problems:
+        raise ConfigError(problems, source=str(opts.study_file))
+    return Plan(study, runs, _selected(runs, opts), overrides, launcher)
+
+
+def pick_launcher(opts: RunOptions) -> tuple[str, Launcher]:
+    """The launcher and its name: ``--launcher`` over the study's ``launcher:`` section
+    (whose plugins are imported first: one of them may register it)."""
+    from fusion_lab.plan.study import load_study
+    from fusion_lab.registries import LAUNCHERS, load_plugins
+
+    study = load_study(opts.study_file, opts.overrides)
+    load_plugins(study.plugins, base_dir=study.path.parent if study.path else None)
+    if opts.gpus and not LAUNCHERS.get(launcher_name(study, opts.launcher)).trains_here:
+        raise FusionLabError("--gpus is the local launcher's option; with another launcher "
+                             "use --launcher-opt gpus=N (GPUs per run)")
+    pairs = list(opts.launcher_opts) + ([f"gpus={opts.gpus}"] if opts.gpus else [])
+    return choose(study, opts.launcher, pairs)
+
+
+def world_size(env_world: int, nproc: int | None, gpus: str | None, name: str,
+               launcher: Launcher) -> int:
+    """The processes each run trains on (its ``train.world_size``), decided once.
+
+    With a launcher that trains here, the processes of this command: torchrun's
+    (``env_world``, when torchrun started it) or the ones ``--nproc`` starts; with another,
+    its ``processes_per_run`` (a cluster launcher's ``nproc`` option), and then this
+    command must be one process.
+    """
+    if env_world > 1 and (nproc or 1) > 1:
+        raise FusionLabError("--nproc starts torchrun itself; inside torchrun leave it out")
+    here = env_world if env_world > 1 else (nproc or 1)
+    if here > 1 and not launcher.trains_here:
+        raise FusionLabError(
+            f"--nproc and torchrun train on this machine, with the local launcher; with the "
+            f"{name} launcher use --launcher-opt nproc=N (processes per run, in each task)")
+    if (nproc or 1) > 1 and gpus:
+        raise FusionLabError("--nproc trains on this machine: use it with the local "
+                             "launcher and without --gpus")
+    return here if launcher.trains_here else int(launcher.processes_per_run)
+
+
+def pending(study: Study, runs: list[PlannedRun], results: Path,
+            retry_failed: bool) -> list[PlannedRun]:
+    """The runs that need training (``store.needs_training``)."""
+    return [r for r in runs
+            if store.needs_training(store.run_status(run_dir(results, study, r)), retry_failed)]
+
+
+def failed_runs(study: Study, runs: list[PlannedRun],
+                results: Path) -> list[tuple[PlannedRun, str | None]]:
+    """The runs recorded as failed, each with its summary's error."""
+    out = []
+    for r in runs:
+        d = run_dir(results, study, r)
+        if store.run_status(d) == store.FAILED:
+            out.append((r, (store.read_json(d / store.SUMMARY_JSON) or {}).get("error")))
+    return out
+
+
+def _selected(runs: list[PlannedRun], opts: RunOptions) -> list[PlannedRun]:
+    if not opts.only:
+        return runs
+    missing = sorted(set(opts.only) - {r.run_id for r in runs})
+    if missing:
+        raise FusionLabError(f"run(s) {', '.join(missing)} are no longer part of study "
+                             f"{opts.study_file} (the study file changed after submission)")
+    return [r for r in runs if r.run_id in opts.only]
+
+
+def _finish(report: Report, results: Path, code: int) -> Report:
+    """The report of runs that have finished: which failed, and the exit status."""
+    report.finished = True
+    report.failed = failed_runs(report.study, report.selected, results)
+    report.code = max(code, 1 if report.failed else 0)
+    return report
+
+
+def _job(opts: RunOptions, plan: Plan, results: Path, main: bool,
+         t_start: float) -> LaunchJob:
+    """What the launcher is given (a DDP process other than 0 shows no progress)."""
+    return LaunchJob(study_file=Path(opts.study_file).resolve(), overrides=plan.overrides,
+                     results=results.resolve(), study=plan.study, runs=plan.runs,
+                     pending=pending(plan.study, plan.selected, results, opts.retry_failed),
+                     device=opts.device, fail_fast=opts.fail_fast,
+                     retry_failed=opts.retry_failed,
+                     progress=opts.progress if main else "off", lease_s=opts.lease_s,
+                     wait=opts.wait,
+                     extra={"t_start": t_start, "only": set(opts.only) or None})
+
+
+def _launch_ddp(launcher: Launcher, job: LaunchJob) -> int:
+    """Launch as one of torchrun's processes, then leave the process group. A process
+    other than 0 whose process 0 has stopped (and says why) stops too, with one line."""
+    from fusion_lab.training import ddp
+
+    main = ddp.current().main
+    try:
+        code = launcher.launch(job)
+    except BaseException as e:
+        ddp.finish(clean=False)
+        if not main and ddp.peer_gone(e):
+            click.echo(f"process {os.environ.get('RANK')}: process 0 has stopped; "
+                       "this one stops too", err=True)
+            return 1
+        raise
+    ddp.finish()
+    return code
