@@ -277,3 +277,10 @@ def _records(res: StudyResults, frame: pd.DataFrame, pivot: bool) -> list[dict]:
             rec.update({k: (cost_rows.get(r.group_id) or {}).get(k) for k in COST_KEYS})
         out.append({k: plain_value(v) for k, v in rec.items()})
     return out
+
+
+def display_cells(res: StudyResults, heads: bool = False, cost: bool = False,
+                  ci: bool = False) -> pd.DataFrame:
+    """The cells of one study's table as `fusionlab table` prints them (one row per group),
+    for other renderers of the same table (`fusionlab report`)."""
+    return _cells(res, heads, cost and res.cost is not None, ci)

@@ -28,6 +28,7 @@ COMMANDS = {
     "plot": ("fusion_lab.cli.plot", "plot", "Draw a study's learning curves and Δs as a PNG."),
     "bench": ("fusion_lab.cli.bench", "bench", "Measure the cost of a study's variants."),
     "export": ("fusion_lab.cli.export", "export", "Write a run's backbone as a weights file."),
+    "report": ("fusion_lab.cli.report", "report", "Write a study as one self-contained HTML page."),
 }
 
 
