@@ -29,6 +29,7 @@ from fusion_lab.plan.study_parts import (
     merge_common,
     read_yaml,
     split_overrides,
+    study_paths,
     where,
 )
 from fusion_lab.store import run_ids
@@ -50,6 +51,7 @@ class Study:
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
     launcher: dict[str, Any] = field(default_factory=dict)  # {name: slurm, OPTION: value, ..}
     path: Path | None = None
+    overrides: list[tuple[str, Any]] = field(default_factory=list)  # --set config keys, in order
 
 
 @dataclass
@@ -110,6 +112,11 @@ def parse_study(path: str | Path, overrides: list[str] | None = None
     if baseline is not None and baseline not in labels:
         problems.append(f"baseline {baseline!r} is not a variant label; labels: {labels}")
     reference = check_reference(raw, labels, grid, problems)
+    for key, _ in config_overrides:  # a --set wins over the grid: on an axis, no rows left
+        for axis in grid:
+            if axis == key or axis.startswith(key + "."):
+                problems.append(f"--set {key} replaces the grid axis {axis}: its cells would "
+                                "be one run; drop the --set or the axis")
     plugins = raw.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         problems.append("plugins must be a list of module names or .py paths")
@@ -122,7 +129,8 @@ def parse_study(path: str | Path, overrides: list[str] | None = None
         launcher = {}
     return Study(name=name, describe=str(raw.get("describe", "")), plugins=plugins, base=base,
                  variants=variants, grid=grid, seeds=seeds, baseline=baseline,
-                 reference=reference, launcher=launcher, path=path), problems
+                 reference=reference, launcher=launcher, path=path,
+                 overrides=config_overrides), problems
 
 
 def cells(study: Study) -> list[dict[str, Any]]:
@@ -133,7 +141,9 @@ def cells(study: Study) -> list[dict[str, Any]]:
 
 def _merged(study: Study, patch: dict, cell: dict[str, Any]) -> dict:
     """The nested config dict of one (variant, grid cell): base, the variant's patch, the
-    cell's values (a mapping value, e.g. a dataset section, merged into the section)."""
+    cell's values (a mapping value, e.g. a dataset section, merged into the section), its
+    relative paths found beside the study file (``study_paths``), then every ``--set``
+    override: the user's last word wins over the base, the variants and the grid."""
     merged = deep_merge(study.base, patch)
     for key, value in cell.items():
         if isinstance(value, dict):
@@ -141,6 +151,9 @@ def _merged(study: Study, patch: dict, cell: dict[str, Any]) -> dict:
             existing = get_dotted(merged, key)
             if isinstance(existing, dict):
                 value = deep_merge(existing, value)
+        set_dotted(merged, key, value)
+    study_paths(merged, study.path.parent if study.path else None)
+    for key, value in study.overrides:
         set_dotted(merged, key, value)
     return merged
 

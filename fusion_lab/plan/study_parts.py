@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from fusion_lab.config.weights import is_path
 from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.plan.dotted import drop_dotted, parse_override, set_dotted
 from fusion_lab.store import canonical_json
@@ -144,3 +145,23 @@ def where(label: Any, cell: dict[str, Any]) -> str:
     """How a problem names its row: the variant's label and its grid cell."""
     shown = ", ".join(f"{k.split('.')[-1]}={grid_text(v)}" for k, v in cell.items())
     return f"variant {label!r}" + (f" [{shown}]" if shown else "")
+
+
+def study_paths(merged: dict, study_dir: Path | None) -> None:
+    """Point a relative ``dataset.root`` or ``model.pretrained`` file written in a study
+    file at the study file's folder where it is there, in place; otherwise it stays as
+    written: the working directory's (the rule of ``plugins:`` too; a ``--set`` value is
+    always the working directory's). A weights file counts in the run id by its content;
+    ``dataset.root`` by the path as it ends up here."""
+    if study_dir is None:
+        return
+    for section, key, is_file in (("dataset", "root", False), ("model", "pretrained", True)):
+        value = (merged.get(section) or {}).get(key) if isinstance(merged.get(section), dict) \
+            else None
+        if not isinstance(value, str) or value.startswith("~") or Path(value).is_absolute():
+            continue
+        if is_file and not is_path(value):
+            continue  # a name of shipped weights
+        beside = study_dir / value
+        if beside.is_file() if is_file else beside.is_dir():
+            merged[section][key] = str(beside)
