@@ -211,7 +211,7 @@ def resolve_dict(d: dict[str, Any], presets: dict[str, dict] | None = None
     cfg, problems = build(copy.deepcopy(d))
     try:
         complete_model(cfg.model, presets)
-        recipes.fill(cfg.train, cfg.dataset.name)
+        recipes.fill(cfg.train, cfg.dataset.name, cfg.dataset.root)
     except ConfigError as e:
         return None, problems + e.problems
     return cfg, problems + check(cfg)
