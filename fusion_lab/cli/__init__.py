@@ -28,6 +28,8 @@ COMMANDS = {
     "plot": ("fusion_lab.cli.plot", "plot", "Draw a study's learning curves and Δs as a PNG."),
     "bench": ("fusion_lab.cli.bench", "bench", "Measure the cost of a study's variants."),
     "export": ("fusion_lab.cli.export", "export", "Write a run's backbone as a weights file."),
+    "config": ("fusion_lab.cli.config_cmd", "config_cmd",
+               "Show every run's config, size and estimated time, before training."),
 }
 
 
