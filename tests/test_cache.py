@@ -82,3 +82,28 @@ def test_a_study_on_a_cache_of_another_size_is_refused_before_training(folder, c
                             "--set", f"dataset.root={out}", "--set", "dataset.options={}"],
                            capsys)
     assert code == 2 and "holds 24x24 images but train.resize is" in err
+
+
+def _cached_from(tmp_path, source):
+    out = tmp_path / f"cache_of_{source}"
+    out.mkdir()
+    (out / "index.json").write_text(json.dumps(
+        {"format": 1, "dataset": source, "options": {}, "size": 64, "quality": 95,
+         "class_names": ["a", "b"], "train": [], "test": []}))
+    return str(out)
+
+
+@pytest.mark.parametrize("source", ["cub200", "stanford_cars", "imagefolder"])
+def test_a_cache_trains_with_its_source_datasets_recipe(tmp_path, source):
+    # Before: `dataset: {name: cache}` took the generic recipe, so a cached CUB row was
+    # another experiment than the CUB row it stands for (e.g. layer4 at the backbone's rate).
+    from fusion_lab.config import RunConfig, resolve
+    from fusion_lab.config.recipes import dataset_recipe
+
+    cached = resolve(RunConfig(dataset=DatasetConfig(name="cache",
+                                                     root=_cached_from(tmp_path, source))))
+    direct = resolve(RunConfig(dataset=DatasetConfig(name=source, root="unused")))
+    keys = ("epochs", "batch_size", "resize", "lr_backbone", "lr_new", "backbone_high_lr_stages")
+    assert {k: getattr(cached.train, k) for k in keys} == {k: getattr(direct.train, k)
+                                                           for k in keys}
+    assert cached.train.batch_size == dataset_recipe(source)["batch_size"]

@@ -79,3 +79,21 @@ def test_export_of_a_study_with_two_finished_runs_asks_for_one(trained, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("error: study 'pre' has 2 finished runs; name one by its id")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_one_run_exported_under_two_names_is_one_set_of_weights(trained, tmp_path):
+    # Before: the file name is inside torch's zip, so a.pt and b.pt had different SHA-256s
+    # and a study starting from either gave different run ids for the same weights.
+    _, results, d = trained
+    a, b = tmp_path / "a.pt", tmp_path / "elsewhere" / "b.pt"
+    for out in (a, b):
+        main(["export", str(d), "--out", str(out), "--results", str(results)])
+    assert file_sha256(a) != file_sha256(b)  # the bytes differ ...
+    cards = [json.loads(p.with_suffix(".json").read_text()) for p in (a, b)]
+    assert cards[0]["content_sha256"] == cards[1]["content_sha256"]  # ... the weights do not
+    finetune = tmp_path / "ft.yaml"
+    finetune.write_text(textwrap.dedent(STUDY).replace("name: pre", "name: ft").replace(
+        "backbone: small_cnn}", "backbone: small_cnn, pretrained: WEIGHTS}"))
+    ids = [[r.run_id for r in prepare(finetune, [f"model.pretrained={p}"])[1]] for p in (a, b)]
+    assert ids[0] == ids[1]
+    assert ids[0] != [r.run_id for r in prepare(finetune, ["model.pretrained=false"])[1]]

@@ -77,6 +77,53 @@ def test_override_wins_over_variant_patch(tmp_path):
     assert {r.seed for r in runs} == {5}
 
 
+def test_override_wins_over_the_grid(tmp_path):
+    # Before: a grid over datasets replaced --set dataset.root, which the missing-data error
+    # recommends; --set is the user's last word, over the base, the variants and the grid.
+    text = BASE.replace("seeds: [0, 1]", "seeds: [0]") + textwrap.dedent("""
+        grid:
+          dataset:
+            - {name: synthetic_fgvc, root: data/a, options: {num_classes: 3}}
+            - {name: synthetic_fgvc, root: data/b, options: {num_classes: 4}}
+          model.width: [8, 16]
+        """)
+    _, runs = prepare(write(tmp_path, text), ["dataset.root=/data/mine", "model.hidden=12"])
+    assert len(runs) == 2 * 2 * 2  # the grid still makes its rows
+    assert {r.config.dataset.root for r in runs} == {"/data/mine"}
+    assert {r.config.model.hidden for r in runs} == {12}
+    assert {r.config.dataset.options["num_classes"] for r in runs} == {3, 4}  # the rest: grid
+    with pytest.raises(ConfigError, match="--set model.width replaces the grid axis model.width"):
+        prepare(write(tmp_path, text), ["model.width=12"])
+
+
+def _expand(path, overrides=()):
+    from fusion_lab.plan.planning import presets
+    from fusion_lab.registries import load_plugins
+
+    study = load_study(path, list(overrides))
+    load_plugins(study.plugins)
+    return expand(study, presets())
+
+
+def test_relative_paths_in_a_study_file_are_found_beside_it(tmp_path):
+    # One rule for every path a study file names (plugins: too): its own folder first,
+    # then the working directory; a --set value is the working directory's.
+    folder = tmp_path / "studies"
+    (folder / "data" / "birds").mkdir(parents=True)
+    (folder / "w.pth").write_bytes(b"weights")
+    text = BASE.replace("{name: synthetic_fgvc, options: {num_classes: 3}}",
+                        "{name: synthetic_fgvc, root: data/birds, options: {num_classes: 3}}")
+    text = text.replace("width: 8,", "width: 8, pretrained: w.pth,")
+    path = write(folder, text)
+    cfg = _expand(path)[0].config
+    assert cfg.dataset.root == str(folder / "data" / "birds")
+    assert cfg.model.pretrained == str(folder / "w.pth")
+    cfg = _expand(path, ["dataset.root=data/birds", "model.pretrained=w.pth"])[0].config
+    assert (cfg.dataset.root, cfg.model.pretrained) == ("data/birds", "w.pth")
+    absent = write(folder, text.replace("data/birds", "data/cub"), "other.yaml")
+    assert _expand(absent)[0].config.dataset.root == "data/cub"  # the working directory's
+
+
 def test_every_problem_is_reported_at_once_before_training(tmp_path):
     text = BASE.replace("width: 8", "widht: 8").replace(
         "{label: CN-CNN, model: {preset: cn_cnn}}",

@@ -119,7 +119,7 @@ def test_a_weights_file_without_a_state_dict_is_one_error_before_training(
                      capsys)
     assert code == 2
     assert err.strip().splitlines() == [
-        f"error: {study}: model: weights file {str(weights)!r} holds no state dict (a mapping "
+        f"error: {study}: variant 'CN-CNN': model: weights file {str(weights)!r} holds no state dict (a mapping "
         "of parameter names to tensors, as torch.save(model.state_dict(), path) writes)"]
     assert not results.exists()
 
@@ -224,3 +224,46 @@ def test_checking_a_model_leaves_every_random_generator_where_it_was(
     assert torch.equal(before[0], torch.get_rng_state())
     assert before[1] == random.getstate()
     assert (before[2] == np.random.get_state()[1]).all()
+
+
+FOUR_MISTAKES = """
+name: four
+base:
+  dataset:
+    name: synthetic_fgvc
+    options: {num_classes: 3, train_per_class: 2, test_per_class: 2, image_size: 32}
+  model: {backbone: small_cnn, width: 8, hidden: 8}
+  train: {epochs: 0, batch_size: 4, image_size: 28, resize: 32, workers: 0}
+variants:
+  - {label: Baseline, model: {preset: baseline}}
+  - {label: Typo, model: {preset: hl, widht: 4}}
+  - {label: Wrong, model: {preset: cn_cnn, fusion: convlsmt, width: 0}}
+grid:
+  model.attention_args: [{}, {reduktion: 2}]
+baseline: baseline
+"""
+
+
+def test_every_kind_of_mistake_is_reported_in_one_round_naming_its_variant(tmp_path, capsys):
+    # Before: four rounds (baseline label, then unknown keys, then ranges, then components),
+    # and component problems did not say which variant they came from.
+    study = tmp_path / "four.yaml"
+    study.write_text(textwrap.dedent(FOUR_MISTAKES))
+    results = tmp_path / "results"
+    code, err = _run(["run", str(study), "--results", str(results), "--device", "cpu"], capsys)
+    assert code == 2 and err.startswith("error: "), err
+    lines = [line.strip() for line in err.splitlines()]
+    assert "- baseline 'baseline' is not a variant label; labels: " \
+           "['Baseline', 'Typo', 'Wrong']" in lines
+    assert any(line.startswith("- variant 'Typo' [attention_args={}]: unknown key model.widht")
+               for line in lines), err
+    # a problem of every row (the base's epochs) once; one of a row with its variant and cell
+    assert "- every variant: train.epochs must be >= 1, got 0" in lines
+    assert any(line.startswith("- variant 'Wrong' [attention_args={}]: model.width must be")
+               for line in lines), err
+    assert any(line.startswith("- variant 'Wrong' [attention_args={}]: model: unknown fusion "
+                               "'convlsmt'") for line in lines), err
+    assert any(line.startswith("- variant 'Typo' [attention_args={\"reduktion\":2}]: model: ")
+               and "'reduktion'" in line for line in lines), err
+    assert not any(line.startswith("- variant 'Baseline' [attention_args={}]") for line in lines)
+    assert not results.exists()

@@ -113,3 +113,41 @@ def test_hashing_weights_at_planning_time_needs_no_torch(tmp_path):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_torch_file_counts_by_its_tensors_not_its_name(tmp_path):
+    # torch.save puts the file's name inside its zip: the same weights saved as a.pth and
+    # b.pth are different bytes, and were two runs.
+    from fusion_lab.config.weights import file_sha256
+
+    weights = {"conv.weight": torch.randn(4, 3), "t": torch.randn(3, 4).t(),
+               "steps": torch.tensor(7)}
+    a, b = tmp_path / "a.pth", tmp_path / "sub" / "b.pth"
+    b.parent.mkdir()
+    torch.save(weights, a)
+    torch.save({k: v.contiguous() for k, v in weights.items()}, b)  # same values, other layout
+    assert file_sha256(a) != file_sha256(b)
+    assert _id(str(a)) == _id(str(b))
+    torch.save({**weights, "steps": torch.tensor(8)}, b)  # one value differs: another run
+    assert _id(str(a)) != _id(str(b))
+    torch.save({**weights, "steps": torch.tensor(7.0)}, b)  # another dtype: another run
+    assert _id(str(a)) != _id(str(b))
+
+
+def test_the_shipped_weights_keep_the_identity_their_card_records():
+    from fusion_lab.config.weights import card, identity
+
+    assert identity("synthetic") == "sha256:" + card("synthetic")["sha256"]
+    assert identity(str(weights_path("synthetic"))) == identity("synthetic")
+
+
+def test_hashing_a_torch_file_at_planning_time_needs_no_torch(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"w": torch.ones(2, 2)}, path)
+    code = (
+        "import sys\n"
+        "from fusion_lab.config.tensor_digest import tensors_sha256\n"
+        f"assert tensors_sha256({str(path)!r}) is not None\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,7 +6,9 @@
   "num_classes": K}``; ``state_dict`` is the backbone's own state dict (a timm backbone's
   keys are those of the timm model), so ``model.pretrained: OUT`` loads it strictly into
   the same backbone (timm's loader and ours both read the ``state_dict`` key);
-- ``OUT`` with suffix ``.json``: the file's SHA-256, the run's id and full config (the
+- ``OUT`` with suffix ``.json``: the file's SHA-256 and that of its tensors
+  (``content_sha256``: what the id of a run starting from the file records, the same for
+  the run exported under any other name), the run's id and full config (the
   recipe), its source dataset and its last-epoch test accuracy on that dataset (the source
   accuracy), measured on ``test_size`` held-out images, and the command that made it.
 
@@ -22,7 +24,7 @@ from typing import Any
 
 import torch
 
-from fusion_lab.config.weights import file_sha256
+from fusion_lab.config.weights import content_sha256, file_sha256
 from fusion_lab.errors import FusionLabError
 from fusion_lab.plan.find import StudyRef
 from fusion_lab.store import (
@@ -85,6 +87,7 @@ def export_backbone(run_dir: str | Path, out: str | Path,
     card = {
         "file": out.name,
         "sha256": file_sha256(out),
+        "content_sha256": content_sha256(out),
         "backbone": cfg["model"]["backbone"],
         "source_dataset": cfg["dataset"],
         "source_accuracy": acc,

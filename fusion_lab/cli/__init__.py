@@ -29,6 +29,8 @@ COMMANDS = {
     "bench": ("fusion_lab.cli.bench", "bench", "Measure the cost of a study's variants."),
     "export": ("fusion_lab.cli.export", "export", "Write a run's backbone as a weights file."),
     "report": ("fusion_lab.cli.report", "report", "Write a study as one self-contained HTML page."),
+    "config": ("fusion_lab.cli.config_cmd", "config_cmd",
+               "Show every run's config, size and estimated time, before training."),
 }
 
 

@@ -1,8 +1,8 @@
 """Typed configuration of one run: dataset, model and training; the vocabulary every layer
 above speaks. This package imports only ``registries``, ``errors`` and its own modules
 (``recipes``: the training recipes; ``weights``: named and file weights and their identity;
-``defaults``: presets and ``model.init``'s default; ``sinks``: the loggers a run may name),
-never torch.
+``fields``: a field's valid values and types; ``defaults``: presets and ``model.init``'s
+default; ``sinks``: the loggers a run may name), never torch.
 
 A study file's ``base``, ``variants`` and ``grid`` are merged into one nested dict per run,
 then turned into a ``RunConfig`` by ``from_dict``, which rejects unknown keys and wrong types;
@@ -15,16 +15,18 @@ and checks every run once. The YAML itself is parsed in ``fusion_lab.plan.study`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
-import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from fusion_lab.config import recipes
 from fusion_lab.config.defaults import apply_preset, complete_model, is_resolved  # noqa: F401
+from fusion_lab.config.fields import range_problem, type_name, type_ok
+from fusion_lab.config.fields import valid as _f
 from fusion_lab.config.sinks import LOGGER_NEEDS, logger_problems  # noqa: F401 (re-exported)
 from fusion_lab.config.weights import identity
 from fusion_lab.errors import ConfigError
@@ -34,15 +36,6 @@ DECODERS = ("cpu", "gpu")  # dataset.decode: where JPEG files are decoded
 INITS = ("pytorch", "released")  # model.init
 OPTIMIZERS = ("sgd", "adamw")  # train.optimizer: fusion_lab.training.train.make_optimizer's
 SCHEDULES = ("cosine", "constant")  # train.schedule
-
-
-def _f(default: Any = None, *, min: float | None = None,
-       below: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    """A config field with its valid range: ``min`` <= v (< ``below``), or v in ``choices``.
-    ``None`` is always allowed where the field's type allows it."""
-    rules = {k: v for k, v in (("min", min), ("below", below), ("choices", choices))
-             if v is not None}
-    return field(default=default, metadata=rules)
 
 
 @dataclass
@@ -143,32 +136,17 @@ ID_NEUTRAL: dict[str, Any] = {
 SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "train": TrainConfig}
 
 
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
-    if origin is dict or tp is dict:
-        return isinstance(value, dict)
-    return isinstance(value, tp)
-
-
-def _type_name(tp: Any) -> str:
-    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
 def from_dict(d: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from a nested dict, reporting every problem at once."""
+    cfg, problems = build(d)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def build(d: dict[str, Any]) -> tuple[RunConfig, list[str]]:
+    """A RunConfig from a nested dict and its problems (unknown keys, wrong types); a key
+    with a problem is left at its default, so the rest can still be checked."""
     problems: list[str] = []
     if not isinstance(d, dict):
         raise ConfigError(f"a run config must be a mapping, got {type(d).__name__}")
@@ -183,34 +161,31 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
         if not isinstance(raw, dict):
             problems.append(f"{name} must be a mapping, got {raw!r}")
             raw = {}
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
-        for key, value in raw.items():
-            if key not in hints:
-                close = difflib.get_close_matches(str(key), list(hints), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(
-                    f"unknown key {name}.{key}{hint}; valid: {', '.join(hints)}"
-                )
-                continue
-            if not _type_ok(value, hints[key]):
-                problems.append(
-                    f"{name}.{key} must be {_type_name(hints[key])}, got {value!r}"
-                )
-                continue
-            if hints[key] is float or (isinstance(value, int) and float in typing.get_args(
-                hints[key]
-            )):
-                value = float(value) if value is not None else None
-            kwargs[key] = value
-        sections[name] = cls(**kwargs)
+        sections[name] = cls(**_section(name, raw, typing.get_type_hints(cls), problems))
     seed = d.get("seed", 0)
-    if not _type_ok(seed, int):
+    if not type_ok(seed, int):
         problems.append(f"seed must be an integer, got {seed!r}")
         seed = 0
-    if problems:
-        raise ConfigError(problems)
-    return RunConfig(seed=seed, **sections)
+    return RunConfig(seed=seed, **sections), problems
+
+
+def _section(name: str, raw: dict, hints: dict, problems: list[str]) -> dict[str, Any]:
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), list(hints), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown key {name}.{key}{hint}; valid: {', '.join(hints)}")
+            continue
+        if not type_ok(value, hints[key]):
+            problems.append(f"{name}.{key} must be {type_name(hints[key])}, got {value!r}")
+            continue
+        if hints[key] is float or (isinstance(value, int) and float in typing.get_args(
+            hints[key]
+        )):
+            value = float(value) if value is not None else None
+        kwargs[key] = value
+    return kwargs
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -223,42 +198,52 @@ def resolve(cfg: RunConfig, presets: dict[str, dict] | None = None) -> RunConfig
     The recipe depends on the dataset (``fusion_lab.config.recipes``): the registered dataset
     class names its reference recipe, so load the catalogue (and plugins) first.
     """
-    cfg = from_dict(to_dict(cfg))
-    complete_model(cfg.model, presets)
-    recipes.fill(cfg.train, cfg.dataset.name)
-    problems = check(cfg)
+    resolved, problems = resolve_dict(to_dict(cfg), presets)
     if problems:
         raise ConfigError(problems)
-    return cfg
+    return resolved
 
 
-def _range_problem(name: str, value: Any, rules: dict[str, Any]) -> str | None:
-    if value is None:
-        return None
-    if "choices" in rules and value not in rules["choices"]:
-        return f"{name} must be one of {', '.join(rules['choices'])}, got {value!r}"
-    if ("min" not in rules or value >= rules["min"]) and (
-            "below" not in rules or value < rules["below"]):
-        return None
-    if "below" in rules:
-        return f"{name} must be in [{rules['min']:g}, {rules['below']:g}), got {value!r}"
-    return f"{name} must be >= {rules['min']:g}, got {value!r}"
+def resolve_dict(d: dict[str, Any], presets: dict[str, dict] | None = None
+                 ) -> tuple[RunConfig | None, list[str]]:
+    """``resolve`` of a nested dict (copied), with every problem instead of an error: the
+    config is built without its faulty keys (None when its preset or recipe is unknown)."""
+    cfg, problems = build(copy.deepcopy(d))
+    try:
+        complete_model(cfg.model, presets)
+        recipes.fill(cfg.train, cfg.dataset.name, cfg.dataset.root)
+    except ConfigError as e:
+        return None, problems + e.problems
+    return cfg, problems + check(cfg)
+
+
+def _out_of_range(cfg: RunConfig) -> list[tuple[Any, dataclasses.Field, str]]:
+    """(section values, field, problem) for every value out of its field's range."""
+    out = []
+    for section, cls in SECTIONS.items():
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(cls):
+            problem = range_problem(f"{section}.{f.name}", getattr(values, f.name), f.metadata)
+            if problem:
+                out.append((values, f, problem))
+    return out
 
 
 def check(cfg: RunConfig) -> list[str]:
     """Values out of their field's range, one line each with the valid values."""
-    problems = []
-    for section, cls in SECTIONS.items():
-        values = getattr(cfg, section)
-        for f in dataclasses.fields(cls):
-            problem = _range_problem(f"{section}.{f.name}", getattr(values, f.name), f.metadata)
-            if problem:
-                problems.append(problem)
+    problems = [problem for _, _, problem in _out_of_range(cfg)]
     t = cfg.train
     if t.resize is not None and t.image_size is not None and t.resize < t.image_size:
         problems.append(f"train.resize ({t.resize}) must be >= train.image_size "
                         f"({t.image_size}): the image is resized, then cropped to image_size")
     return problems
+
+
+def reset_out_of_range(cfg: RunConfig) -> None:
+    """Set every value out of its field's range back to the field's default, in place: a
+    config with problems can then still be checked for others (it never trains)."""
+    for values, f, _ in _out_of_range(cfg):
+        setattr(values, f.name, f.default)
 
 
 def result_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -78,10 +78,17 @@ def _checked(dataset: str, recipe: dict[str, Any]) -> dict[str, Any]:
     return {**GENERIC, **recipe}
 
 
-def dataset_recipe(dataset: str) -> dict[str, Any]:
+def dataset_recipe(dataset: str, root: str | None = None) -> dict[str, Any]:
     """The reference recipe of a registered dataset: the one its class states (a dict, or
-    the name of another recipe), ``generic`` if it states none or is not registered."""
+    the name of another recipe), ``generic`` if it states none or is not registered. A copy
+    of another dataset (its class's ``recipe_source(root)`` names the source, e.g. the
+    ``cache``) has its source's recipe: training on it is the source's experiment."""
     datasets = _datasets()
+    source = getattr(datasets.get(dataset), "recipe_source", None) if dataset in datasets \
+        else None
+    original = source(root) if source is not None and root is not None else None
+    if original is not None and original != dataset:
+        return dataset_recipe(original)
     own = getattr(datasets.get(dataset), "reference_recipe", None) if dataset in datasets else None
     if own is None:
         return GENERIC
@@ -94,10 +101,10 @@ def dataset_recipe(dataset: str) -> dict[str, Any]:
     return values
 
 
-def recipe_values(recipe: str, dataset: str) -> dict[str, Any]:
-    """The defaults of ``train.recipe`` for a run on ``dataset``."""
+def recipe_values(recipe: str, dataset: str, root: str | None = None) -> dict[str, Any]:
+    """The defaults of ``train.recipe`` for a run on ``dataset`` (at ``root``)."""
     if recipe == "reference":
-        return dataset_recipe(dataset)
+        return dataset_recipe(dataset, root)
     if recipe == "paper":
         return PAPER
     values = _named(recipe)
@@ -107,9 +114,9 @@ def recipe_values(recipe: str, dataset: str) -> dict[str, Any]:
     return values
 
 
-def fill(t: Any, dataset: str) -> None:
+def fill(t: Any, dataset: str, root: str | None = None) -> None:
     """Set every field of the TrainConfig ``t`` left None from its recipe, in place."""
-    values = recipe_values(t.recipe, dataset)
+    values = recipe_values(t.recipe, dataset, root)
     for key, value in values.items():
         if key != "resize" and getattr(t, key) is None:
             setattr(t, key, value)

@@ -7,8 +7,12 @@ file suffix (``.pt``, ``.pth``, ``.bin``, ``.ckpt``, ``.safetensors``) is a path
 ``weights.pth`` and ``./synthetic`` are files; any other word is a name.
 
 A weights file enters a run's id by the SHA-256 of its content, never by its name or path
-(``identity``): regenerating a file changes the id of every run that starts from it, and
-moving it changes none. No torch import here (study expansion needs this).
+(``identity``): of its tensors (names, dtypes, shapes, bytes: ``tensor_digest``) for a
+``torch.save`` file, since the same weights saved under two names are different bytes; of
+its bytes for any other file, and for the shipped named weights (the SHA-256 their card
+records, already in the ids of the runs that start from them). Regenerating a file changes
+the id of every run that starts from it; moving or renaming it changes none. No torch
+import here (study expansion needs this).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fusion_lab.config.tensor_digest import tensors_sha256
 from fusion_lab.errors import WeightsError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -32,7 +37,7 @@ NAMED_WEIGHTS: dict[str, tuple[str, str, str]] = {
                   "studies/pretrain_synthetic.yaml"),
 }
 
-_HASHES: dict[tuple[str, int, int], str] = {}
+_HASHES: dict[tuple[str, str, int, int], str] = {}
 
 
 def is_path(value: str) -> bool:
@@ -76,10 +81,21 @@ def file_sha256(path: str | Path, *, cached: bool = True) -> str:
     """
     if not cached:
         return _read_sha256(path)
+    return _cached("file", path, _read_sha256)
+
+
+def content_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of what a weights file holds: its tensors for a ``torch.save`` file
+    (the same for a copy saved under another name), else its bytes; cached like
+    ``file_sha256``. Raises OSError when it cannot be read."""
+    return _cached("content", path, lambda p: tensors_sha256(p) or _read_sha256(p))
+
+
+def _cached(kind: str, path: str | Path, digest: Any) -> str:
     st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    key = (kind, str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
-        _HASHES[key] = _read_sha256(path)
+        _HASHES[key] = digest(path)
     return _HASHES[key]
 
 
@@ -94,13 +110,18 @@ def _read_sha256(path: str | Path) -> str:
 def identity(pretrained: bool | str) -> Any:
     """What ``model.pretrained`` contributes to a run id: a file's content hash.
 
-    ``true``/``false`` stay as they are. A name or a path that cannot be read is kept as
-    written: validation reports it before anything trains.
+    ``true``/``false`` stay as they are. Shipped named weights (by name or by path): the
+    SHA-256 of the file, as their card records; any other file: ``content_sha256``. A name
+    or a path that cannot be read is kept as written: validation reports it before
+    anything trains.
     """
     if not isinstance(pretrained, str):
         return pretrained
     try:
-        return "sha256:" + file_sha256(weights_path(pretrained))
+        path = weights_path(pretrained)
+        shipped = path.resolve() in {(WEIGHTS_DIR / f).resolve() for f, _, _ in
+                                     NAMED_WEIGHTS.values()}
+        return "sha256:" + (file_sha256(path) if shipped else content_sha256(path))
     except (OSError, WeightsError):
         return pretrained
 

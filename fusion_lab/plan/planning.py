@@ -12,8 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fusion_lab.errors import ConfigError
-from fusion_lab.plan.study import PlannedRun, Study, expand, load_study
+from fusion_lab.errors import ConfigError, FusionLabError
+from fusion_lab.plan.study import (
+    PlannedRun,
+    Study,
+    duplicate_problem,
+    expand_checked,
+    parse_study,
+    rows,
+)
+from fusion_lab.plan.study_parts import merge_common
 
 
 def presets() -> dict[str, dict]:
@@ -25,7 +33,9 @@ def presets() -> dict[str, dict]:
 
 def prepare(study_path: str | Path, overrides: list[str] | None = None
             ) -> tuple[Study, list[PlannedRun]]:
-    """Load a study, import its plugins, expand and validate every run (all problems at once).
+    """Load a study, import its plugins, expand and validate every run: every problem in
+    one round (the study's keys, each run's keys, values and components), each naming the
+    variant and grid cell it comes from, or said once for every variant.
 
     ``expand`` resolves each run's config once (``config.resolve``: presets, recipe, and
     every field's own values checked); ``validate`` checks what needs the registries. What
@@ -33,31 +43,33 @@ def prepare(study_path: str | Path, overrides: list[str] | None = None
     """
     from fusion_lab.registries import load_plugins
 
-    study = load_study(study_path, overrides)
-    load_plugins(study.plugins, base_dir=study.path.parent if study.path else None)
-    runs = expand(study, presets())
-    problems = validate(runs)
-    if problems:
-        raise ConfigError(problems, source=str(study.path))
+    study, problems = parse_study(study_path, overrides)
+    source = str(study.path)
+    try:
+        load_plugins(study.plugins, base_dir=study.path.parent if study.path else None)
+    except FusionLabError as e:  # what follows needs the plugins' components
+        raise ConfigError([*problems, str(e)], source=source) from None
+    runs, found, configs = expand_checked(study, presets())
+    found += validate(configs)
+    problems += merge_common(found, rows(study))
+    duplicate = duplicate_problem(runs) if not problems else None
+    if problems or duplicate:
+        raise ConfigError(problems or [duplicate], source=source)
     return study, runs
 
 
-def validate(runs: list[PlannedRun]) -> list[str]:
-    """Component, argument and dataset problems of the planned runs, each reported once."""
+def validate(configs: list[tuple[str, Any]]) -> list[tuple[str, str]]:
+    """Component, argument, dataset and logger problems of each row's config, as
+    (row, problem): ``configs`` is ``expand_checked``'s, one (row, RunConfig) per row."""
     from fusion_lab.config import logger_problems
     from fusion_lab.models.assemble import check_model_config
 
-    problems: list[str] = []
-    seen: set[str] = set()
-    for r in runs:
-        found = [f"model: {p}" for p in check_model_config(r.config.model)]
-        found += [f"dataset: {p}" for p in dataset_problems(r.config.dataset,
-                                                            r.config.train.resize)]
-        found += logger_problems(r.config.train.loggers)
-        for p in found:
-            if p not in seen:
-                seen.add(p)
-                problems.append(p)
+    problems: list[tuple[str, str]] = []
+    for at, cfg in configs:
+        found = [f"model: {p}" for p in check_model_config(cfg.model)]
+        found += [f"dataset: {p}" for p in dataset_problems(cfg.dataset, cfg.train.resize)]
+        found += logger_problems(cfg.train.loggers)
+        problems += [(at, p) for p in found if (at, p) not in problems]
     return problems
 
 

@@ -1,7 +1,8 @@
 """``cache``: a pre-resized copy of another dataset, written by ``fusionlab data cache``.
 
 ``root`` is the cache's folder (``index.json`` and ``images/``). Classes, splits and their
-order are the source dataset's; ``square_size`` is the side of the cached squares, which a run's
+order are the source dataset's, and so is the reference recipe of a run on it
+(``recipe_source``); ``square_size`` is the side of the cached squares, which a run's
 ``train.resize`` must equal (``fusion_lab.data.build_data`` checks it). See
 ``fusion_lab.data.cache``.
 """
@@ -48,6 +49,18 @@ class CachedDataset(ImageSource):
                 self.names[item] = described
                 samples.append((item, int(label)))
             setattr(self, split, samples)
+
+    @staticmethod
+    def recipe_source(root: str) -> str | None:
+        """The dataset this cache copies (its index's ``dataset``): a run on the cache
+        takes that dataset's reference recipe (``fusion_lab.config.recipes``). None where
+        the index cannot be read (validation reports the folder)."""
+        try:
+            index = json.loads((Path(root).expanduser() / INDEX).read_text())
+        except (OSError, ValueError):
+            return None
+        source = index.get("dataset") if isinstance(index, dict) else None
+        return source if isinstance(source, str) else None
 
     def describe_item(self, item: str) -> str:
         return f"{self.names.get(item, item)} (cached as {Path(item).name})"
