@@ -97,15 +97,17 @@ def timm_attention_names() -> dict[str, str | None]:
     return _names_for(_get_attn())
 
 
-def _probe(cls, **kw) -> tuple[str | None, str | None]:
-    """(why the block cannot run per level or None, its spatial map's submodule or None)."""
+def _probe(cls, **kw) -> tuple[str | None, str | None, bool]:
+    """(why the block cannot run per level or None, its spatial map's submodule or None,
+    whether that map lies in [0, 1])."""
     seen: list[tuple[str, torch.Tensor]] = []
-    with torch.random.fork_rng(devices=[]):
+    spatial, gate = None, True
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.manual_seed(0)
         try:
             block = cls(16, **kw).train()
         except Exception as e:
-            return f"{_class_name(cls)}(channels) cannot be built: {_short(e)}", None
+            return f"{_class_name(cls)}(channels) cannot be built: {_short(e)}", None, gate
         hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: seen.append((name, out)))
                  for name, m in block.named_modules() if name]
         try:
@@ -115,17 +117,20 @@ def _probe(cls, **kw) -> tuple[str | None, str | None]:
                 with torch.no_grad():
                     y = block(x)
                 if not torch.is_tensor(y) or y.shape != x.shape:
-                    return f"{_class_name(cls)} does not keep a map's shape", None
+                    return f"{_class_name(cls)} does not keep a map's shape", None, gate
                 if (h, w) == _PROBE_SIZES[0]:
-                    maps = [n for n, o in seen if torch.is_tensor(o) and o.shape == (2, 1, h, w)]
-                    spatial = maps[-1] if maps else None
+                    maps = [(n, o) for n, o in seen
+                            if torch.is_tensor(o) and o.shape == (2, 1, h, w)]
+                    if maps:
+                        spatial = maps[-1][0]
+                        gate = bool(maps[-1][1].min() >= 0 and maps[-1][1].max() <= 1)
         except Exception as e:
             return (f"{_class_name(cls)} fails on a {h}x{w} map ({_short(e)}); it needs "
-                    "fixed or divisible map sizes, which per-level attention cannot promise"), None
+                    "fixed or divisible map sizes, which per-level attention cannot promise"), None, gate
         finally:
             for hook in hooks:
                 hook.remove()
-    return None, spatial
+    return None, spatial, gate
 
 
 def _short(e: Exception) -> str:
@@ -133,10 +138,11 @@ def _short(e: Exception) -> str:
     return f"{type(e).__name__}: {text}"[:120] if text else type(e).__name__
 
 
-def as_mask(m: torch.Tensor) -> torch.Tensor:
-    """A block's (B, 1, H, W) spatial map as a mask in [0, 1]: as it is when in range,
-    else softmax over positions (GCNet's attention pooling) divided by its peak."""
-    if m.detach().min() >= 0 and m.detach().max() <= 1:
+def as_mask(m: torch.Tensor, gate: bool) -> torch.Tensor:
+    """A block's (B, 1, H, W) spatial map as a mask in [0, 1]: as it is for a gate (a map
+    the probe found in [0, 1]), else softmax over positions (GCNet's attention pooling)
+    divided by its peak."""
+    if gate:
         return m
     w = torch.softmax(m.flatten(1), dim=1).view_as(m)
     return w / w.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
@@ -155,6 +161,7 @@ class TimmAttention(nn.Module):
     timm_name = ""
     masks: tuple[str, ...] = ()
     spatial: str | None = None  # the submodule whose output is the spatial map
+    gate = True  # whether that map is already in [0, 1] (else: logits over positions)
 
     def __init__(self, channels: list[int], **block_args):
         super().__init__()
@@ -188,7 +195,7 @@ class TimmAttention(nn.Module):
                 out.append(block(x))
             finally:
                 hook.remove()
-            sa.append(as_mask(kept[-1]))
+            sa.append(as_mask(kept[-1], self.gate))
         return out, {"sa": sa}
 
 
@@ -202,7 +209,7 @@ def resolve(full_name: str) -> type:
     key = (id(get_attn), name)
     if key not in _CLASSES:
         block = _block_class(get_attn, name)
-        spatial = _probe(block)[1]
+        _, spatial, gate = _probe(block)
         own = getattr(block, "func", block).__dict__.get("__doc__")  # not nn.Module's
         doc = inspect.cleandoc(own or "").splitlines()
         about = doc[0].strip(" .'\"") if doc else ""
@@ -214,6 +221,7 @@ def resolve(full_name: str) -> type:
             "timm_name": name,
             "masks": ("sa",) if spatial else (),
             "spatial": spatial,
+            "gate": gate,
             "paper": PAPERS.get(_class_name(block), f"see {getattr(block, '__module__', 'timm')}"),
         })
     return _CLASSES[key]
