@@ -53,7 +53,10 @@ than taking ``**kwargs``, so that validation can reject a misspelt argument befo
 anything trains (a class that takes ``**kwargs`` gets no such check).
 
 Lookup of an unknown name raises ``UnknownComponentError`` naming the closest matches and
-every valid name. Third-party components load from the ``fusion_lab.components`` entry-point
+every valid name. A component may name its paper (``register(name, paper="Tan et al., CVPR
+2020")``), which ``fusionlab list`` shows beside its description. A registry may resolve a
+whole family of names through one prefix (``add_prefix``: ``timm:se``, ``timm:cbam``, ...
+come from one adapter that the catalogue registers). Third-party components load from the ``fusion_lab.components`` entry-point
 group and from plugin modules or files a study names (``load_plugins``).
 """
 
@@ -92,18 +95,25 @@ class Registry:
         self.kind = kind
         self._items: dict[str, Any] = {}
         self._docs: dict[str, str] = {}
+        self._papers: dict[str, str] = {}
+        # prefix -> (names: () -> {full name: None if usable, else why not}, resolve)
+        self._prefixes: dict[str, tuple[Callable[[], dict[str, str | None]],
+                                         Callable[[str], Any]]] = {}
         self.default: str | None = None  # the name used where a config names none
 
-    def register(self, name: str, description: str | None = None) -> Callable[[Any], Any]:
-        """Decorator registering a class or function under ``name``."""
+    def register(self, name: str, description: str | None = None,
+                 paper: str | None = None) -> Callable[[Any], Any]:
+        """Decorator registering a class or function under ``name`` (``paper``: its source,
+        "Author et al., VENUE YEAR", shown by ``fusionlab list``)."""
 
         def deco(obj: Any) -> Any:
-            self.add(name, obj, description)
+            self.add(name, obj, description, paper)
             return obj
 
         return deco
 
-    def add(self, name: str, obj: Any, description: str | None = None) -> None:
+    def add(self, name: str, obj: Any, description: str | None = None,
+            paper: str | None = None) -> None:
         """Register ``obj`` under ``name``; a duplicate name is an error."""
         if not isinstance(name, str) or not name:
             raise FusionLabError(f"a {self.kind} must be registered under a non-empty name")
@@ -122,6 +132,35 @@ class Registry:
                 obj, dict
             ) else ""
         self._docs[name] = description
+        if paper:
+            self._papers[name] = paper
+
+    def add_prefix(self, prefix: str, names: Callable[[], dict[str, str | None]],
+                   resolve: Callable[[str], Any]) -> None:
+        """Resolve every name starting with ``prefix`` (e.g. "timm:") through one adapter.
+
+        Args:
+            names: the family's full names, each mapped to None when it can be used or to
+                one line saying why not (listed, refused with that line); asked each time,
+                so a newer library's names appear without a change here.
+            resolve: full name -> the component (the same object for the same name); its
+                ``paper`` attribute and first docstring line are what ``list`` shows.
+        """
+        self._prefixes[prefix] = (names, resolve)
+
+    def _family(self) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
+        for names, _ in self._prefixes.values():
+            found.update(names())
+        return found
+
+    def _resolver(self, name: Any) -> Callable[[str], Any] | None:
+        if not isinstance(name, str):
+            return None
+        for prefix, (names, resolve) in self._prefixes.items():
+            if name.startswith(prefix) and name in (found := names()) and found[name] is None:
+                return resolve
+        return None
 
     def set_default(self, name: str) -> None:
         """Declare the registered ``name`` the one a config gets when it names none."""
@@ -131,23 +170,43 @@ class Registry:
 
     def get(self, name: str) -> Any:
         """The component registered as ``name``."""
-        try:
+        if name in self._items:
             return self._items[name]
-        except KeyError:
-            raise UnknownComponentError(self.unknown_message(name)) from None
+        resolve = self._resolver(name)
+        if resolve is None:
+            raise UnknownComponentError(self.unknown_message(name))
+        return resolve(name)
 
     def unknown_message(self, name: Any) -> str:
-        close = difflib.get_close_matches(str(name), list(self._items), n=3, cutoff=0.5)
+        why = self._family().get(name) if isinstance(name, str) and self._prefixes else None
+        if why:
+            return f"{self.kind} {name!r} cannot be used: {why}"
+        valid_names = self.list()
+        close = difflib.get_close_matches(str(name), valid_names, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
-        valid = ", ".join(sorted(self._items)) or "(none registered)"
+        valid = ", ".join(valid_names) or "(none registered)"
         return f"unknown {self.kind} {name!r}: {hint}valid names: {valid}"
 
     def describe(self, name: str) -> str:
+        if name not in self._docs and self._resolver(name) is not None:
+            return _first_line(getattr(self.get(name), "__doc__", None))
         return self._docs.get(name, "")
 
+    def paper(self, name: str) -> str:
+        """The paper a component comes from ("Author et al., VENUE YEAR"), or ""."""
+        if name not in self._items and self._resolver(name) is not None:
+            return getattr(self.get(name), "paper", "") or ""
+        return self._papers.get(name, "")
+
+    def refused(self) -> dict[str, str]:
+        """Names a prefix family knows but cannot use, each with the reason (for ``list``)."""
+        return {n: why for n, why in sorted(self._family().items()) if why}
+
     def list(self, pattern: str | None = None) -> list[str]:
-        """Registered names, sorted, optionally filtered by a shell-style wildcard."""
-        names = sorted(self._items)
+        """Usable names, sorted (prefix families' included), filtered by a shell-style
+        wildcard."""
+        family = [n for n, why in self._family().items() if why is None] if self._prefixes else []
+        names = sorted({*self._items, *family})
         if pattern:
             names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         return names
@@ -157,13 +216,13 @@ class Registry:
         return list(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or self._resolver(name) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self.list())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.list())
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.list()})"

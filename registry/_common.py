@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# CN-CNN's paper (cross-layer navigation CNN), the source of the built-in components
+CN_CNN = "Guo et al., ACM MM Asia 2021"
+
 
 def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size, mode: str = "nearest"):
     """Resize a map to an exact spatial size (no-op when it already has it).

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fusion_lab.registries import ATTENTIONS
+from fusion_lab.registry._common import CN_CNN
 
 
 class SpatialMask(nn.Module):
@@ -96,7 +97,7 @@ class NoAttention(LevelAttention):
         super().__init__(channels, spatial=False, channel=False, reduction=reduction, link=link)
 
 
-@ATTENTIONS.register("sa")
+@ATTENTIONS.register("sa", paper=CN_CNN)
 class SpatialAttention(LevelAttention):
     """Spatial attention only (3x3 transposed conv to one sigmoid mask per level)."""
 
@@ -106,7 +107,7 @@ class SpatialAttention(LevelAttention):
         super().__init__(channels, spatial=True, channel=False, reduction=reduction, link=link)
 
 
-@ATTENTIONS.register("ca")
+@ATTENTIONS.register("ca", paper=CN_CNN)
 class ChannelAttention(LevelAttention):
     """Channel attention only, with the low-to-high link between levels."""
 
@@ -116,7 +117,7 @@ class ChannelAttention(LevelAttention):
         super().__init__(channels, spatial=False, channel=True, reduction=reduction, link=link)
 
 
-@ATTENTIONS.register("sa+ca")
+@ATTENTIONS.register("sa+ca", paper=CN_CNN)
 class SpatialChannelAttention(LevelAttention):
     """Spatial and channel attention, masks added then applied (CN-CNN's LH pathway)."""
 

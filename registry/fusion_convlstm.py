@@ -33,7 +33,7 @@ from torch import nn
 
 from fusion_lab.errors import ConfigError
 from fusion_lab.registries import FUSIONS
-from fusion_lab.registry._common import resize_to
+from fusion_lab.registry._common import CN_CNN, resize_to
 
 SEQUENCES = ("levels", "batch")
 
@@ -93,7 +93,7 @@ class ConvLSTM(nn.Module):
         return out
 
 
-@FUSIONS.register("convlstm")
+@FUSIONS.register("convlstm", paper=CN_CNN)
 class ConvLSTMFusion(nn.Module):
     """CN-CNN's HL pathway: levels fused high to low by a ConvLSTM (the paper's method).
 

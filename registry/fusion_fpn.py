@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fusion_lab.registries import FUSIONS
-from fusion_lab.registry._common import resize_to
+from fusion_lab.registry._common import CN_CNN, resize_to
 
 
 @FUSIONS.register("none")
@@ -26,7 +26,7 @@ class NoFusion(nn.Module):
         return [feats[-1]]
 
 
-@FUSIONS.register("fpn_add")
+@FUSIONS.register("fpn_add", paper=CN_CNN)
 class FPNAddFusion(nn.Module):
     """FPN-style top-down addition of 1x1-projected levels (CN-CNN's HL ablation)."""
 

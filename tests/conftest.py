@@ -28,17 +28,20 @@ def isolated_registries(monkeypatch):
     """
     load = registries.load_builtin
     load()  # the built-ins stay: they are part of the snapshot
-    saved = {kind: (dict(reg._items), dict(reg._docs)) for kind, reg in registries.KINDS.items()}
+    saved = {kind: (dict(reg._items), dict(reg._docs), dict(reg._papers))
+             for kind, reg in registries.KINDS.items()}
     modules = set(sys.modules)
     monkeypatch.setattr(registries, "_loaded_plugins", set())
     monkeypatch.setattr(registries, "_loaded_entry_points", True)
     yield registries
-    for kind, (items, docs) in saved.items():
+    for kind, (items, docs, papers) in saved.items():
         reg = registries.KINDS[kind]
         reg._items.clear()
         reg._items.update(items)
         reg._docs.clear()
         reg._docs.update(docs)
+        reg._papers.clear()
+        reg._papers.update(papers)
     for name in set(sys.modules) - modules:
         if name.startswith("fusion_lab_plugin_") or name.startswith("fl_test_"):
             del sys.modules[name]

@@ -14,11 +14,28 @@ BATCH = 16  # the released code's test batch on CUB and Aircraft
 @click.option("--image-size", default=448, show_default=True, type=int)
 @click.option("--flops/--no-flops", default=True, help="Count forward FLOPs (batch 1).")
 @click.option("--plugin", "plugins", multiple=True, help="Plugin module or .py file to load.")
+@click.option("--fusion", "fusions", multiple=True,
+              help="Describe this fusion instead of presets (repeatable; 'all': every one).")
+@click.option("--attention", "attentions", multiple=True,
+              help="Describe this attention instead of presets (repeatable; 'all': every one).")
+@click.option("--width", type=int, default=None,
+              help="Fused channels with --fusion/--attention (default: the preset's).")
 def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_size: int,
-             flops: bool, plugins: tuple[str, ...]) -> None:
+             flops: bool, plugins: tuple[str, ...], fusions: tuple[str, ...],
+             attentions: tuple[str, ...], width: int | None) -> None:
     """Build PRESETS (default: every registered preset, plugins' included, in the order they
-    were registered) and print parameters and GFLOPs."""
+    were registered) and print parameters and GFLOPs.
+
+    With --fusion/--attention: each component swapped into the first PRESET (default
+    cn_cnn), with its own parameters and GFLOPs beside the whole model's."""
     import torch
+
+    if fusions or attentions:
+        from fusion_lab.cli.describe_parts import describe_parts
+
+        describe_parts(fusions, attentions, presets[0] if presets else None, backbone,
+                       num_classes, image_size, list(plugins), width)
+        return
 
     from fusion_lab.config import ModelConfig
     from fusion_lab.models.assemble import build_model, count_parameters, resolve_parts

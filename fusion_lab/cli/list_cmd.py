@@ -1,6 +1,12 @@
-"""`fusionlab list [KIND] [PATTERN]`: registered components with their descriptions."""
+"""`fusionlab list [KIND] [PATTERN]`: registered components with their descriptions and papers.
+
+A prefix family (``timm:NAME`` attentions) is listed in full: the names that cannot be used
+here come after the others, each with the reason.
+"""
 
 from __future__ import annotations
+
+import fnmatch
 
 import click
 
@@ -34,8 +40,13 @@ def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) ->
         names = reg.list(pattern)
         click.echo(f"{name}:")
         for n in names:
-            click.echo(f"  {n:<16} {reg.describe(n)}")
-        if pattern and not names and name != "backbones":
+            paper = reg.paper(n)
+            click.echo(f"  {n:<16} {reg.describe(n)}" + (f" [{paper}]" if paper else ""))
+        refused = {n: why for n, why in reg.refused().items()
+                   if not pattern or fnmatch.fnmatchcase(n, pattern)}
+        for n, why in refused.items():  # a family name it knows but cannot use here
+            click.echo(f"  {n:<16} (not usable: {why})")
+        if pattern and not names and not refused and name != "backbones":
             click.echo(f"  (no {reg.kind} matches {pattern!r})")
         if name == "backbones":
             from fusion_lab.models.backbones import timm_model_names
