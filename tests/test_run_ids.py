@@ -26,6 +26,9 @@ STUDIES = Path(__file__).resolve().parent.parent / "studies"
 # study -> (number of runs, SHA-256 of [[run_id, group_id], ...] in expansion order)
 ALL_IDS = {
     "attention": (24, "37b668eee3103cebf2a2efed33019253c8167d67152e2284d6d474b555c9d403"),
+    # issue 19: pinned when the catalogue studies were added (no earlier results exist)
+    "catalogue": (45, "0ece13c10effce791b4c3a0af6722ef7db9f97d89f927720ff17a984d50796e5"),
+    "catalogue_cub": (180, "94504fabfb16806a226701bc6a3617f836901c066098ce37b6d12eb39c41377b"),
     "convlstm": (12, "e6ff0a11f96e8ac64d24861efba9820c682a545a793fdaa98e18545b4039e030"),
     "pathways": (9, "762152edbc9a79b155b5d6d612757aebde58fe1470597be9b842818fb4818ee5"),
     "pretrain_synthetic": (1, "8364ab4261b023c8e252222ed42819663f5ac616b7006634246749f8d03b0d42"),
