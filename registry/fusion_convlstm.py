@@ -10,18 +10,19 @@ Cheaper than the authors' code, same parameters and outputs (``impl="fast"``):
 - the 1x1 projections run at each level's own resolution before the nearest-neighbour
   resize (a pointwise conv commutes with nearest resizing; BN + ReLU run after it, on the
   resized map, so batch statistics are unchanged);
-- the gate conv is split into its input and hidden halves (same weight tensor); the hidden
-  half is skipped at the first step, where the state is zero;
-- the input half runs on F5 and F4 at their own resolution (``registry/_subpixel.py``):
-  a 3x3 conv of a nearest-upsampled map is, per output phase, a smaller conv of the
-  source map with the taps that land on the same source pixel summed (issue 21; where
-  a resize is no upsampling, the map is resized and convolved as before).
-``impl="split"`` is the fast path before issue 21 (input halves of all steps as one
-batched conv at the lowest level's size), kept as the benchmarks' reference.
+- the gate conv is split into its input and hidden halves (same weight tensor): the input
+  halves of all steps run as one batched conv, and the hidden half is skipped at the first
+  step, where the state is zero.
+``impl="subpixel"`` (issue 21) also runs the input half on F5 and F4 at their own
+resolution (``registry/_subpixel.py``): a 3x3 conv of a nearest-upsampled map is, per
+output phase, a smaller conv of the source map with the taps that land on the same source
+pixel summed (where a resize is no upsampling, the map is resized and convolved as
+before). 19% fewer forward FLOPs at 448, but not faster on the CPU it was measured on
+(docs/performance.md), so it is an explicit option, not the default.
 ``impl="plain"`` computes it the authors' way instead (resize then project; concat and the
 full gate conv at every step): the reference that tests and benchmarks compare against.
-All three compute the same function in float32; they differ only in the order of the
-additions (docs/performance.md says how that was checked).
+All three compute the same function; in float32 they differ only in the order of the
+additions.
 
 ``sequence`` chooses the recurrence axis (docs/model.md, "What the released code really
 runs"):
@@ -44,7 +45,7 @@ from fusion_lab.registry._common import resize_to
 from fusion_lab.registry._subpixel import conv_upsampled, first_index, upsampling
 
 SEQUENCES = ("levels", "batch")
-IMPLS = ("fast", "split", "plain")
+IMPLS = ("fast", "subpixel", "plain")
 
 
 class ConvLSTM(nn.Module):
@@ -54,8 +55,9 @@ class ConvLSTM(nn.Module):
         in_channels: channels of each input map.
         hidden: channels of the hidden and cell states.
         kernel_size: size of the gate convolution.
-        impl: "fast" or "split" (input and hidden halves of the gate conv apart) or
-            "plain" (concat + conv every step).
+        impl: "fast" or "subpixel" (input and hidden halves of the gate conv apart;
+            subpixel: ``input_gates`` of an upsampled map at its own size) or "plain"
+            (concat + conv every step).
     """
 
     def __init__(self, in_channels: int, hidden: int, kernel_size: int = 3, impl: str = "fast"):
@@ -96,11 +98,11 @@ class ConvLSTM(nn.Module):
     def input_gates(self, x: torch.Tensor, size: tuple[int, int] | None = None):
         """The input half of the gate conv, with the bias, on ``x`` nearest-resized to
         ``size`` (x's own size when None): at x's resolution where the resize upsamples
-        both axes and impl is "fast", else on the resized map."""
+        both axes and impl is "subpixel", else on the resized map."""
         w_x = self.gates.weight[:, : self.in_channels]
         if size is not None and tuple(x.shape[-2:]) != tuple(size):
             (h, w), (out_h, out_w) = x.shape[-2:], size
-            if self.impl == "fast" and upsampling(h, out_h) and upsampling(w, out_w):
+            if self.impl == "subpixel" and upsampling(h, out_h) and upsampling(w, out_w):
                 return conv_upsampled(x, w_x, self.gates.bias, (out_h, out_w))
             x = resize_to(x, size)
         return F.conv2d(x, w_x, self.gates.bias, padding=self.gates.padding)
@@ -126,8 +128,8 @@ class ConvLSTMFusion(nn.Module):
         kernel_size: the gate conv's kernel.
         global_branch: add the top level's global-pooling branch.
         resize_back: resize the fused maps to their own level's size (the paper).
-        impl: "fast", "split" (the fast path before issue 21) or "plain" (the authors'
-            order of operations); the same function.
+        impl: "fast", "subpixel" (issue 21: F5's and F4's input halves at their own
+            size) or "plain" (the authors' order of operations); the same function.
         sequence: "levels" (the paper's text) or "batch" (the released code).
         bn_momentum: momentum of the top level's two BatchNorms (released code: 0.01).
     """
@@ -179,7 +181,7 @@ class ConvLSTMFusion(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         size = feats[0].shape[-2:]  # the lowest level's, e.g. S3: 56x56 at 448 input
-        if self.impl == "fast":  # each step's input half, from maps at their own size
+        if self.impl == "subpixel":  # each step's input half, from maps at their own size
             run, seq = self.lstm.recur, self._input_halves(feats, size)
         else:
             run, seq = self.lstm, self._resized(feats, size)

@@ -2,7 +2,7 @@
 
 A 3x3 conv of a nearest-upsampled map, computed at the map's own resolution, must equal
 ``conv2d(interpolate(x))`` (float64: to rounding; float32: within 1e-5), and ``impl:
-fast`` must equal ``impl: plain`` on every ConvLSTM preset, both sequences, odd sizes,
+subpixel`` must equal ``impl: plain`` on every ConvLSTM preset, both sequences, odd sizes,
 with gradients and BN running statistics too.
 """
 
@@ -43,7 +43,7 @@ def _fusion_pair(sequence: str, sizes, batch: int = 3):
     with torch.no_grad():  # weights large enough that every gate and state matters
         for p in ref.parameters():
             p.normal_(0.0, 0.5)
-    fast = ConvLSTMFusion(chans, 6, sequence=sequence, impl="fast")
+    fast = ConvLSTMFusion(chans, 6, sequence=sequence, impl="subpixel")
     fast.load_state_dict(ref.state_dict())
     feats = [torch.randn(batch, c, *s) for c, s in zip(chans, sizes)]
     return fast, ref, feats
@@ -66,7 +66,7 @@ SIZES = [[(8, 8), (4, 4), (2, 2)], [(7, 9), (4, 5), (2, 3)], [(25, 25), (13, 13)
 
 @pytest.mark.parametrize("sequence", ["levels", "batch"])
 @pytest.mark.parametrize("sizes", SIZES, ids=["x2x4", "odd", "25", "same"])
-def test_fast_fusion_equals_plain_with_gradients(sequence, sizes):
+def test_subpixel_fusion_equals_plain_with_gradients(sequence, sizes):
     fast, plain, feats = _fusion_pair(sequence, sizes)
     outs = {}
     for name, m in (("fast", fast.train()), ("plain", plain.train())):
@@ -86,14 +86,15 @@ def test_fast_fusion_equals_plain_with_gradients(sequence, sizes):
 
 @pytest.mark.parametrize("preset", ["cn_cnn", "cn_cnn_released"])
 @pytest.mark.parametrize("hw", [(32, 32), (50, 37), (36, 44)])
-def test_every_convlstm_preset_fast_equals_plain(preset, hw):
+def test_every_convlstm_preset_subpixel_equals_plain(preset, hw):
     # small_cnn: taps at strides 4, 8, 16 (32: 8, 4, 2; 50x37: 13x10, 7x5, 4x3; 36x44:
     # 9x11, 5x6, 3x3): exact x2 and x4, odd sizes, non-integer ratios.
     # float32: outputs within 1e-5. float64: gradients of the whole model equal to
     # rounding (in float32 the backbone's BatchNorms amplify rounding in its gradients to
-    # about 1e-5 of their size, for the split path as much as for this one).
+    # about 1e-5 of their size, for the fast path as much as for this one).
     torch.manual_seed(0)
-    fast = build_model(ModelConfig(preset=preset, backbone="small_cnn", pretrained=False), 5)
+    fast = build_model(ModelConfig(preset=preset, backbone="small_cnn", pretrained=False,
+                                   fusion_args={"impl": "subpixel"}), 5)
     plain = build_model(ModelConfig(preset=preset, backbone="small_cnn", pretrained=False,
                                     fusion_args={"impl": "plain"}), 5)
     plain.load_state_dict(fast.state_dict())
@@ -114,14 +115,14 @@ def _flops(module, feats) -> int:
     return counter.get_total_flops()
 
 
-def test_fast_saves_the_flops_the_decomposition_predicts():
+def test_subpixel_saves_the_flops_the_decomposition_predicts():
     # Exact x2 (S4) and x4 (S5) at S3 = 8x8. Per source pixel and axis, the 3 taps of the
     # 3x3 input-half conv land on 2 + 2 offsets at x2 (phases (-1, 0), (0, +1)) and on
     # 2 + 1 + 2 at x4 (phases 1 and 2 share (0, 0)): (2+2)^2 and (2+1+2)^2 taps per
     # source pixel instead of 9 per output pixel.
-    fast, plain, feats = _fusion_pair("levels", SIZES[0], batch=2)
-    split = ConvLSTMFusion([8, 12, 16], 6, impl="split")
-    split.load_state_dict(plain.state_dict())
+    subpixel, plain, feats = _fusion_pair("levels", SIZES[0], batch=2)
+    fast = ConvLSTMFusion([8, 12, 16], 6, impl="fast")
+    fast.load_state_dict(plain.state_dict())
     per_tap = 2 * 2 * 6 * 4 * 6  # 2 FLOPs per MAC, batch 2, 6 in, 4 x 6 gate channels
     saved = per_tap * (9 * 64 * 2 - (16 * 4 * 4 + 25 * 2 * 2))
-    assert _flops(split, feats) - _flops(fast, feats) == saved
+    assert _flops(fast, feats) - _flops(subpixel, feats) == saved
