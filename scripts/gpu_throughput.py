@@ -88,7 +88,8 @@ def report(times: dict, args: argparse.Namespace, dev: torch.device, prec_name: 
     ips = {k: args.batch_size / statistics.median(v) for k, v in times.items()}
     span = {k: (args.batch_size / max(v), args.batch_size / min(v)) for k, v in times.items()}
     head = (f"{device_name(dev)}, {args.image_size}x{args.image_size}, batch {args.batch_size}, "
-            f"{prec_name}, channels_last, median [min-max] of {args.steps} steps")
+            f"{prec_name}{', channels_last' if dev.type == 'cuda' else ''}, "
+            f"median [min-max] of {args.steps} steps")
     print(f"\n{head}")
     print(f"{'model':<10}{'compile':>9}{'images/s':>11}{'[min-max]':>16}{'/ baseline':>12}"
           f"{'target':>9}")
@@ -96,7 +97,7 @@ def report(times: dict, args: argparse.Namespace, dev: torch.device, prec_name: 
         ratio = v / ips[("baseline", compiled)]
         lo, hi = span[(preset, compiled)]
         print(f"{preset:<10}{'yes' if compiled else 'no':>9}{v:>11.1f}"
-              f"{f'[{lo:.0f}-{hi:.0f}]':>16}{ratio:>12.2f}{TARGETS[preset]:>9.0f}")
+              f"{f'[{lo:.4g}-{hi:.4g}]':>16}{ratio:>12.2f}{TARGETS[preset]:>9.0f}")
     lines = []
     for preset in ("baseline", "cn_cnn"):
         if (preset, True) in ips:
