@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fixtures.legacy import LegacyTransform  # noqa: E402
 from fixtures.texture import jpeg_bytes, textured_image  # noqa: E402
 
-TARGETS = {"full CN-CNN on an H100": 300, "bare ResNet50 on an H100": 1000}
+TARGETS = {"full CN-CNN on an H200": 400, "bare ResNet50 on an H200": 1200}
 
 
 class LegacyDataset(SplitDataset):

@@ -34,7 +34,9 @@ seeds: [0, 1]
 baseline: Baseline
 """
 ROW_KEYS = {"label", "grid", "params", "gflops", "train_ips", "infer_ips", "train_ratio",
-            "infer_ratio", "peak_mem_mb"}
+            "infer_ratio", "peak_mem_mb", "train_ips_range", "infer_ips_range",
+            "train_ratio_range", "infer_ratio_range"}
+REPEATS = 3
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def benched(tmp_path_factory):
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         main(["bench", str(study_file), "--results", str(results), "--device", "cpu",
-              "--repeats", "1", "--image-size", "32", "--batch-size", "2"])
+              "--repeats", str(REPEATS), "--image-size", "32", "--batch-size", "2"])
     cost = json.loads((results / "tinycost" / "cost.json").read_text())
     return study_file, results, cost, buf.getvalue()
 
@@ -55,7 +57,8 @@ def benched(tmp_path_factory):
 def test_cost_json_has_the_documented_format(benched):
     study_file, _, cost, _ = benched
     _, runs = prepare(study_file)
-    assert set(cost) == {"device", "measured", "image_size", "batch_size", "baseline", "rows"}
+    assert set(cost) == {"device", "measured", "image_size", "batch_size", "baseline",
+                         "conditions", "rows"}
     assert cost["device"].startswith("cpu") and cost["baseline"] == "Baseline"
     assert (cost["image_size"], cost["batch_size"]) == (32, 2)  # the flags win
     # one row per group: 2 variants x 2 grid cells; the 2 seeds collapse
@@ -92,10 +95,38 @@ def test_ratios_are_against_the_baseline_of_the_same_cell(benched):
     assert wide["CN-CNN"]["params"] > narrow["CN-CNN"]["params"]
 
 
+def test_figures_come_with_their_spread_over_rounds(benched):
+    _, _, cost, _ = benched
+    for row in cost["rows"].values():
+        for kind in ("train", "infer"):
+            lo, hi = row[f"{kind}_ips_range"]
+            assert 0 < lo <= row[f"{kind}_ips"] <= hi  # the median lies inside the range
+            r_lo, r_hi = row[f"{kind}_ratio_range"]
+            assert 0 < r_lo <= r_hi
+    base = next(r for r in cost["rows"].values() if r["label"] == "Baseline")
+    assert base["train_ratio_range"] == [1.0, 1.0]  # each round against itself
+
+
+def test_the_conditions_are_recorded(benched):
+    _, _, cost, out = benched
+    c = cost["conditions"]
+    assert (c["repeats"], c["warmup"]) == (REPEATS, 1)
+    assert len(c["load_avg_start"]) == len(c["load_avg_end"]) == 3
+    assert min(c["load_avg_start"] + c["load_avg_end"]) >= 0 and c["cpus"] >= 1
+    first = out.splitlines()[0]  # device, image size, batch, rounds and load, printed
+    assert first.startswith("cpu") and "32x32, batch 2" in first
+    assert f"{REPEATS} round-robin rounds" in first and "load average" in first
+
+
 def test_bench_prints_a_table(benched):
     _, _, cost, out = benched
     assert "train img/s" in out and "peak MB" in out
     assert out.count("CN-CNN") == 2 and "width=8" in out
+    cn = next(r for r in cost["rows"].values()
+              if r["label"] == "CN-CNN" and r["grid"] == {"model.width": 8})
+    line = next(ln for ln in out.splitlines() if ln.startswith("CN-CNN [width=8]"))
+    lo, hi = cn["train_ratio_range"]
+    assert f"(x{cn['train_ratio']:.2f} [{lo:.2f}-{hi:.2f}])" in line
 
 
 def test_table_cost_shows_the_columns(benched, capsys):
@@ -117,6 +148,9 @@ def test_table_cost_shows_the_columns(benched, capsys):
               if r["label"] == "CN-CNN" and r["grid"] == {"model.width": 8})
     line = next(ln for ln in text.splitlines() if ln.startswith("CN-CNN (8)"))
     assert f"×{cn['train_ratio']:.2f}" in line and "no cost profile" not in text
+    lo, hi = cn["train_ratio_range"]
+    assert f"[{lo:.2f}-{hi:.2f}]" in line  # the spread, as bench printed it
+    assert "Cost measured on cpu" in text and "round-robin rounds" in text
 
 
 def test_unknown_study_is_an_error(tmp_path, capsys):

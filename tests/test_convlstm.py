@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from fusion_lab.registry.fusion_convlstm import ConvLSTM
 
-IMPLS = ["fast", "plain"]
+IMPLS = ["fast", "subpixel", "plain"]
 
 
 def _randomise(lstm: ConvLSTM) -> None:

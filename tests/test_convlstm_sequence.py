@@ -16,7 +16,7 @@ from fusion_lab.errors import ConfigError
 from fusion_lab.models.assemble import build_model, check_model_config
 from fusion_lab.registry.fusion_convlstm import ConvLSTMFusion
 
-IMPLS = ["fast", "plain"]
+IMPLS = ["fast", "subpixel", "plain"]
 IN_CHANNELS = [4, 6, 8]  # S3, S4, S5
 SIZES = [(6, 6), (3, 3), (2, 2)]  # stride 8, 16, 32 of a 48 px image
 

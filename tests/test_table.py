@@ -348,6 +348,30 @@ def test_cost_columns_join_by_group_id(results):
     assert "no cost profile: run fusionlab bench grid" in text
 
 
+def test_cost_cells_show_the_spread_and_the_conditions(results):
+    study = json.loads((results / "ablation/study.json").read_text())
+    gid = study["rows"][1]["group_id"]
+    (results / "ablation/cost.json").write_text(json.dumps({
+        "device": "cuda:0 (NVIDIA H200)", "measured": "x", "image_size": 448,
+        "batch_size": 32, "baseline": "Baseline",
+        "conditions": {"repeats": 7, "warmup": 1, "cpu": "AMD EPYC", "cpus": 16,
+                       "load_avg_start": [5.1, 4.0, 3.0], "load_avg_end": [6.25, 4.1, 3.0]},
+        "rows": {gid: {"label": "HL", "grid": {}, "params": 25e6, "gflops": 40.0,
+                       "train_ips": 1234.4, "train_ips_range": [980.0, 1301.6],
+                       "train_ratio": 0.5, "train_ratio_range": [0.2, 1.05],
+                       "infer_ips": 0.184, "infer_ips_range": [0.15, 0.2],
+                       "infer_ratio": 0.61, "infer_ratio_range": [0.6, 0.62],
+                       "peak_mem_mb": 812.0}}}))
+    text = tables(["ablation"], results=results, cost=True).text
+    hl = line(text, "HL")
+    assert "1234 [980-1302] (×0.50 [0.20-1.05])" in hl
+    assert "0.184 [0.15-0.2] (×0.61 [0.60-0.62])" in hl
+    assert ("Cost measured on cuda:0 (NVIDIA H200), 448x448, batch 32; 7 round-robin "
+            "rounds after 1 warm-up; load average 5.10 -> 6.25 (1 min) on 16 CPUs") in text
+    rec = records(results, "ablation", cost=True)["ablation/HL"]
+    assert rec["train_ratio_range"] == [0.2, 1.05]
+
+
 # --- formats ------------------------------------------------------------------------
 
 def test_csv_is_machine_readable(results):

@@ -36,7 +36,8 @@ from fusion_lab.training.provenance import plugin_changes
 
 METRICS = ("final", "best_val")
 COST_KEYS = ("params", "gflops", "train_ips", "infer_ips", "train_ratio", "infer_ratio",
-             "peak_mem_mb")
+             "peak_mem_mb", "train_ips_range", "infer_ips_range", "train_ratio_range",
+             "infer_ratio_range")  # ranges: [min, max] over rounds (absent in older files)
 BATCH_MARK = "§"  # a row whose predictions depend on the test batch
 
 

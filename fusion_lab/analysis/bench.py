@@ -3,8 +3,11 @@
 One variant per group (seeds collapse; every grid cell is a variant). Each is built from its
 resolved config and fed synthetic tensors of the study's image size, so no dataset is read.
 Throughputs are medians over repeats taken round-robin across the variants (drift on a
-shared machine hits all alike) and are reported as ratios to the baseline row of the same
-grid cell, measured in the same process. Peak memory is measured per variant in a fresh
+shared machine hits all alike), with their range over the rounds, and are reported as
+ratios to the baseline row of the same grid cell, measured in the same process (the ratio
+of the medians, and its range over rounds: each round's ratio compares two steps taken
+under the same load). The conditions go with them: device, image size, batch, rounds, and
+the load average before and after. Peak memory is measured per variant in a fresh
 subprocess (one training step and one inference batch): ``torch.cuda.max_memory_allocated``
 on a GPU; on the CPU, the rise of the process's peak resident set size over its size after
 importing torch (the peak is reset through /proc/self/clear_refs; where that fails, the
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -29,10 +33,11 @@ import torch
 from torch import nn
 
 from fusion_lab import store
+from fusion_lab.analysis.table_formats import cost_conditions, ips_cell
 from fusion_lab.config import RunConfig, from_dict, to_dict
 from fusion_lab.errors import FusionLabError
 from fusion_lab.models.assemble import build_model, count_parameters, model_loss
-from fusion_lab.models.profile import image_gflops, round_robin
+from fusion_lab.models.profile import cpu_model, image_gflops, round_robin
 from fusion_lab.plan.study import PlannedRun, Study
 from fusion_lab.training.device import device_name, precision, prepare_model, resolve_device
 from fusion_lab.training.train import optimizer_step
@@ -161,6 +166,18 @@ def baseline_index(vs: list[Variant], baseline: str | None) -> list[int]:
     return out
 
 
+def spread(ts: list[float], ref: list[float], batch: int, kind: str) -> dict[str, Any]:
+    """Throughput (median over rounds) and its range; ratio to the reference (``ref``: the
+    baseline's seconds in the same rounds) as the ratio of medians, and its range over
+    rounds (each round's own ratio)."""
+    ips = [batch / t for t in ts]
+    per_round = [r / t for t, r in zip(ts, ref)]
+    return {f"{kind}_ips": batch / statistics.median(ts),
+            f"{kind}_ips_range": [min(ips), max(ips)],
+            f"{kind}_ratio": statistics.median(ref) / statistics.median(ts),
+            f"{kind}_ratio_range": [min(per_round), max(per_round)]}
+
+
 def bench_study(study: Study, runs: list[PlannedRun], results: str | Path, device: str = "auto",
                 batch_size: int | None = None, image_size: int | None = None, repeats: int = 5,
                 warmup: int = 1, classes: int | None = None, memory: bool = True,
@@ -187,16 +204,14 @@ def bench_study(study: Study, runs: list[PlannedRun], results: str | Path, devic
             f"{rows[v.group_id]['gflops']:.2f} GFLOPs")
     fns = {(i, kind): fn for i, pair in enumerate(steps)
            for kind, fn in zip(("train", "infer"), pair)}
+    load_start = os.getloadavg()
     times = round_robin(fns, repeats, warmup, on_round=lambda r, _: log(
         f"round {r + 1}/{warmup + repeats}{' (warm-up)' if r < warmup else ''} done"))
+    load_end = os.getloadavg()
     del models, steps
-    for i, v in enumerate(vs):
+    for i, (v, b) in enumerate(zip(vs, baseline_index(vs, study.baseline))):
         for kind in ("train", "infer"):
-            rows[v.group_id][f"{kind}_ips"] = batch / statistics.median(times[(i, kind)])
-    for v, b in zip(vs, baseline_index(vs, study.baseline)):
-        ref = rows[vs[b].group_id]
-        for kind in ("train", "infer"):
-            rows[v.group_id][f"{kind}_ratio"] = rows[v.group_id][f"{kind}_ips"] / ref[f"{kind}_ips"]
+            rows[v.group_id].update(spread(times[(i, kind)], times[(b, kind)], batch, kind))
     for v in vs:
         mem = None
         if memory:
@@ -204,27 +219,32 @@ def bench_study(study: Study, runs: list[PlannedRun], results: str | Path, devic
             mem = peak_memory_mb(v.config, n_cls, str(dev), batch, size, study.plugins, base_dir)
             log(f"peak memory of {v.label}: {mem:.0f} MB")
         rows[v.group_id]["peak_mem_mb"] = mem
-    cost = {"device": device_name(dev), "measured": store.now(), "image_size": size, "batch_size": batch,
-            "baseline": study.baseline or vs[0].label, "rows": rows}
+    cost = {"device": device_name(dev), "measured": store.now(), "image_size": size,
+            "batch_size": batch, "baseline": study.baseline or vs[0].label,
+            "conditions": {"repeats": repeats, "warmup": warmup, "cpu": cpu_model(),
+                           "cpus": os.cpu_count(), "load_avg_start": list(load_start),
+                           "load_avg_end": list(load_end)},
+            "rows": rows}
     store.write_json(store.study_dir(results, study.name) / store.COST_JSON, cost)
     return cost
 
 
 def format_cost(cost: dict[str, Any]) -> str:
-    """A plain-text table of a cost profile."""
-    head = (f"{'variant':<28}{'params (M)':>11}{'GFLOPs':>9}{'train img/s':>17}"
-            f"{'infer img/s':>17}{'peak MB':>9}")
-    lines = [f"{cost['device']}, {cost['image_size']}x{cost['image_size']}, batch "
-             f"{cost['batch_size']}; ratios against {cost['baseline']}", head]
+    """A plain-text table of a cost profile, under the conditions it was measured in."""
+    head = (f"{'variant':<28}{'params (M)':>11}{'GFLOPs':>9}  {'train img/s':<32}"
+            f"{'infer img/s':<32}{'peak MB':>8}")
+    lines = [cost_conditions(cost),
+             f"img/s: median [min-max] over rounds; (x ratio [min-max]): throughput against "
+             f"{cost['baseline']} of the same grid cell (ratio of medians [per-round range])",
+             head]
     for row in cost["rows"].values():
         cell = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in row["grid"].items())
         name = f"{row['label']} [{cell}]" if cell else row["label"]
         mem = row["peak_mem_mb"]
         lines.append(
-            f"{name[:27]:<28}{row['params'] / 1e6:>11.2f}{row['gflops']:>9.2f}"
-            f"{row['train_ips']:>9.1f} (x{row['train_ratio']:.2f})"
-            f"{row['infer_ips']:>9.1f} (x{row['infer_ratio']:.2f})"
-            f"{'-' if mem is None else f'{mem:.0f}':>9}")
+            f"{name[:27]:<28}{row['params'] / 1e6:>11.2f}{row['gflops']:>9.2f}  "
+            f"{ips_cell(row, 'train'):<32}{ips_cell(row, 'infer'):<32}"
+            f"{'-' if mem is None else f'{mem:.0f}':>8}")
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ from fusion_lab.analysis.table_formats import (
     FEW,
     UNKNOWN,
     WITHIN,
+    ips_cell,
     json_default,
     latex_table,
     plain_value,
@@ -228,10 +229,8 @@ def _cells(res: StudyResults, heads: bool, cost: bool, ci: bool = False) -> pd.D
         c = [table.get(g) or {} for g in rows.group_id]
         out["Params (M)"] = [_fmt(x.get("params") and x["params"] / 1e6, ".1f") for x in c]
         out["GFLOPs"] = [_fmt(x.get("gflops")) for x in c]
-        for kind in ("train", "infer"):
-            out[f"{kind} img/s"] = [_fmt(x.get(f"{kind}_ips"), ".1f")
-                                    + (f" (×{x[f'{kind}_ratio']:.2f})"
-                                       if x.get(f"{kind}_ratio") is not None else "") for x in c]
+        for kind in ("train", "infer"):  # median [range over rounds] (×ratio [range])
+            out[f"{kind} img/s"] = [ips_cell(x, kind, "×") for x in c]
         out["peak MB"] = [_fmt(x.get("peak_mem_mb"), ".0f") for x in c]
     return out
 

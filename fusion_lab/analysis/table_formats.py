@@ -1,5 +1,5 @@
 """How a table's cells are written out: plain/GitHub text (tabulate), booktabs LaTeX and
-JSON-ready values (no torch).
+JSON-ready values, and the cost profile's cells and conditions (no torch).
 """
 
 from __future__ import annotations
@@ -61,3 +61,35 @@ def latex_table(body: pd.DataFrame, heading: str, notes: list[str]) -> str:
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines += [f"% {n}" for n in notes]
     return "\n".join(lines)
+
+
+def cost_conditions(cost: dict[str, Any]) -> str:
+    """Where and how a cost profile was measured, in one line (an older cost.json: what it
+    holds, without rounds and load)."""
+    c = cost.get("conditions") or {}
+    size = cost["image_size"]
+    text = f"{cost['device']}, {size}x{size}, batch {cost['batch_size']}"
+    if c:
+        start, end = c["load_avg_start"][0], c["load_avg_end"][0]
+        text += (f"; {c['repeats']} round-robin rounds after {c['warmup']} warm-up; "
+                 f"load average {start:.2f} -> {end:.2f} (1 min) on {c['cpus']} CPUs")
+    return text
+
+
+def _ips(v: float) -> str:
+    """Images/s to three significant digits, whole numbers from 100 up (no exponent)."""
+    return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def ips_cell(row: dict[str, Any], kind: str, times: str = "x") -> str:
+    """Throughput ``median [min-max] (xratio [min-max])`` of ``kind`` (train or infer);
+    an older cost.json has no ranges, and only the medians are shown."""
+    ips, ratio = row.get(f"{kind}_ips"), row.get(f"{kind}_ratio")
+    if ips is None:
+        return "-"
+    lo_hi, r_lo_hi = row.get(f"{kind}_ips_range"), row.get(f"{kind}_ratio_range")
+    text = _ips(ips) + (f" [{_ips(lo_hi[0])}-{_ips(lo_hi[1])}]" if lo_hi else "")
+    if ratio is not None:
+        text += f" ({times}{ratio:.2f}"
+        text += f" [{r_lo_hi[0]:.2f}-{r_lo_hi[1]:.2f}])" if r_lo_hi else ")"
+    return text

@@ -10,7 +10,7 @@ import pandas as pd
 
 from fusion_lab.analysis.aggregate import BATCH_MARK, StudyResults, not_done
 from fusion_lab.analysis.stats import CONFIDENCE, MAX_SEEDS, POWER, pooled_sd, seeds_needed
-from fusion_lab.analysis.table_formats import FEW, UNKNOWN, WITHIN
+from fusion_lab.analysis.table_formats import FEW, UNKNOWN, WITHIN, cost_conditions
 
 
 def table_notes(res: StudyResults, cost: bool, pivot: bool = False) -> list[str]:
@@ -44,6 +44,9 @@ def table_notes(res: StudyResults, cost: bool, pivot: bool = False) -> list[str]
     if cost and res.cost is None:
         notes.append(f"no cost profile: run fusionlab bench {res.name}")
     elif cost:
+        notes.append(f"Cost measured on {cost_conditions(res.cost)}. img/s: median "
+                     "[min-max] over the rounds; ×: throughput against the baseline row of "
+                     "the same grid cell (ratio of medians [per-round range]).")
         missing = [g for g in rows.group_id if g not in (res.cost.get("rows") or {})]
         if missing:
             notes.append(f"{len(missing)} row(s) missing from cost.json (older profile): "
