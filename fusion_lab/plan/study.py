@@ -20,10 +20,11 @@ import yaml
 from fusion_lab.config import RunConfig, from_dict, resolve, result_dict
 from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.plan.dotted import deep_merge, drop_dotted, get_dotted, parse_override, set_dotted
+from fusion_lab.plan.tune_space import TuneSpec, parse_tune, study_problems
 from fusion_lab.store import canonical_json, run_ids
 
 STUDY_KEYS = ("name", "describe", "plugins", "base", "variants", "grid", "seeds",
-              "baseline", "reference", "launcher")
+              "baseline", "reference", "launcher", "tune")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Study:
     baseline: str | None = None
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
     launcher: dict[str, Any] = field(default_factory=dict)  # {name: slurm, OPTION: value, ..}
+    tune: TuneSpec | None = None  # the tune: block (plan.tune_space), None: no tuning
     path: Path | None = None
 
 
@@ -99,11 +101,14 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         problems.append("launcher must be a mapping with a `name` and its options, e.g. "
                         "{name: slurm, partition: gpu}")
         launcher = {}
+    tune = parse_tune(raw.get("tune"), problems)
+    if tune is not None:
+        problems += study_problems(tune, base, variants, grid, seeds)
     if problems:
         raise ConfigError(problems, source=str(path))
     return Study(name=name, describe=str(raw.get("describe", "")), plugins=plugins, base=base,
                  variants=variants, grid=grid, seeds=seeds, baseline=baseline,
-                 reference=reference, launcher=launcher, path=path)
+                 reference=reference, launcher=launcher, tune=tune, path=path)
 
 
 def _read_yaml(path: Path) -> dict:
