@@ -164,3 +164,76 @@ def test_bad_tune_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys,
     assert code == 2, err
     assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not results.exists()
+
+
+def fusionlab(*args, **kw):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "fusion_lab", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def finished_trials(results):
+    return {p.parent.name: (json.loads(p.read_text()).get("finished"), p.stat().st_mtime_ns)
+            for p in Path(results).glob("tuned/trials/*/summary.json")}
+
+
+def table_json(results, capsys):
+    code, out, err = run_cli(["table", "tuned", "--results", str(results), "--format",
+                              "json"], capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_dry_run_lists_trials_then_final_runs_with_their_status(tmp_path, capsys, fake_training):
+    study = write_study(tmp_path, trials=3)
+    results = tmp_path / "results"
+    code, out, _ = run_cli(["run", str(study), "--results", str(results), "--dry-run"], capsys)
+    assert code == 0 and not results.exists()
+    assert "[trials]" in out and "6 runs" in out and "[shared recipe]" in out
+    assert "[final] planned once every trial has finished" in out
+    run_study(RunOptions(study, results=results, device="cpu", progress="off"))
+    code, out, _ = run_cli(["run", str(study), "--results", str(results), "--dry-run"], capsys)
+    assert "[final]" in out and "4 runs" in out and "4 done" in out and "6 done" in out
+
+
+@pytest.mark.slow
+def test_kill_9_in_tuning_then_rerun_trains_no_trial_twice_and_gives_the_same_table(
+        tmp_path, capsys):
+    import signal
+    import time
+
+    study = write_study(tmp_path, trials=3, epochs=2)
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["run", study, "--device", "cpu", "--progress", "off", "--lease", "3", "--no-table"]
+    assert fusionlab(*args, "--results", a).wait(timeout=600) == 0
+    p = fusionlab(*args, "--results", b)
+    deadline = time.time() + 300
+    while len(finished_trials(b)) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    before = finished_trials(b)
+    assert 2 <= len(before) < 6  # killed in the middle of the trials
+    assert fusionlab(*args, "--results", b).wait(timeout=600) == 0
+    after = finished_trials(b)
+    assert len(after) == 6 and all(after[k] == v for k, v in before.items())
+    assert table_json(a, capsys) == table_json(b, capsys)
+
+
+@pytest.mark.slow
+def test_two_runners_started_together_train_every_trial_once(tmp_path, capsys):
+    study = write_study(tmp_path, trials=3, epochs=2)
+    results = tmp_path / "results"
+    args = ["run", study, "--device", "cpu", "--progress", "off", "--no-table",
+            "--results", results]
+    procs = [fusionlab(*args), fusionlab(*args)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    owners = [json.loads(p.read_text()).get("trained_by")
+              for p in results.glob("tuned/**/summary.json")]
+    assert len(owners) == 6 + 4 + 4
+    for d in results.glob("tuned/**/metrics.jsonl"):  # each run's epochs once
+        assert [json.loads(x)["epoch"] for x in d.read_text().splitlines()] == [1, 2]
+    recs = table_json(results, capsys)
+    assert all(r["trials_done"] == 3 and r["tuned_acc"] is not None for r in recs)
