@@ -237,3 +237,17 @@ def test_two_runners_started_together_train_every_trial_once(tmp_path, capsys):
         assert [json.loads(x)["epoch"] for x in d.read_text().splitlines()] == [1, 2]
     recs = table_json(results, capsys)
     assert all(r["trials_done"] == 3 and r["tuned_acc"] is not None for r in recs)
+
+
+def test_plot_tuning_draws_a_png_and_refuses_an_untuned_study(tmp_path, capsys, fake_training):
+    study = write_study(tmp_path, trials=3)
+    results = tmp_path / "results"
+    run_study(RunOptions(study, results=results, device="cpu", progress="off"))
+    png = tmp_path / "t.png"
+    code, out, err = run_cli(["plot", "tuned", "--results", str(results), "--tuning",
+                              "--out", str(png)], capsys)
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (results / "tuned" / "tuning.json").unlink()
+    code, _, err = run_cli(["plot", "tuned", "--results", str(results), "--tuning"], capsys)
+    assert code == 2 and "was not tuned" in err
