@@ -36,6 +36,7 @@ from fusion_lab.analysis.table_formats import (
     tabulate_text,
 )
 from fusion_lab.analysis.table_notes import table_notes
+from fusion_lab.analysis.tuning import TUNING_JSON, tuning_table
 from fusion_lab.errors import FusionLabError
 from fusion_lab.maps.attention_table import attention_columns
 
@@ -80,8 +81,12 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
         out.warnings.append("--heads and --cost are not shown in a --pivot table")
     records: list[dict] = []
     blocks: list[str] = []
+    tuned: list[str] = []  # tuned studies' tables (analysis.tuning), after the others
     for study_dir, res in zip(dirs, loaded):
         out.warnings += plugin_warnings(res)
+        if (study_dir / TUNING_JSON).is_file() and not pivot:  # a tuned study's own table
+            tuned.append(tuning_table(study_dir, fmt))
+            continue
         if not len(res.rows):
             empty = f"{res.name}: no runs yet: run `fusionlab run` on its study file"
             (out.warnings if fmt in ("csv", "json") else blocks).append(empty)
@@ -102,7 +107,8 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
         for col, values in (att.cells if att and not pivot else {}).items():
             body[col] = values
         blocks.append(_block(res, body, notes, fmt, metric))
-    out.text = _joined(records, blocks, fmt)
+    out.text = "\n\n".join(([_joined(records, blocks, fmt)] if records or blocks else [])
+                           + tuned)
     return out
 
 

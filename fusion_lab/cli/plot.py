@@ -13,7 +13,10 @@ import click
               type=click.Path(file_okay=False), help="The results folder.")
 @click.option("--metric", default="final", show_default=True,
               help="final | best_val: which accuracy the bar panel compares.")
-def plot(study: str, out: str | None, results: str, metric: str) -> None:
+@click.option("--tuning", is_flag=True,
+              help="A tuned study: expected best validation accuracy against the number "
+                   "of trials (Dodge et al. 2019), the trials as points.")
+def plot(study: str, out: str | None, results: str, metric: str, tuning: bool) -> None:
     """Draw test accuracy and train loss per epoch (mean ± sd over seeds, one line per row)
     and the final Δs with their 95% intervals; one panel row per grid cell.
 
@@ -23,6 +26,11 @@ def plot(study: str, out: str | None, results: str, metric: str) -> None:
     from fusion_lab.plan.find import find_study
 
     study_dir = find_study(study, results).require_results()
+    if tuning:
+        from fusion_lab.analysis.tuning_plot import plot_tuning
+
+        click.echo(str(plot_tuning(study_dir, out or f"tuning-{study_dir.name}.png")))
+        return
     path, notes = plot_study(study_dir, out or f"plot-{study_dir.name}.png", metric)
     for note in notes:
         click.echo(note, err=True)

@@ -59,7 +59,13 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         wait=wait, dry_run=dry_run, fail_fast=fail_fast, retry_failed=retry_failed,
         progress=progress_mode, lease_s=lease_s, only=list(only), t_start=t_start))
     if report.dry_run:
-        _dry_run(report.study, report.runs, Path(results))
+        for phase in report.phases or [None]:  # a tuned study: its phases, each listed
+            if phase is not None:
+                click.echo(f"[{phase.title}]")
+            _dry_run(*((phase.study, phase.runs) if phase else (report.study, report.runs)),
+                     Path(results))
+        if report.phases and report.phases[-1].title != "final":
+            click.echo("[final] planned once every trial has finished")
         return
     if report.main and report.finished:
         if show_table:

@@ -59,6 +59,7 @@ class Report:
     failed: list[tuple[PlannedRun, str | None]] = field(default_factory=list)  # and why
     dry_run: bool = False  # nothing was launched
     main: bool = True  # False: a DDP process other than 0, which leaves reports to process 0
+    phases: list = field(default_factory=list)  # a tuned study's (orchestrate.tuning.Phase)
 
 
 @dataclass
@@ -84,6 +85,12 @@ def run_study(opts: RunOptions) -> Report:
     plan = plan_study(opts)
     report = Report(plan.study, plan.runs, plan.selected, dry_run=opts.dry_run)
     results = Path(opts.results)
+    if plan.study.tune is not None:  # trials, then final runs (orchestrate.tuning)
+        from fusion_lab.orchestrate.tuning import tuned_report
+
+        return tuned_report(opts, plan, report, lambda study, runs: plan.launcher.launch(
+            _job(opts, Plan(study, runs, runs, plan.overrides, plan.launcher), results, True,
+                 t_start)))
     if opts.dry_run:
         return report
     if (opts.nproc or 1) > 1:  # torchrun's processes run this again (process 0 launches)

@@ -32,10 +32,11 @@ from fusion_lab.plan.study_parts import (
     study_paths,
     where,
 )
+from fusion_lab.plan.tune_space import TuneSpec, parse_tune, study_problems
 from fusion_lab.store import run_ids
 
 STUDY_KEYS = ("name", "describe", "plugins", "base", "variants", "grid", "seeds",
-              "baseline", "reference", "launcher")
+              "baseline", "reference", "launcher", "tune")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Study:
     baseline: str | None = None
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
     launcher: dict[str, Any] = field(default_factory=dict)  # {name: slurm, OPTION: value, ..}
+    tune: TuneSpec | None = None  # the tune: block (plan.tune_space), None: no tuning
     path: Path | None = None
     overrides: list[tuple[str, Any]] = field(default_factory=list)  # --set config keys, in order
 
@@ -127,9 +129,12 @@ def parse_study(path: str | Path, overrides: list[str] | None = None
         problems.append("launcher must be a mapping with a `name` and its options, e.g. "
                         "{name: slurm, partition: gpu}")
         launcher = {}
+    tune = parse_tune(raw.get("tune"), problems)
+    if tune is not None:
+        problems += study_problems(tune, base, variants, grid, seeds)
     return Study(name=name, describe=str(raw.get("describe", "")), plugins=plugins, base=base,
                  variants=variants, grid=grid, seeds=seeds, baseline=baseline,
-                 reference=reference, launcher=launcher, path=path,
+                 reference=reference, launcher=launcher, tune=tune, path=path,
                  overrides=config_overrides), problems
 
 

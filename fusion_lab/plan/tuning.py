@@ -1,0 +1,116 @@
+"""A tuned study's runs (no torch): its trials, planned in advance from the QMC points,
+and its final runs, planned from the trials' results.
+
+Every (variant, grid cell) is a *cell* with the same ``tune.trials`` points (the same
+space, the same points, the same epochs: one budget for every row). A trial is an
+ordinary run whose config carries its point, trained with ``tune.seed``; its run id is its
+config's, like any run's. Trials live in ``results/<study>/trials/``, the shared recipe's
+runs (``tune.shared``) in ``results/<study>/shared/``, the final runs (the chosen point,
+the study's seeds) in ``results/<study>/`` where the table reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from fusion_lab.plan.dotted import deep_merge, set_dotted
+from fusion_lab.plan.study import PlannedRun, Study, expand
+from fusion_lab.plan.tune_space import points
+from fusion_lab.store import canonical_json
+
+
+@dataclass
+class Trial:
+    number: int  # its place in the sampler's sequence (0-based)
+    params: dict[str, Any]
+    run: PlannedRun
+
+
+@dataclass
+class Cell:
+    """One row being tuned: a variant in one grid cell, and its trials."""
+
+    label: str
+    grid: dict[str, Any]  # as the table shows it
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.label, self.grid)
+
+
+def cell_key(label: str, grid: dict[str, Any]) -> str:
+    return f"{label} {canonical_json(grid)}"
+
+
+def trials_study(study: Study) -> Study:
+    """The study its trials are run under (their folder: results/<study>/trials)."""
+    return dataclasses.replace(study, name=f"{study.name}/trials", tune=None,
+                               seeds=[study.tune.seed])
+
+
+def shared_study(study: Study) -> Study:
+    """The study as written, tuned for none of its rows (results/<study>/shared)."""
+    return dataclasses.replace(study, name=f"{study.name}/shared", tune=None)
+
+
+def nested(params: dict[str, Any]) -> dict:
+    out: dict = {}
+    for key, value in params.items():
+        set_dotted(out, key, value)
+    return out
+
+
+def expand_trials(study: Study, presets: dict[str, dict] | None = None) -> list[Cell]:
+    """Every cell with its trials, in study order (variants x grid cells), each with the
+    same points in the same order."""
+    cells: dict[str, Cell] = {}
+    for number, params in enumerate(points(study.tune)):
+        variants = [deep_merge(v, nested(params)) for v in study.variants]
+        runs = expand(dataclasses.replace(trials_study(study), variants=variants), presets)
+        for r in runs:
+            cell = cells.setdefault(cell_key(r.label, r.grid), Cell(r.label, r.grid))
+            cell.trials.append(Trial(number, params, r))
+    return list(cells.values())
+
+
+def trial_runs(cells: list[Cell]) -> list[PlannedRun]:
+    """The distinct runs of the trials (two trials at one point are one run)."""
+    seen: dict[str, PlannedRun] = {}
+    for c in cells:
+        for t in c.trials:
+            seen.setdefault(t.run.run_id, t.run)
+    return list(seen.values())
+
+
+def choose(results: list[tuple[int, float | None, int | None]]) -> int | None:
+    """The trial number chosen from (number, validation accuracy %, validation size):
+    the best accuracy; trials within one validation image of it are tied, and the lowest
+    number among them wins (``tune_space.TIE_RULE``). None when no trial has a result."""
+    scored = [(n, acc, size) for n, acc, size in results if acc is not None]
+    if not scored:
+        return None
+    best = max(acc for _, acc, _ in scored)
+    size = max((s for _, _, s in scored if s), default=0)
+    tol = 100.0 / size if size else 0.0
+    return min(n for n, acc, _ in scored if best - acc <= tol * (1 + 1e-9))
+
+
+def expand_finals(study: Study, chosen: dict[str, dict[str, Any]],
+                  presets: dict[str, dict] | None = None) -> list[PlannedRun]:
+    """The final runs: each cell at its chosen point (``chosen``: cell key -> params), for
+    the study's seeds, in study order."""
+    runs: list[PlannedRun] = []
+    axes = list(study.grid)
+    for variant in study.variants:
+        for values in itertools.product(*study.grid.values()) if axes else [()]:
+            grid = {a: [v] for a, v in zip(axes, values)}
+            one = dataclasses.replace(study, variants=[variant], grid=grid, tune=None)
+            probe = expand(dataclasses.replace(one, seeds=one.seeds[:1]), presets)[0]
+            params = chosen[cell_key(probe.label, probe.grid)]
+            runs += expand(dataclasses.replace(
+                one, variants=[deep_merge(variant, nested(params))]), presets)
+    return runs
