@@ -34,6 +34,8 @@ ALL_IDS = {
     "pretrain_synthetic": (1, "8364ab4261b023c8e252222ed42819663f5ac616b7006634246749f8d03b0d42"),
     # issue 9: pretrained `synthetic` weights (by their content's SHA-256), SGD, 3 seeds
     "quickstart": (12, "c724b589bdb2e1dd6c6c28470e9db0ef9d00f3f624e717539a448fbe829c3beb"),
+    # issue 22: the tuned quickstart's planned runs, pinned when it was added
+    "quickstart_tuned": (12, "3e7093512f020ec9bd8dabeafa8cd1bc6356f357f4e413080fd175cf3344b206"),
     # the quickstart before issue 9, kept as an example: the same configs, the same ids
     "scratch": (8, "27bf514d6f4dc545e676244636a765405a7f87f629e55aa7258bc923c8e1deea"),
     "sota": (18, "6cf01b883f76ec5a6a698088b72f35dc23ca835768a6a3c05cf0e8642dc9c9a4"),
