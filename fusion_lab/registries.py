@@ -66,6 +66,7 @@ import difflib
 import fnmatch
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 from collections.abc import Callable, Iterator
@@ -259,9 +260,8 @@ def load_builtin() -> None:
         _loaded_builtin = True
     if not _loaded_entry_points:
         _loaded_entry_points = True
-        from importlib.metadata import entry_points
 
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             try:
                 ep.load()
             except FusionLabError:

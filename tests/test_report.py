@@ -223,7 +223,7 @@ def test_cost_profile_is_shown_when_measured(results):
     _, root = page(results, "grid", figures=False)
     rows = table_rows(root.by_id("cost"))
     assert rows[0] == ["Row", "Params (M)", "GFLOPs", "train img/s", "infer img/s", "peak MB"]
-    assert rows[2] == ["CN-CNN (resnet18)", "23.9", "33.70", "10.0 (×1.00)", "30.0 (×2.00)",
+    assert rows[2] == ["CN-CNN (resnet18)", "23.9", "33.70", "10 (×1.00)", "30 (×2.00)",
                        "812"]
     assert "cpu (2 threads)" in root.by_id("cost").text()
 

@@ -19,6 +19,7 @@ import pandas as pd
 from fusion_lab.analysis.stats import difference_interval
 from fusion_lab.config import flatten
 from fusion_lab.errors import FusionLabError, FusionLabWarning
+from fusion_lab.plan.find import find_study
 from fusion_lab.store import (
     CONFIG_JSON,
     COST_JSON,
@@ -64,8 +65,6 @@ def study_dirs(studies: list[str], results: str | Path) -> list[Path]:
     Returns:
         One folder per study, each holding a study.json.
     """
-    from fusion_lab.plan.find import find_study
-
     results = Path(results)
     if not studies:
         if not results.is_dir():

@@ -35,10 +35,12 @@ from torch import nn
 from fusion_lab import store
 from fusion_lab.analysis.table_formats import cost_conditions, ips_cell
 from fusion_lab.config import RunConfig, from_dict, to_dict
+from fusion_lab.data import open_source
 from fusion_lab.errors import FusionLabError
 from fusion_lab.models.assemble import build_model, count_parameters, model_loss
 from fusion_lab.models.profile import cpu_model, image_gflops, round_robin
 from fusion_lab.plan.study import PlannedRun, Study
+from fusion_lab.registries import DATASETS, load_plugins
 from fusion_lab.training.device import device_name, precision, prepare_model, resolve_device
 from fusion_lab.training.train import optimizer_step
 
@@ -62,13 +64,10 @@ def variants(runs: list[PlannedRun]) -> list[Variant]:
 def num_classes(cfg: RunConfig) -> int:
     """Classes of the dataset: its class's ``classes_for(options)`` where the number is
     known without the data, else counted from the data."""
-    from fusion_lab.registries import DATASETS
-
     d = cfg.dataset
     known = getattr(DATASETS.get(d.name), "classes_for", None) if d.name in DATASETS else None
     if known is not None and known(d.options) is not None:
         return int(known(d.options))
-    from fusion_lab.data import open_source
 
     try:
         return open_source(d.name, d.root, d.options)[0].num_classes
@@ -131,8 +130,6 @@ def _rss_mb(key: str) -> float:
 
 
 def _peak_child(job: dict) -> dict:
-    from fusion_lab.registries import load_plugins
-
     torch.set_num_threads(job["threads"])
     load_plugins(job["plugins"], base_dir=job["base_dir"])
     cfg, dev = from_dict(job["config"]), torch.device(job["device"])

@@ -29,6 +29,7 @@ from fusion_lab.analysis.table_notes import table_notes
 from fusion_lab.errors import FusionLabError
 from fusion_lab.maps.attention_table import WEIGHTS_OF_METRIC, attention_columns
 from fusion_lab.maps.scoring import KEYS, read_scores
+from fusion_lab.registries import load_plugins
 
 FIGURE3_IMAGES = 3  # test images drawn in the report's Figure 3 (one row each)
 COST_COLUMNS = ("Params (M)", "GFLOPs", "train img/s", "infer img/s", "peak MB")
@@ -147,6 +148,7 @@ def _cost_section(res: StudyResults) -> str:
 
 def _plot_section(study_dir: Path, res: StudyResults, notes: list[str]) -> str:
     """`fusionlab plot`'s figure, inlined; a line saying why when there is nothing to draw."""
+    # here, not at the top: matplotlib only when the page has figures (--no-figures skips it)
     from fusion_lab.analysis.curves import load_curves
     from fusion_lab.analysis.plot import draw
 
@@ -204,8 +206,8 @@ def _figure3_section(scored: list[tuple[Path, str, dict]], metric: str, figures:
 def _draw_figure3(picked: tuple[Path, str, dict], metric: str, notes: list[str]) -> str:
     """Draw Figure 3 of ``picked`` with `fusionlab viz` (imports torch); on a user-side
     problem (no checkpoint, dataset not on this machine) a line saying why instead."""
+    # here, not at the top: Figure 3 needs torch; the rest of the report does not
     from fusion_lab.maps.viz import figure3
-    from fusion_lab.registries import load_plugins
 
     run_dir, label, _ = picked
     summary = store.read_json(run_dir / store.SUMMARY_JSON) or {}

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from fusion_lab.analysis.table_formats import latex_table, tabulate_text
 from fusion_lab.store import DONE, SUMMARY_JSON, read_json, run_status
 
 TUNING_JSON = "tuning.json"
@@ -85,9 +87,6 @@ def _fmt_delta(v: float | None, base: bool) -> str:
 
 def tuning_table(study_dir: Path, fmt: str = "plain") -> str:
     """The tuning table in one format: plain | github | latex | csv | json."""
-    import pandas as pd
-
-    from fusion_lab.analysis.table_formats import latex_table, tabulate_text
 
     doc = read_tuning(study_dir) or {}
     recs = tuning_records(study_dir)

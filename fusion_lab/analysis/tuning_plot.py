@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from fusion_lab.analysis.plot import PALETTE
 from fusion_lab.analysis.tuning import curve, read_tuning, tuning_records
 from fusion_lab.errors import FusionLabError
@@ -14,8 +16,6 @@ from fusion_lab.errors import FusionLabError
 
 def plot_tuning(study_dir: Path, out: str | Path) -> Path:
     """Draw the expected-max curves of a tuned study and write them as a PNG."""
-    from matplotlib.figure import Figure
-
     if read_tuning(study_dir) is None:
         raise FusionLabError(f"{study_dir.name} was not tuned (no tuning.json): --tuning "
                              "needs a study with a tune: block, run with `fusionlab run`")

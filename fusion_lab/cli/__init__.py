@@ -16,6 +16,7 @@ import click
 
 from fusion_lab import __version__
 from fusion_lab.errors import FusionLabError, FusionLabWarning
+from fusion_lab.store.lease import RunInterrupted
 
 # name -> (module, attribute, one-line help)
 COMMANDS = {
@@ -86,8 +87,6 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except BaseException as e:
-        from fusion_lab.store.lease import RunInterrupted
-
         if not isinstance(e, RunInterrupted):
             raise
         click.echo(f"{e}: the run is recorded as interrupted; rerun to resume it", err=True)

@@ -27,6 +27,7 @@ def bench(study: str, results: str, device: str, batch_size: int | None,
     STUDY: a study file or a study name (studies/NAME.yaml). Synthetic inputs: no
     dataset is read. Writes RESULTS/<study>/cost.json, shown by `fusionlab table --cost`.
     """
+    # here, not at the top: `--help` and a usage mistake answer without importing torch
     import torch
 
     from fusion_lab import store

@@ -15,6 +15,12 @@ import statistics
 from typing import Any
 
 import click
+import yaml
+
+from fusion_lab.config import flatten, resolve_dict, to_dict
+from fusion_lab.plan.dotted import set_dotted
+from fusion_lab.plan.find import find_study
+from fusion_lab.plan.planning import prepare, presets
 
 
 @click.command("config")
@@ -33,9 +39,6 @@ def config_cmd(study: str, overrides: tuple[str, ...], diff: bool, estimate: boo
                device: str, repeats: int, results: str) -> None:
     """Print every run of STUDY (a study file or name) as it would train: resolved config,
     parameters, GFLOPs and an estimated training time on this device."""
-    from fusion_lab.plan.find import find_study
-    from fusion_lab.plan.planning import prepare
-
     st, runs = prepare(find_study(study, results).require_file(), list(overrides))
     costs = _costs(runs, device, repeats) if estimate else {}
     base = _base_keys(st) if diff else None
@@ -52,10 +55,6 @@ def config_cmd(study: str, overrides: tuple[str, ...], diff: bool, estimate: boo
 
 def _yaml(cfg: Any, base: dict[str, Any] | None) -> str:
     """The config as YAML; with ``base`` (flattened), only the keys whose value differs."""
-    import yaml
-
-    from fusion_lab.config import flatten, to_dict
-    from fusion_lab.plan.dotted import set_dotted
 
     d = to_dict(cfg)
     if base is not None:
@@ -76,15 +75,13 @@ def _lookup(d: dict, dotted: str) -> Any:
 
 def _base_keys(st: Any) -> dict[str, Any]:
     """The study's base as one resolved run, flattened (seed: the first)."""
-    from fusion_lab.config import flatten, resolve_dict, to_dict
-    from fusion_lab.plan.planning import presets
-
     cfg, _ = resolve_dict({**st.base, "seed": st.seeds[0]}, presets())
     return flatten(to_dict(cfg)) if cfg is not None else {}
 
 
 def _costs(runs: list, device: str, repeats: int) -> dict[str, dict[str, Any]]:
     """Per group: parameters, GFLOPs per image and the estimated training time."""
+    # here, not at the top: `--help` and a usage mistake answer without importing torch
     import torch
 
     from fusion_lab.analysis.bench import _build, _steps, num_classes, variants
@@ -115,6 +112,7 @@ _SIZES: dict[str, int] = {}
 
 def _steps_per_epoch(cfg: Any) -> int:
     """Training batches of one epoch: the train split less the val part, by the batch."""
+    # here, not at the top: `--help` and a usage mistake answer without importing torch
     from fusion_lab.data import open_source
 
     d = cfg.dataset

@@ -8,13 +8,15 @@ resized to ``--size`` squares once (``fusion_lab.data.cache``).
 
 from __future__ import annotations
 
+import time
+
 import click
+import yaml
+
+from fusion_lab.errors import ConfigError
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict:
-    import yaml
-
-    from fusion_lab.errors import ConfigError
 
     options = {}
     for pair in pairs:
@@ -42,6 +44,7 @@ def data() -> None:
 def check_cmd(name: str, root: str | None, options: tuple[str, ...], val_fraction: float,
               no_decode: bool, threads: int) -> None:
     """Print the classes, split sizes and unreadable images of dataset NAME at ROOT."""
+    # here, not at the top: `--help` and a usage mistake answer without importing torch
     from fusion_lab.data import open_source
     from fusion_lab.data.check import check
     from fusion_lab.data.sampling import stratified_split
@@ -90,8 +93,7 @@ def cache_cmd(name: str, root: str, out: str, size: int, quality: int,
 
     Train on it with dataset: {name: cache, root: OUT} and train.resize equal to --size.
     """
-    import time
-
+    # here, not at the top: `--help` and a usage mistake answer without importing torch
     from fusion_lab.data import open_source
     from fusion_lab.data.cache import write_cache
     from fusion_lab.errors import DatasetError

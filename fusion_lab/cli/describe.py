@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from fusion_lab.config import ModelConfig
+from fusion_lab.registries import PRESETS, load_plugins
+
 BATCH = 16  # the released code's test batch on CUB and Aircraft
 
 
@@ -28,19 +31,17 @@ def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_si
 
     With --fusion/--attention: each component swapped into the first PRESET (default
     cn_cnn), with its own parameters and GFLOPs beside the whole model's."""
+    # here, not at the top: `--help` and a usage mistake answer without importing torch
     import torch
 
-    if fusions or attentions:
-        from fusion_lab.cli.describe_parts import describe_parts
+    from fusion_lab.cli.describe_parts import describe_parts
+    from fusion_lab.models.assemble import build_model, count_parameters, resolve_parts
+    from fusion_lab.models.profile import image_gflops
 
+    if fusions or attentions:
         describe_parts(fusions, attentions, presets[0] if presets else None, backbone,
                        num_classes, image_size, list(plugins), width)
         return
-
-    from fusion_lab.config import ModelConfig
-    from fusion_lab.models.assemble import build_model, count_parameters, resolve_parts
-    from fusion_lab.models.profile import image_gflops
-    from fusion_lab.registries import PRESETS, load_plugins
 
     load_plugins(list(plugins))  # and the catalogue
     presets = presets or tuple(PRESETS.in_order())

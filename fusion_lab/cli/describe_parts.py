@@ -9,17 +9,19 @@ forward GFLOPs (counted on the backbone's real map shapes, batch 1), and the who
 from __future__ import annotations
 
 import click
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fusion_lab.config import ModelConfig
+from fusion_lab.errors import ConfigError, UnknownComponentError
+from fusion_lab.models.assemble import build_model, resolve_parts
+from fusion_lab.registries import ATTENTIONS, FUSIONS, PRESETS, load_plugins
 
 
 def describe_parts(fusions: tuple[str, ...], attentions: tuple[str, ...], preset: str | None,
                    backbone: str, num_classes: int, image_size: int,
                    plugins: list[str], width: int | None = None) -> None:
     """Print one row per named component ('all': every registered one of its kind)."""
-    from fusion_lab.config import ModelConfig
-    from fusion_lab.errors import ConfigError
-    from fusion_lab.models.assemble import build_model, resolve_parts
-    from fusion_lab.registries import ATTENTIONS, FUSIONS, PRESETS, load_plugins
-
     load_plugins(plugins)
     preset = preset or PRESETS.default
     rows = [("fusion", n) for n in _expand(FUSIONS, fusions)]
@@ -32,8 +34,6 @@ def describe_parts(fusions: tuple[str, ...], attentions: tuple[str, ...], preset
         cfg = ModelConfig(preset=preset, backbone=backbone, pretrained=False, **{kind: name},
                           **extra)
         try:
-            import torch
-
             with torch.device("meta"):
                 model = build_model(cfg, num_classes).eval()
         except ConfigError as e:  # e.g. CA's link on one fused level: say so, go on
@@ -51,8 +51,6 @@ def describe_parts(fusions: tuple[str, ...], attentions: tuple[str, ...], preset
 
 def _expand(reg, names: tuple[str, ...]) -> list[str]:
     """'all' -> every usable name of the registry; an unknown name -> its one-line error."""
-    from fusion_lab.errors import UnknownComponentError
-
     out: list[str] = []
     for n in names:
         if n == "all":
@@ -66,9 +64,6 @@ def _expand(reg, names: tuple[str, ...]) -> list[str]:
 
 def _costs(model, kind: str, image_size: int) -> tuple[int, float, float]:
     """(the part's parameters, its GFLOPs, the whole model's GFLOPs), on meta tensors."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     part = model.fusion if kind == "fusion" else model.attention
     x = torch.zeros(1, 3, image_size, image_size, device="meta")
     with torch.no_grad():

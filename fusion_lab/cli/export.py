@@ -20,6 +20,7 @@ def export(run_or_study: str, out: str, results: str) -> None:
     exactly one finished run. Beside OUT, OUT.json records the file's SHA-256, the run's
     recipe and its accuracy on its own test split (the source-task accuracy).
     """
+    # here, not at the top: `--help` and a usage mistake answer without importing torch
     from fusion_lab.analysis.export import card_text, export_backbone, finished_run
     from fusion_lab.plan.find import find_run
 

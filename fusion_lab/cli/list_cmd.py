@@ -10,7 +10,9 @@ import fnmatch
 
 import click
 
+from fusion_lab.config.weights import NAMED_WEIGHTS, card
 from fusion_lab.errors import FusionLabError
+from fusion_lab.registries import KINDS, load_plugins
 
 
 @click.command("list")
@@ -23,7 +25,6 @@ def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) ->
     For backbones, PATTERN also lists timm's model names (e.g. 'convnext*').
     """
     from fusion_lab.orchestrate import launchers  # noqa: F401  (registers the built-in ones)
-    from fusion_lab.registries import KINDS, load_plugins
 
     load_plugins(list(plugins))
     if kind in ("weights", "weight"):
@@ -49,6 +50,7 @@ def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) ->
         if pattern and not names and not refused and name != "backbones":
             click.echo(f"  (no {reg.kind} matches {pattern!r})")
         if name == "backbones":
+            # here, not at the top: timm's names only when backbones are listed
             from fusion_lab.models.backbones import timm_model_names
 
             timm_names = timm_model_names(pattern)
@@ -62,8 +64,6 @@ def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) ->
 
 def _list_weights() -> None:
     """Named weights shipped with fusion_lab (`model.pretrained: NAME`)."""
-    from fusion_lab.config.weights import NAMED_WEIGHTS, card
-
     click.echo("weights:")
     for name, (_, backbone, about) in NAMED_WEIGHTS.items():
         c = card(name)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import click
 
+from fusion_lab.analysis.plot import plot_study
+from fusion_lab.analysis.tuning_plot import plot_tuning
+from fusion_lab.plan.find import find_study
+
 
 @click.command("plot")
 @click.argument("study")
@@ -22,13 +26,8 @@ def plot(study: str, out: str | None, results: str, metric: str, tuning: bool) -
 
     STUDY: a study name, a results/<study> folder or a studies/*.yaml file.
     """
-    from fusion_lab.analysis.plot import plot_study
-    from fusion_lab.plan.find import find_study
-
     study_dir = find_study(study, results).require_results()
     if tuning:
-        from fusion_lab.analysis.tuning_plot import plot_tuning
-
         click.echo(str(plot_tuning(study_dir, out or f"tuning-{study_dir.name}.png")))
         return
     path, notes = plot_study(study_dir, out or f"plot-{study_dir.name}.png", metric)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import click
 
+from fusion_lab.analysis.report import write_report
+from fusion_lab.plan.find import find_study
+from fusion_lab.registries import load_plugins
+
 
 @click.command("report")
 @click.argument("study")
@@ -30,12 +34,7 @@ def report(study: str, results: str, out: str | None, metric: str, no_figures: b
 
     STUDY: a study name, a results/<study> folder or a studies/*.yaml file.
     """
-    from fusion_lab.analysis.report import write_report
-    from fusion_lab.plan.find import find_study
-
     if plugins:
-        from fusion_lab.registries import load_plugins
-
         load_plugins(list(plugins))
     study_dir = find_study(study, results).require_results()
     path, notes = write_report(study_dir, out, metric=metric, figures=not no_figures,

@@ -35,6 +35,7 @@ def viz(run_or_study: str, n_images: int, out: str | None, results: str,
     name, a results/<study> folder or a studies/*.yaml file; then its CN-CNN-like run: the
     last row with spatial attention).
     """
+    # here, not at the top: `--help` and a usage mistake answer without importing torch
     from fusion_lab.maps.viz import figure3, study_run
     from fusion_lab.plan.find import find_run
     from fusion_lab.registries import load_plugins
@@ -44,6 +45,7 @@ def viz(run_or_study: str, n_images: int, out: str | None, results: str,
     if picked:
         click.echo(picked, err=True)
     if score:
+        # here, not at the top: `--help` and a usage mistake answer without importing torch
         from fusion_lab.maps.viz_score import score_run
 
         _, lines = score_run(run_dir, weights, limit)

@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from fusion_lab.errors import ConfigError
+from fusion_lab.registries import load_builtin
 
 # the keys of a recipe; resize: (resize, crop), a run's resize is image_size * resize / crop
 KEYS = ("epochs", "batch_size", "resize", "lr_backbone", "lr_new", "backbone_high_lr_stages")
@@ -62,8 +63,6 @@ def _named(name: str) -> dict[str, Any] | None:
         return GENERIC
     datasets = _datasets()
     if name not in datasets:
-        from fusion_lab.registries import load_builtin
-
         load_builtin()  # a caller that did not load the catalogue (the recipe's values need it)
     own = getattr(datasets.get(name), "reference_recipe", None) if name in datasets else None
     return _checked(name, own) if isinstance(own, dict) else None

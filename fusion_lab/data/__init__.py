@@ -28,6 +28,7 @@ from fusion_lab.data.sampling import EpochSampler, ShardedBatches, stratified_sp
 from fusion_lab.data.source import ImageSource
 from fusion_lab.data.transforms import FGVCTransform
 from fusion_lab.errors import DatasetError
+from fusion_lab.registries import DATASETS, load_builtin
 
 if TYPE_CHECKING:
     from fusion_lab.config import DatasetConfig
@@ -67,8 +68,6 @@ class DataBundle:
 
 def open_source(name: str, root: str | None, options: dict[str, Any]) -> tuple[ImageSource, float]:
     """Instantiate the registered dataset ``name``; returns it and its ``max_unreadable``."""
-    from fusion_lab.registries import DATASETS, load_builtin
-
     if name not in DATASETS:
         load_builtin()
     cls = DATASETS.get(name)

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torchvision.io import encode_jpeg
+
 from fusion_lab.data.source import IMAGE_ERRORS, ImageSource
 from fusion_lab.data.transforms import resize_square
 
@@ -40,8 +43,6 @@ class CacheReport:
 
 def _write_one(source: ImageSource, item: Any, path: Path, size: int, quality: int) -> int | None:
     """Bytes written for one image, or None when it is unreadable."""
-    from torchvision.io import encode_jpeg
-
     try:
         image = source.load_tensor(item)
     except IMAGE_ERRORS:
@@ -58,8 +59,6 @@ def write_cache(source: ImageSource, name: str, options: dict, out: str | Path, 
                 quality: int = 95, threads: int = 2,
                 progress: Callable[[int], None] | None = None) -> CacheReport:
     """Write the resized copy of ``source`` (registered as ``name`` with ``options``) to ``out``."""
-    import torch
-
     torch.set_num_threads(1)  # one image per thread is faster than threads inside ops
     out = Path(out)
     index: dict[str, Any] = {"format": FORMAT, "dataset": name, "options": options,

@@ -68,6 +68,7 @@ def decode_jpeg_bytes(data: bytes) -> torch.Tensor | None:
     """
     if not whole_jpeg(data) or over_pixel_limit(data):
         return None
+    # here, not at the top: torchvision's decoders (a slow import) only once a JPEG is decoded
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:

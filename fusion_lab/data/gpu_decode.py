@@ -82,6 +82,7 @@ def decode_many(data: list[torch.Tensor], device: torch.device) -> list[torch.Te
     Returns uint8 [3, H, W] RGB per file, or None where the device decoder failed or did not
     give 3 channels (the caller then decodes that file on the CPU).
     """
+    # here, not at the top: torchvision's decoders (a slow import) only once a JPEG is decoded
     from torchvision.io import ImageReadMode, decode_jpeg
 
     if not data:

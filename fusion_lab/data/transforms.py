@@ -45,6 +45,7 @@ def resize_square(image: torch.Tensor, side: int) -> torch.Tensor:
     """uint8 [..., 3, H, W] -> [..., 3, side, side], antialiased bilinear (no-op if square)."""
     if image.shape[-2:] == (side, side):
         return image
+    # here, not at the top: torchvision (a slow import) only once an image is resized
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2.functional import resize
 

@@ -16,6 +16,9 @@ import numpy as np
 import torch
 
 from fusion_lab import store
+from fusion_lab.data import open_source
+from fusion_lab.data.source import IMAGE_ERRORS
+from fusion_lab.data.transforms import FGVCTransform, normalise
 from fusion_lab.errors import FusionLabError
 from fusion_lab.maps.regions import through_test_transform
 from fusion_lab.maps.scoring import format_levels, score_file, score_mask, summarise
@@ -45,8 +48,6 @@ def score_run(run_dir: str | Path, weights: str = "last", limit: int | None = No
     Returns:
         (the scores as written to ``attention_<weights>.json``, lines to print).
     """
-    from fusion_lab.data.transforms import FGVCTransform
-
     run_dir = Path(run_dir)
     if limit is not None and limit < 1:
         raise FusionLabError(f"--limit must be at least 1, got {limit}")
@@ -77,8 +78,6 @@ def score_run(run_dir: str | Path, weights: str = "last", limit: int | None = No
 
 def _scoreable(run_dir: Path, weights: str) -> tuple[torch.nn.Module, Any, Any]:
     """(model, config, dataset source) of a run that has SA masks and a dataset with regions."""
-    from fusion_lab.data import open_source
-
     model, cfg, _ = load_trained(run_dir, weights)
     if not has_sa(cfg):
         raise FusionLabError(
@@ -94,9 +93,6 @@ def _scoreable(run_dir: Path, weights: str) -> tuple[torch.nn.Module, Any, Any]:
 def _score_levels(model: torch.nn.Module, source: Any, items: list, tf: Any, batch_size: int,
                   radius_px: float) -> tuple[dict[str, list[dict]], int]:
     """Each level's per-image scores over ``items``, and how many images were unreadable."""
-    from fusion_lab.data.source import IMAGE_ERRORS
-    from fusion_lab.data.transforms import normalise
-
     per_level: dict[str, list[dict]] = {}
     skipped = 0
     for start in range(0, len(items), batch_size):

@@ -13,14 +13,17 @@ import copy
 import dataclasses
 import inspect
 import math
+import random
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fusion_lab.config import ModelConfig, complete_model, is_resolved
 from fusion_lab.errors import ConfigError, FusionLabError
+from fusion_lab.models.backbones import backbone_problems, build_backbone, level_names
 from fusion_lab.registries import ATTENTIONS, FUSIONS, HEADS, PRESETS, load_builtin
 
 
@@ -190,7 +193,6 @@ def check_model_config(cfg: ModelConfig) -> list[str]:
             problems += bad_names or (list(check(**args)) if check is not None else [])
     if cfg.resize_back and fusion in FUSIONS and not _accepts(FUSIONS.get(fusion), "resize_back"):
         problems.append(f"model.resize_back is not supported by fusion {fusion!r}")
-    from fusion_lab.models.backbones import backbone_problems
 
     problems += backbone_problems(cfg.backbone, cfg.pretrained, cfg.out_indices)
     return problems or _assembly_problems(cfg)
@@ -208,9 +210,6 @@ def _assembly_problems(cfg: ModelConfig) -> list[str]:
                                                    (ATTENTIONS, cfg.attention),
                                                    (HEADS, cfg.head))))
     if key not in _ASSEMBLED:
-        import random
-
-        import numpy as np
 
         py_state, np_state = random.getstate(), np.random.get_state()
         try:  # a check must not move any random state a run is seeded with
@@ -243,8 +242,6 @@ def build_model(cfg: ModelConfig, num_classes: int) -> FusionModel:
 
 def _assemble(cfg: ModelConfig, num_classes: int) -> FusionModel:
     """The model of a checked, resolved config."""
-    from fusion_lab.models.backbones import build_backbone, level_names
-
     fusion_name, attention_name, head_name = cfg.fusion, cfg.attention, cfg.head
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.out_indices)
     fusion_cls = FUSIONS.get(fusion_name)

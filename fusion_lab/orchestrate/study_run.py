@@ -142,10 +142,13 @@ def plan_study(opts: RunOptions) -> Plan:
 def pick_launcher(opts: RunOptions) -> tuple[str, Launcher]:
     """The launcher and its name: ``--launcher`` over the study's ``launcher:`` section
     (whose plugins are imported first: one of them may register it)."""
-    from fusion_lab.plan.study import load_study
+    from fusion_lab.plan.planning import prepare
+    from fusion_lab.plan.study import parse_study
     from fusion_lab.registries import LAUNCHERS, load_plugins
 
-    study = load_study(opts.study_file, opts.overrides)
+    study, problems = parse_study(opts.study_file, opts.overrides)
+    if problems:  # a broken study: every problem of it in one round, as prepare says them
+        prepare(opts.study_file, opts.overrides)
     load_plugins(study.plugins, base_dir=study.path.parent if study.path else None)
     if opts.gpus and not LAUNCHERS.get(launcher_name(study, opts.launcher)).trains_here:
         raise FusionLabError("--gpus is the local launcher's option; with another launcher "

@@ -53,7 +53,8 @@ def plan_phases(study: Study, shared: list[PlannedRun], results: Path
     first = [Phase("trials", trials_study(study), trial_runs(cells))]
     if study.tune.shared:
         first.append(Phase("shared recipe", shared_study(study), shared))
-    problems = validate(first[0].runs)
+    found = validate([(r.display, r.config) for r in first[0].runs])
+    problems = list(dict.fromkeys(f"{row}: {p}" for row, p in found))
     if problems:
         raise ConfigError(problems, source=str(study.path))
     return cells, first, finals(study, cells, results)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from fusion_lab import store
 from fusion_lab.errors import FusionLabError
 
@@ -84,8 +86,6 @@ def find_study(arg: str, results: str | Path) -> StudyRef:
 
 
 def _name_in_file(path: Path) -> str:
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fusion_lab.errors import ConfigError, FusionLabError
+from fusion_lab.config import logger_problems
+from fusion_lab.errors import ConfigError, DatasetError, FusionLabError
 from fusion_lab.plan.study import (
     PlannedRun,
     Study,
@@ -22,12 +23,11 @@ from fusion_lab.plan.study import (
     rows,
 )
 from fusion_lab.plan.study_parts import merge_common
+from fusion_lab.registries import DATASETS, PRESETS, load_plugins
 
 
 def presets() -> dict[str, dict]:
     """Every registered preset by name (built-ins and loaded plugins)."""
-    from fusion_lab.registries import PRESETS
-
     return {name: PRESETS.get(name) for name in PRESETS.list()}
 
 
@@ -41,8 +41,6 @@ def prepare(study_path: str | Path, overrides: list[str] | None = None
     every field's own values checked); ``validate`` checks what needs the registries. What
     comes back is trusted downstream: building the model and training check nothing again.
     """
-    from fusion_lab.registries import load_plugins
-
     study, problems = parse_study(study_path, overrides)
     source = str(study.path)
     try:
@@ -61,7 +59,7 @@ def prepare(study_path: str | Path, overrides: list[str] | None = None
 def validate(configs: list[tuple[str, Any]]) -> list[tuple[str, str]]:
     """Component, argument, dataset and logger problems of each row's config, as
     (row, problem): ``configs`` is ``expand_checked``'s, one (row, RunConfig) per row."""
-    from fusion_lab.config import logger_problems
+    # here, not at the top: assembling on the meta device needs torch; the plan itself stays torch-free
     from fusion_lab.models.assemble import check_model_config
 
     problems: list[tuple[str, str]] = []
@@ -77,8 +75,8 @@ def dataset_problems(cfg: Any, resize: int | None = None) -> list[str]:
     """A dataset name that is not registered, options the dataset class rejects (its
     ``check_options`` hook), a root folder that is not there, or a pre-resized cache whose
     size is not the run's ``resize`` (``dataset.decode`` is its field's: ``config.check``)."""
+    # here, not at the top: the dataset index reader imports torch; the plan itself stays torch-free
     from fusion_lab.data.source import option_problems
-    from fusion_lab.registries import DATASETS
 
     if cfg.name not in DATASETS:
         return [DATASETS.unknown_message(cfg.name)]
@@ -94,7 +92,6 @@ def dataset_problems(cfg: Any, resize: int | None = None) -> list[str]:
                 f"and set dataset.root (e.g. --set dataset.root=/data/...); "
                 f"`fusionlab data check {cfg.name} ROOT` checks a folder"]
     from fusion_lab.data import open_source  # reads the index files only, no image
-    from fusion_lab.errors import DatasetError
 
     try:
         source, _ = open_source(cfg.name, str(Path(cfg.root).expanduser()), cfg.options)

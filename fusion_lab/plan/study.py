@@ -33,7 +33,7 @@ from fusion_lab.plan.study_parts import (
     where,
 )
 from fusion_lab.plan.tune_space import TuneSpec, parse_tune, study_problems
-from fusion_lab.store import run_ids
+from fusion_lab.store import now, run_ids
 
 STUDY_KEYS = ("name", "describe", "plugins", "base", "variants", "grid", "seeds",
               "baseline", "reference", "launcher", "tune")
@@ -222,8 +222,6 @@ def duplicate_problem(runs: list[PlannedRun]) -> str | None:
 
 def study_plan(study: Study, runs: list[PlannedRun]) -> dict[str, Any]:
     """The study.json document (see docs/results-format.md)."""
-    from fusion_lab.store import now
-
     rows: dict[str, dict] = {}
     for r in runs:
         row = rows.setdefault(r.group_id, {"label": r.label, "grid": r.grid,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,8 +184,7 @@ def points(spec: TuneSpec) -> list[dict[str, Any]]:
     """The ``spec.trials`` points, in trial order, from Optuna's QMC sampler (scrambled
     Sobol, seeded by ``spec.seed``) in ask mode: the same every time, known before
     anything trains. Values are rounded to 6 significant digits (they name run ids)."""
-    import warnings
-
+    # here, not at the top: optuna (a slow import) only for a study with a tune: block
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -208,6 +208,7 @@ def points(spec: TuneSpec) -> list[dict[str, Any]]:
 
 
 def _distribution(d: Dim) -> Any:
+    # here, not at the top: optuna only for a study with a tune: block
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if d.kind == "choice":

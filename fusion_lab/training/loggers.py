@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fusion_lab.config import flatten
 from fusion_lab.store import CONFIG_JSON, read_json, write_json
 
 MLFLOW_RUN_JSON = "mlflow_run.json"  # in the run folder: the MLflow run to resume
@@ -44,6 +45,7 @@ class TensorBoardSink:
     """Scalars per epoch into ``<run folder>/tensorboard/`` (torch's SummaryWriter)."""
 
     def __init__(self, run_dir: Path, identity: dict):
+        # here, not at the top: an optional package, imported only when this sink is used
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
@@ -63,6 +65,7 @@ class MLflowSink:
     """One MLflow run per fusion_lab run (MlflowClient: no global active run)."""
 
     def __init__(self, run_dir: Path, identity: dict):
+        # here, not at the top: an optional package, imported only when this sink is used
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
@@ -82,7 +85,6 @@ class MLflowSink:
                                      f"seed {identity.get('seed')}",
                                      tags={f"fusion_lab.{k}": v for k, v in tags.items()})
         self.run_id = run.info.run_id
-        from fusion_lab.config import flatten
 
         params = [Param(k, str(v)[:500]) for k, v in
                   flatten(identity.get("config") or {}).items()]
@@ -91,6 +93,7 @@ class MLflowSink:
         write_json(run_dir / MLFLOW_RUN_JSON, {"tracking_uri": uri, "run_id": self.run_id})
 
     def log_epoch(self, record: dict[str, Any]) -> None:
+        # here, not at the top: an optional package, imported only when this sink is used
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import click
+from tqdm import tqdm
 
 
 class Progress:
@@ -22,8 +23,6 @@ class Progress:
 
     def _line(self, text: str) -> None:
         if self.bars:
-            from tqdm import tqdm
-
             tqdm.write(text, file=sys.stderr)
         else:
             click.echo(text, err=True)
@@ -31,8 +30,6 @@ class Progress:
     def start_study(self, name: str, total: int, todo: int) -> None:
         self._line(f"study {name}: {total} runs, {total - todo} done or failed, {todo} to train")
         if self.bars and todo:
-            from tqdm import tqdm
-
             self.study_bar = tqdm(total=todo, desc=f"{name}", unit="run", position=0,
                                   file=sys.stderr, dynamic_ncols=True)
 
@@ -43,8 +40,6 @@ class Progress:
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
         self.epochs = epochs
         if self.bars:
-            from tqdm import tqdm
-
             if self.epoch_bar is not None:
                 self.epoch_bar.close()
             self.epoch_bar = tqdm(total=batches, desc=f"  epoch {epoch + 1}/{epochs}",

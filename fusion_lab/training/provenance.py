@@ -70,10 +70,12 @@ def plugin_files(plugins: list[str], base_dir: str | Path | None = None) -> list
 
 
 def versions() -> dict[str, str | None]:
+    # here, not at the top: the torch-free table path imports this module
     import timm
     import torch
 
     try:
+        # torchvision may be missing: provenance records None then
         import torchvision
 
         tv = torchvision.__version__
@@ -85,6 +87,7 @@ def versions() -> dict[str, str | None]:
 
 def cuda_info() -> dict[str, Any] | None:
     """CUDA and cuDNN versions and the GPU's name; None without CUDA."""
+    # here, not at the top: the torch-free table path imports this module
     import torch
 
     if not torch.cuda.is_available():

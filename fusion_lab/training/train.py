@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from fusion_lab.config import RunConfig, TrainConfig, to_dict
+from fusion_lab.data import build_data
 from fusion_lab.data.device import on_device
 from fusion_lab.errors import DivergedError, FusionLabError
 from fusion_lab.models.assemble import build_model, model_loss
@@ -192,8 +193,6 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
 
 def _set_up(cfg: RunConfig, dev: torch.device, d: ddp.Dist) -> _Parts:
     """Seed, then the data, the model on its device, the optimizer and the precision."""
-    from fusion_lab.data import build_data
-
     t = cfg.train
     seed_everything(cfg.seed)
     if dev.type == "cuda":
