@@ -268,3 +268,84 @@ def test_slurm_nproc_2_trains_each_run_with_ddp_in_its_task(study_file, tmp_path
     summary = json.loads((d / "summary.json").read_text())
     assert summary["status"] == "done" and summary["world_size"] == 2
     assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2]
+
+
+def _live_pids(text: str) -> set[int]:
+    """The live (not zombie) processes whose command line contains ``text``."""
+    pids = set()
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) == os.getpid():
+            continue
+        try:
+            cmdline = open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ")
+            state = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text.encode() in cmdline and state != "Z":
+            pids.add(int(p))
+    return pids
+
+
+def _gone_within(text: str, seconds: float) -> set[int]:
+    """Wait until no process's command line contains ``text``; the ones left."""
+    import time
+
+    deadline = time.time() + seconds
+    while _live_pids(text) and time.time() < deadline:
+        time.sleep(0.1)
+    return _live_pids(text)
+
+
+@pytest.mark.slow  # about 30 s here: three torchrun starts of two processes each
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the processes through /proc")
+def test_kill_9_of_the_parent_or_of_torchrun_stops_the_workers_and_the_run_resumes(
+        study_file, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "results"
+    study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 6").replace(
+        "train_per_class: 6", "train_per_class: 40").replace(
+        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
+    study, runs = prepare(study_file, ["train.world_size=2"])
+    d = run_dir(results, study, runs[0])
+    cmd = [sys.executable, "-m", "fusion_lab", "run", str(study_file), "--results",
+           str(results), "--device", "cpu", "--nproc", "2", "--progress", "off", "--no-table"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start_and_wait_for(epochs: int) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.time() + 180
+        while len(store.read_jsonl(d / "metrics.jsonl")) < epochs and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        return proc
+
+    try:
+        # kill -9 of `fusionlab run`: torchrun and its workers notice and stop
+        proc = start_and_wait_for(1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not _gone_within(str(results), 10), "workers went on training"
+        assert store.run_status(d) in ("interrupted", "pending")  # resumable
+        done = len(store.read_jsonl(d / "metrics.jsonl"))
+        # kill -9 of torchrun: a failure (128 + 9), and its workers stop too
+        proc = start_and_wait_for(done + 1)
+        agent = _live_pids("fusion_lab.orchestrate.torchrun") & _live_pids(str(results))
+        assert len(agent) == 1, agent
+        os.kill(agent.pop(), signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 137, err[-3000:]
+        assert "killed by SIGKILL" in err, err[-3000:]
+        assert not _gone_within(str(results), 10), "workers went on training"
+        assert store.run_status(d) in ("interrupted", "pending")
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr[-6000:]
+        assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+        assert json.loads((d / "summary.json").read_text())["status"] == "done"
+    finally:
+        for pid in _live_pids(str(results)):
+            os.kill(pid, signal.SIGKILL)

@@ -78,8 +78,10 @@ def run_study(opts: RunOptions) -> Report:
     A ``FusionLabError`` (a study that cannot run as asked) is raised before anything is
     written or started.
     """
+    from fusion_lab.orchestrate.spawn import die_with_parent
     from fusion_lab.training import ddp
 
+    die_with_parent()  # a worker or torchrun process: stop (SIGTERM) if the parent dies
     t_start = time.perf_counter() if opts.t_start is None else opts.t_start
     plan = plan_study(opts)
     report = Report(plan.study, plan.runs, plan.selected, dry_run=opts.dry_run)
