@@ -231,8 +231,13 @@ def _record_interrupted(d: Path, lease: Lease, summary: dict[str, Any],
 
 
 def _record_failure(d: Path, summary: dict[str, Any], msg: str, log: str) -> None:
-    """A failed run's error.log and summary fields (the summary is written by the caller)."""
-    (d / store.ERROR_LOG).write_text(log)
+    """A failed run's error.log and summary fields (the summary is written by the caller).
+    Never fails: a file name that is not UTF-8 is spelled with backslashes, and an
+    error.log that cannot be written is one warning (the summary says why the run failed)."""
+    try:
+        store.write_text(d / store.ERROR_LOG, printable(log), errors="backslashreplace")
+    except (OSError, FusionLabError) as e:
+        click.echo(f"warning: could not write {d / store.ERROR_LOG}: {e}", err=True)
     last = store.read_jsonl(d / store.METRICS_JSONL)
     summary.update(status=store.FAILED, error=msg, final=None, best_val=None,
                    last_epoch=last[-1] if last else None)
@@ -290,4 +295,13 @@ def _error_message(e: BaseException) -> str:
     if isinstance(e, torch.cuda.OutOfMemoryError):
         return ("OutOfMemoryError: the GPU ran out of memory; lower train.batch_size or "
                 "train.image_size, or use train.amp=bf16")
-    return f"{type(e).__name__}: {e}".strip()
+    return printable(f"{type(e).__name__}: {e}".strip())
+
+
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot spell (a file name's undecodable bytes, which Python
+    holds as surrogates) spelled with backslashes: b"bad\\xff.jpg" reads bad\\xff.jpg."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is not an undecodable byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -91,14 +91,16 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """Write text atomically; the file's mode follows the umask (0666 & ~umask), as open's."""
+def write_text(path: str | Path, text: str, errors: str = "strict") -> None:
+    """Write text atomically (UTF-8; ``errors`` as ``open``'s: "backslashreplace" for text
+    that may hold undecodable file names); the file's mode follows the umask (0666 &
+    ~umask), as open's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
