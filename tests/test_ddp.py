@@ -268,3 +268,176 @@ def test_slurm_nproc_2_trains_each_run_with_ddp_in_its_task(study_file, tmp_path
     summary = json.loads((d / "summary.json").read_text())
     assert summary["status"] == "done" and summary["world_size"] == 2
     assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2]
+
+
+def _live_pids(text: str) -> set[int]:
+    """The live (not zombie) processes whose command line contains ``text``."""
+    pids = set()
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) == os.getpid():
+            continue
+        try:
+            cmdline = open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ")
+            state = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text.encode() in cmdline and state != "Z":
+            pids.add(int(p))
+    return pids
+
+
+def _gone_within(text: str, seconds: float) -> set[int]:
+    """Wait until no process's command line contains ``text``; the ones left."""
+    import time
+
+    deadline = time.time() + seconds
+    while _live_pids(text) and time.time() < deadline:
+        time.sleep(0.1)
+    return _live_pids(text)
+
+
+@pytest.mark.slow  # about 30 s here: three torchrun starts of two processes each
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the processes through /proc")
+def test_kill_9_of_the_parent_or_of_torchrun_stops_the_workers_and_the_run_resumes(
+        study_file, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "results"
+    study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 6").replace(
+        "train_per_class: 6", "train_per_class: 40").replace(
+        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
+    study, runs = prepare(study_file, ["train.world_size=2"])
+    d = run_dir(results, study, runs[0])
+    cmd = [sys.executable, "-m", "fusion_lab", "run", str(study_file), "--results",
+           str(results), "--device", "cpu", "--nproc", "2", "--progress", "off", "--no-table"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start_and_wait_for(epochs: int) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.time() + 180
+        while len(store.read_jsonl(d / "metrics.jsonl")) < epochs and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        return proc
+
+    try:
+        # kill -9 of `fusionlab run`: torchrun and its workers notice and stop
+        proc = start_and_wait_for(1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not _gone_within(str(results), 10), "workers went on training"
+        assert store.run_status(d) in ("interrupted", "pending")  # resumable
+        done = len(store.read_jsonl(d / "metrics.jsonl"))
+        # kill -9 of torchrun: a failure (128 + 9), and its workers stop too
+        proc = start_and_wait_for(done + 1)
+        agent = _live_pids("fusion_lab.orchestrate.torchrun") & _live_pids(str(results))
+        assert len(agent) == 1, agent
+        os.kill(agent.pop(), signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 137, err[-3000:]
+        assert "killed by SIGKILL" in err, err[-3000:]
+        assert not _gone_within(str(results), 10), "workers went on training"
+        assert store.run_status(d) in ("interrupted", "pending")
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr[-6000:]
+        assert [x["epoch"] for x in store.read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+        assert json.loads((d / "summary.json").read_text())["status"] == "done"
+    finally:
+        for pid in _live_pids(str(results)):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # about 30 s here: one torchrun of two processes, two of one
+def test_two_nodes_of_one_process_train_a_run_as_one_node_of_two_does(study_file, tmp_path,
+                                                                       capsys):
+    import subprocess
+    import sys
+
+    study_file.write_text(study_file.read_text().replace(
+        "  - {label: CN-CNN, model: {preset: cn_cnn}}\n", ""))
+    one, two = tmp_path / "one-node", tmp_path / "two-nodes"
+    base = ["run", str(study_file), "--device", "cpu", "--progress", "off", "--no-table"]
+    main(base + ["--results", str(one), "--nproc", "2"])
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "fusion_lab", *base, "--results", str(two),
+                               "--nproc", "1", "--nnodes", "2", "--node-rank", str(rank),
+                               "--rdzv", f"127.0.0.1:{port}"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (1, 0)]  # node 1 first: it waits for node 0
+    outs = [p.communicate(timeout=300) for p in nodes]
+    for p, (_, err) in zip(nodes, outs):
+        assert p.returncode == 0, err[-4000:]
+    study, runs = prepare(study_file, ["train.world_size=2"])  # the same run id
+    a, b = (run_dir(results, study, runs[0]) for results in (one, two))
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert sb["status"] == "done" and sb["world_size"] == 2 and sb["batch_per_process"] == 3
+    ma, mb = store.read_jsonl(a / "metrics.jsonl"), store.read_jsonl(b / "metrics.jsonl")
+    assert [x["epoch"] for x in mb] == [1, 2]  # each epoch recorded once
+    for x, y in zip(ma, mb):
+        for key in ("train_loss", "train_acc", "test_acc", "lr"):
+            assert abs(x[key] - y[key]) <= 1e-5, (key, x[key], y[key])
+    assert abs(sa["final"]["acc"] - sb["final"]["acc"]) <= 1e-5
+
+
+def test_the_nodes_of_a_run_are_checked_before_anything_starts(study_file, tmp_path, capsys):
+    base = ["run", str(study_file), "--results", str(tmp_path / "r"), "--device", "cpu"]
+    for extra, says in ((["--nnodes", "2"], "--nnodes 2 needs --rdzv HOST:PORT"),
+                        (["--nnodes", "2", "--node-rank", "2", "--rdzv", "h:1"],
+                         "--node-rank must be in 0..1"),
+                        (["--nnodes", "2", "--rdzv", "h:1", "--gpus", "0"],
+                         "without --gpus")):
+        with pytest.raises(SystemExit) as e:
+            main(base + extra)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_torchrun_meets_the_other_nodes_at_node_0():
+    from fusion_lab.orchestrate.spawn import Nodes, torchrun_command
+
+    cmd = torchrun_command(2, "s.yaml", [], "r", "cpu", "off", 300.0,
+                           nodes=Nodes(3, 1, "node0.example:29400"))
+    assert cmd[3:8] == ["--nnodes=3", "--node_rank=1", "--master_addr=node0.example",
+                        "--master_port=29400", "--nproc_per_node=2"]
+    assert "--standalone" in torchrun_command(2, "s.yaml", [], "r", "cpu", "off", 300.0)
+
+
+def test_slurm_nodes_asks_for_the_nodes_and_each_starts_torchrun_with_its_rank(
+        tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from fusion_lab.orchestrate.launchers import slurm
+
+    launcher = slurm.SlurmLauncher(nodes=2, nproc=2, gpus=2)
+    assert launcher.processes_per_run == 4  # each run's train.world_size
+    job = SimpleNamespace(results=tmp_path, study=SimpleNamespace(name="tiny"))
+    assert launcher.executor(job).parameters["nodes"] == 2
+    calls = []
+    monkeypatch.setattr(slurm, "train_task", lambda *a, **k: calls.append(k) or "done")
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[03-04,07],cpu01")
+    monkeypatch.setenv("SLURM_JOB_ID", "123456")
+    assert slurm.TrainTask(2)("s.yaml", [], "r", "id") == "done"
+    nodes = calls[0]["nodes"]
+    from fusion_lab.orchestrate.spawn import torchrun_command
+
+    cmd = torchrun_command(2, "s.yaml", [], "r", "cuda", "plain", 300.0, nodes=nodes)
+    assert cmd[3:8] == ["--nnodes=2", "--node_rank=1", "--master_addr=gpu03",
+                        "--master_port=23456", "--nproc_per_node=2"]
+    assert "nodes" not in (slurm.TrainTask()("s.yaml", [], "r", "id") and calls[1])
+    with pytest.raises(Exception, match="launcher option nodes"):
+        slurm.SlurmLauncher(nodes=2, cluster="local")

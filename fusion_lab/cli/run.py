@@ -27,6 +27,13 @@ import click
 @click.option("--nproc", type=click.IntRange(1), default=None, metavar="N",
               help="Train each run on N processes with DistributedDataParallel (started "
                    "through torchrun; on CUDA one GPU each, on the CPU the gloo backend).")
+@click.option("--nnodes", type=click.IntRange(1), default=1, show_default=True, metavar="M",
+              help="Train each run on M nodes (--nproc processes on each): run the same "
+                   "command on every node, each with its --node-rank and the same --rdzv.")
+@click.option("--node-rank", type=click.IntRange(0), default=0, show_default=True,
+              metavar="R", help="This node's rank, 0..M-1 (node 0 records and reports).")
+@click.option("--rdzv", default=None, metavar="HOST:PORT",
+              help="With --nnodes: node 0's address and a free port, where the nodes meet.")
 @click.option("--wait", is_flag=True,
               help="With a cluster launcher: wait for the runs, then print the table.")
 @click.option("--dry-run", is_flag=True, help="Print every run with its id and status; train nothing.")
@@ -42,7 +49,7 @@ import click
               help="Train only these runs (a cluster task's DDP processes are started so).")
 def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         gpus: str | None, launcher: str | None, launcher_opts: tuple[str, ...],
-        nproc: int | None, wait: bool,
+        nproc: int | None, nnodes: int, node_rank: int, rdzv: str | None, wait: bool,
         dry_run: bool, fail_fast: bool, retry_failed: bool, progress_mode: str,
         show_table: bool, lease_s: float, only: tuple[str, ...]) -> None:
     """Train every run of STUDY_FILE that is not done; print the table at the end.
@@ -56,6 +63,7 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     report = run_study(RunOptions(
         study_file=study_file, overrides=list(overrides), results=results, device=device,
         gpus=gpus, launcher=launcher, launcher_opts=list(launcher_opts), nproc=nproc,
+        nnodes=nnodes, node_rank=node_rank, rdzv=rdzv,
         wait=wait, dry_run=dry_run, fail_fast=fail_fast, retry_failed=retry_failed,
         progress=progress_mode, lease_s=lease_s, only=list(only), t_start=t_start))
     if report.dry_run:

@@ -12,8 +12,7 @@ folder, never train the same run. A failing run is recorded and the study goes o
 
 from __future__ import annotations
 
-import os
-import platform
+import json
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -25,6 +24,14 @@ import click
 from fusion_lab import store
 from fusion_lab.config import to_dict
 from fusion_lab.errors import ConfigError, FusionLabError
+from fusion_lab.orchestrate.recording import (
+    error_message,
+    record_failure,
+    record_interrupted,
+    record_storage_fault,
+    who,
+    write_summary,
+)
 from fusion_lab.plan.study import PlannedRun, Study, study_plan
 from fusion_lab.store.lease import Lease, RunInterrupted, ignored, interrupts
 from fusion_lab.training.provenance import plugin_files, record
@@ -50,9 +57,22 @@ def identity(study: Study, r: PlannedRun) -> dict[str, Any]:
 
 def write_plan(results: Path, study: Study, runs: list[PlannedRun]) -> None:
     """The study's plan, ``results/<study>/study.json`` (rows, run ids, seeds, baseline):
-    the one function that writes it (``run_study`` before it launches)."""
-    store.write_json(store.study_dir(results, study.name) / store.STUDY_JSON,
-                     study_plan(study, runs))
+    the one function that writes it (``run_study`` before it launches). A folder that
+    cannot be written is no error when it already holds this plan."""
+    path = store.study_dir(results, study.name) / store.STUDY_JSON
+    plan = study_plan(study, runs)
+    try:
+        store.write_json(path, plan)
+    except store.StorageError:
+        old = store.read_json(path)  # a read-only folder holding this plan is no error
+        if not (isinstance(old, dict) and _same_plan(old, json.loads(json.dumps(plan)))):
+            raise
+
+
+def _same_plan(a: dict, b: dict) -> bool:
+    """The same plan but for when it was written."""
+    return {k: v for k, v in a.items() if k != "updated"} == \
+        {k: v for k, v in b.items() if k != "updated"}
 
 
 def check_device(runs: list[PlannedRun], device: str) -> Any:
@@ -134,7 +154,7 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
     if not group.main:  # DDP: process 0 claims, records and decides; this one trains along
         _train_along(d, r, device, group)
         return
-    token = store.try_claim(d, lease_s=lease_s)
+    token = _claim(d, lease_s)
     if not token:
         ddp.broadcast(False, group)
         out.skipped.append((r, store.RUNNING))
@@ -148,10 +168,21 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
                 return
             summary = _train_claimed(study, r, d, lease, out, device, progress)
             if summary is not None:
-                summary.update(record(plugins or []), finished=store.now(), trained_by=_who())
-                _write_summary(d, lease, summary)
+                summary.update(record(plugins or []), finished=store.now(), trained_by=who())
+                write_summary(d, lease, summary)
     finally:
         store.release_claim(d, token)
+
+
+def _claim(d: Path, lease_s: float) -> str | None:
+    """``store.try_claim``; a folder that cannot be written is a ``StorageError``."""
+    try:
+        return store.try_claim(d, lease_s=lease_s)
+    except OSError as e:
+        stored = store.storage_error(e, d)
+        if stored is None or stored is e:
+            raise
+        raise stored from e
 
 
 def _train_along(d: Path, r: PlannedRun, device: str, group: Any) -> None:
@@ -189,15 +220,20 @@ def _train_claimed(study: Study, r: PlannedRun, d: Path, lease: Lease, out: Outc
         result = train_run(d, r.config, r.run_id, device=device, progress=progress,
                            before_write=lease.check)
     except (RunInterrupted, KeyboardInterrupt, SystemExit, _NotRequeued) as e:
-        _record_interrupted(d, lease, summary, e)
+        record_interrupted(d, lease, summary, e)
         raise
     except store.ClaimLost as e:
         out.skipped.append((r, "lost"))
         click.echo(f"warning: {e}", err=True)
         return None
-    except Exception as e:  # recorded, and the study goes on
-        msg = _error_message(e)
-        _record_failure(d, summary, msg, traceback.format_exc())
+    except Exception as e:  # recorded, and the study goes on (unless the disk is at fault)
+        stored = store.storage_error(e)
+        if stored is not None:
+            record_storage_fault(d, lease, summary, stored)
+            out.failed.append((r, str(stored)))
+            raise stored from (None if stored is e else e)
+        msg = error_message(e)
+        record_failure(d, summary, msg, traceback.format_exc())
         out.failed.append((r, msg))
         if progress is not None:
             progress.end_run(r, None, msg)
@@ -208,44 +244,6 @@ def _train_claimed(study: Study, r: PlannedRun, d: Path, lease: Lease, out: Outc
         if progress is not None:
             progress.end_run(r, result, None)
     return summary
-
-
-def _record_interrupted(d: Path, lease: Lease, summary: dict[str, Any],
-                        e: BaseException) -> None:
-    """Record a run stopped by a signal as interrupted (if its claim is still this one's).
-
-    SystemExit: submitit's requeue on the scheduler's signal exits this way; its
-    UncompletedJobError: the signal came but the task is not requeued.
-    """
-    if lease.lost or not store.owns_claim(d, lease.token):
-        return
-    last = store.read_jsonl(d / store.METRICS_JSONL)
-    why = (str(e) if isinstance(e, RunInterrupted) else
-           "interrupted by SIGINT" if isinstance(e, KeyboardInterrupt) else
-           "stopped by the scheduler (requeued)" if isinstance(e, SystemExit)
-           else f"stopped by the scheduler, not requeued: {e}")
-    summary.update(status=store.INTERRUPTED, error=why, final=None, best_val=None,
-                   last_epoch=last[-1] if last else None, finished=store.now(),
-                   trained_by=_who())
-    store.write_json(d / store.SUMMARY_JSON, summary)
-
-
-def _record_failure(d: Path, summary: dict[str, Any], msg: str, log: str) -> None:
-    """A failed run's error.log and summary fields (the summary is written by the caller)."""
-    (d / store.ERROR_LOG).write_text(log)
-    last = store.read_jsonl(d / store.METRICS_JSONL)
-    summary.update(status=store.FAILED, error=msg, final=None, best_val=None,
-                   last_epoch=last[-1] if last else None)
-
-
-def _write_summary(d: Path, lease: Lease, summary: dict[str, Any]) -> None:
-    """Write the run's summary, unless another process took its claim over meanwhile."""
-    try:
-        lease.check()
-    except store.ClaimLost as e:
-        click.echo(f"warning: {e}", err=True)
-        return
-    store.write_json(d / store.SUMMARY_JSON, summary)
 
 
 def record_refusal(study: Study, r: PlannedRun, results: Path, e: FusionLabError,
@@ -264,9 +262,9 @@ def record_refusal(study: Study, r: PlannedRun, results: Path, e: FusionLabError
         if not store.needs_training(store.run_status(d), retry_failed):
             return False
         summary = _begin(study, r, d)
-        msg = _error_message(e)
-        _record_failure(d, summary, msg, msg + "\n")
-        summary.update(record(plugins or []), finished=store.now(), trained_by=_who())
+        msg = error_message(e)
+        record_failure(d, summary, msg, msg + "\n")
+        summary.update(record(plugins or []), finished=store.now(), trained_by=who())
         store.write_json(d / store.SUMMARY_JSON, summary)
         return True
     finally:
@@ -280,14 +278,3 @@ except ImportError:
         """Stands in for submitit's UncompletedJobError when submitit is absent."""
 
 
-def _who() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": platform.node()}
-
-
-def _error_message(e: BaseException) -> str:
-    import torch
-
-    if isinstance(e, torch.cuda.OutOfMemoryError):
-        return ("OutOfMemoryError: the GPU ran out of memory; lower train.batch_size or "
-                "train.image_size, or use train.amp=bf16")
-    return f"{type(e).__name__}: {e}".strip()

@@ -2,7 +2,13 @@
 (``--gpus``) or on N DDP processes under torchrun (``--nproc``, a cluster task's
 ``nproc=N``). Every such command line is built by ``fusionlab_command``; ``run_forwarding``
 starts the commands, passes a SIGTERM on to them while they run and returns their worst
-exit status.
+exit status (a child killed by signal N counts as 128 + N, a failure).
+
+Children die with their parent: each is told its parent's pid (``FUSIONLAB_PARENT_PID``)
+and calls ``die_with_parent`` as it starts (torchrun's entry point, and ``fusionlab run``
+itself), which asks Linux for a SIGTERM when the parent dies (``PR_SET_PDEATHSIG``; elsewhere
+a thread watches the parent pid). A SIGTERM is what records a run as interrupted, so a
+``kill -9`` of ``fusionlab run`` stops torchrun, which stops its workers, which record it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +45,45 @@ def fusionlab_command(study_file: Any, overrides: list[str], results: Any, devic
     return cmd
 
 
+@dataclass(frozen=True)
+class Nodes:
+    """The nodes one run trains on: ``count`` of them, this one ``rank``; node 0 serves the
+    rendezvous at ``endpoint`` (HOST:PORT, reachable from every node)."""
+
+    count: int = 1
+    rank: int = 0
+    endpoint: str | None = None
+
+    def check(self) -> None:
+        """A refusal (one line) unless the nodes make sense."""
+        if self.count < 1 or not 0 <= self.rank < self.count:
+            raise FusionLabError(f"--node-rank must be in 0..{self.count - 1} (--nnodes "
+                                 f"{self.count}), got {self.rank}")
+        host, _, port = (self.endpoint or "").rpartition(":")
+        if self.count > 1 and not (host and port.isdigit()):
+            raise FusionLabError(f"--nnodes {self.count} needs --rdzv HOST:PORT, node 0's "
+                                 f"address and a free port there, got {self.endpoint!r}")
+
+    def torchrun_args(self) -> list[str]:
+        """torchrun's rendezvous: this machine alone, or ``count`` nodes meeting at node
+        0 (static: node R's processes get ranks R*nproc.., so rank 0 is on node 0)."""
+        if self.count == 1:
+            return ["--standalone"]
+        host, _, port = str(self.endpoint).rpartition(":")
+        return [f"--nnodes={self.count}", f"--node_rank={self.rank}",
+                f"--master_addr={host}", f"--master_port={port}"]
+
+
+ONE_NODE = Nodes()
+
+
 def torchrun_command(nproc: int, study_file: Any, overrides: list[str], results: Any,
                      device: str, progress: str, lease_s: float, fail_fast: bool = False,
-                     retry_failed: bool = False, only: list[str] | None = None) -> list[str]:
-    """``fusionlab run`` on ``nproc`` processes of this machine under torchrun."""
-    return [sys.executable, "-m", "fusion_lab.orchestrate.torchrun", "--standalone",
+                     retry_failed: bool = False, only: list[str] | None = None,
+                     nodes: Nodes = ONE_NODE) -> list[str]:
+    """``fusionlab run`` on ``nproc`` processes of this machine (and as many on each of the
+    other ``nodes``) under torchrun."""
+    return [sys.executable, "-m", "fusion_lab.orchestrate.torchrun", *nodes.torchrun_args(),
             f"--nproc_per_node={nproc}", "-m", "fusion_lab",
             *fusionlab_command(study_file, overrides, results, device, progress, lease_s,
                                fail_fast, retry_failed, only)]
@@ -54,8 +96,10 @@ def torchrun_env() -> dict[str, str]:
 
 def start_torchrun(nproc: int, study_file: str, overrides: list[str], results: Any,
                    device: str, fail_fast: bool, retry_failed: bool, progress: str,
-                   lease_s: float, only: list[str] | None = None) -> int:
-    """Run ``fusionlab run`` in ``nproc`` processes under torchrun; their exit status.
+                   lease_s: float, only: list[str] | None = None,
+                   nodes: Nodes = ONE_NODE) -> int:
+    """Run ``fusionlab run`` in ``nproc`` processes under torchrun (with as many on each
+    of the other ``nodes``); its exit status.
 
     On CUDA each process takes one GPU, so ``nproc`` may not exceed the GPUs present.
     """
@@ -68,7 +112,8 @@ def start_torchrun(nproc: int, study_file: str, overrides: list[str], results: A
         raise FusionLabError("--device cuda was asked for, but torch sees no CUDA device; "
                              "use --device cpu (gloo) or auto")
     cmd = torchrun_command(nproc, study_file, overrides, results, device, progress, lease_s,
-                           fail_fast=fail_fast, retry_failed=retry_failed, only=only)
+                           fail_fast=fail_fast, retry_failed=retry_failed, only=only,
+                           nodes=nodes)
     return run_forwarding([(cmd, torchrun_env())])  # a SIGTERM reaches torchrun and the run
 
 
@@ -92,21 +137,31 @@ def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: l
 
 
 def run_forwarding(cmds: list[tuple[list[str], dict]]) -> int:
-    """Start the commands (each with its environment), wait for all; their worst exit status.
+    """Start the commands (each with its environment), wait for all; their worst exit
+    status (``exit_status``), after one line for each child a signal killed.
 
-    A SIGTERM to this process is passed on to them while they run.
+    A SIGTERM to this process is passed on to them while they run (also to one started
+    just after it came); none is started after it.
     """
     procs: list[subprocess.Popen] = []
+    received: list[int] = []
+    signalled: set[int] = set()  # pids the handler reached
 
     def forward(signum: int, frame) -> None:
-        signal_children(signum)
+        received.append(signum)
+        signalled.update(signal_children(signum))
 
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, forward) if main_thread else None
     try:
         for cmd, env in cmds:
-            procs.append(subprocess.Popen(cmd, env=env))
-            _CHILDREN.append(procs[-1])
+            if received:
+                break
+            p = subprocess.Popen(cmd, env={**env, PARENT_ENV: str(os.getpid())})
+            procs.append(p)
+            _CHILDREN.append(p)
+            if received and p.pid not in signalled:  # came between Popen and the list
+                p.send_signal(received[0])
         codes = [p.wait() for p in procs]
     finally:
         if old is not None:
@@ -114,14 +169,71 @@ def run_forwarding(cmds: list[tuple[list[str], dict]]) -> int:
         for p in procs:
             if p in _CHILDREN:
                 _CHILDREN.remove(p)
-    return max(codes) if codes else 0
+    for p, code in zip(procs, codes):
+        if code < 0:
+            what = "torchrun" if "fusion_lab.orchestrate.torchrun" in p.args else "worker"
+            click.echo(f"error: {what} (pid {p.pid}) was killed by {_signame(-code)}; "
+                       "rerun the study to resume its run", err=True)
+    if received and not procs:
+        return 128 + received[0]
+    return exit_status(codes)
+
+
+def exit_status(codes: list[int]) -> int:
+    """The worst of the children's exit statuses: killed by signal N (``-N``) is 128 + N,
+    as a shell says it; any failure beats success."""
+    return max((128 - c if c < 0 else c for c in codes), default=0)
+
+
+def _signame(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return f"signal {n}"
 
 
 _CHILDREN: list[subprocess.Popen] = []  # what run_forwarding started and waits for
+PARENT_ENV = "FUSIONLAB_PARENT_PID"  # the pid a child started here must not outlive
 
 
-def signal_children(signum: int) -> None:
-    """Send ``signum`` to the commands ``run_forwarding`` is running (safe in a handler)."""
+def signal_children(signum: int) -> list[int]:
+    """Send ``signum`` to the commands ``run_forwarding`` is running (safe in a handler);
+    the pids it was sent to."""
+    sent = []
     for p in list(_CHILDREN):
         if p.poll() is None:
             p.send_signal(signum)
+            sent.append(p.pid)
+    return sent
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In a child that ``run_forwarding`` (or our torchrun) started: get ``signum`` when
+    the parent dies, as if the parent had passed a SIGTERM on. Nothing elsewhere."""
+    try:
+        parent = int(os.environ.get(PARENT_ENV, ""))
+    except ValueError:
+        return
+    if not _parent_death_signal(signum):
+        threading.Thread(target=_watch_parent, args=(parent, signum), daemon=True,
+                         name="fusionlab-parent-watch").start()
+    if os.getppid() != parent:  # it died before we asked
+        os.kill(os.getpid(), signum)
+
+
+def _parent_death_signal(signum: int) -> bool:
+    """Linux's prctl(PR_SET_PDEATHSIG, signum); whether it was set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(1, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int, signum: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signum)

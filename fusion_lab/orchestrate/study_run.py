@@ -37,6 +37,9 @@ class RunOptions:
     launcher: str | None = None  # None: the study's launcher: section, else local
     launcher_opts: list[str] = field(default_factory=list)  # --launcher-opt KEY=VALUE
     nproc: int | None = None  # N > 1: each run on N DDP processes under torchrun, here
+    nnodes: int = 1  # M > 1: and as many on each of M nodes (one `fusionlab run` per node)
+    node_rank: int = 0  # this node's place among them (0: the one that records and reports)
+    rdzv: str | None = None  # HOST:PORT of node 0, where the nodes meet
     wait: bool = False  # a launcher that submits (waits False): wait for the runs
     dry_run: bool = False  # plan and check, launch nothing (the CLI lists the runs)
     fail_fast: bool = False
@@ -79,8 +82,10 @@ def run_study(opts: RunOptions) -> Report:
     A ``FusionLabError`` (a study that cannot run as asked) is raised before anything is
     written or started.
     """
+    from fusion_lab.orchestrate.spawn import die_with_parent
     from fusion_lab.training import ddp
 
+    die_with_parent()  # a worker or torchrun process: stop (SIGTERM) if the parent dies
     t_start = time.perf_counter() if opts.t_start is None else opts.t_start
     plan = plan_study(opts)
     report = Report(plan.study, plan.runs, plan.selected, dry_run=opts.dry_run)
@@ -93,12 +98,15 @@ def run_study(opts: RunOptions) -> Report:
                  t_start)))
     if opts.dry_run:
         return report
-    if (opts.nproc or 1) > 1:  # torchrun's processes run this again (process 0 launches)
+    if (opts.nproc or 1) * opts.nnodes > 1:  # torchrun's processes run this again
         from fusion_lab.orchestrate import spawn
 
-        code = spawn.start_torchrun(opts.nproc, str(opts.study_file), plan.overrides, results,
-                                    opts.device, opts.fail_fast, opts.retry_failed,
-                                    opts.progress, opts.lease_s, only=list(opts.only))
+        nodes = spawn.Nodes(opts.nnodes, opts.node_rank, opts.rdzv)
+        code = spawn.start_torchrun(opts.nproc or 1, str(opts.study_file), plan.overrides,
+                                    results, opts.device, opts.fail_fast, opts.retry_failed,
+                                    opts.progress, opts.lease_s, only=list(opts.only),
+                                    nodes=nodes)
+        report.main = opts.node_rank == 0  # node 0's process 0 records; node 0 reports
         return _finish(report, results, code)
     group = ddp.init(opts.device) if ddp.env_world_size() > 1 else ddp.current()
     report.main = group.main
@@ -122,11 +130,14 @@ def plan_study(opts: RunOptions) -> Plan:
     """The launcher, then each run's world size (decided once, ``world_size``), then the
     runs (``prepare``: loaded, expanded, validated), checked once for what stops them from
     training on that many processes (``ddp.check_runs``; a dry run skips the count)."""
+    from fusion_lab.orchestrate.spawn import Nodes
     from fusion_lab.plan.planning import prepare
     from fusion_lab.training import ddp
 
+    Nodes(opts.nnodes, opts.node_rank, opts.rdzv).check()
     name, launcher = pick_launcher(opts)
-    world = world_size(ddp.env_world_size(), opts.nproc, opts.gpus, name, launcher)
+    world = world_size(ddp.env_world_size(), opts.nproc, opts.gpus, name, launcher,
+                       opts.nnodes)
     overrides = list(opts.overrides)
     if world > 1:  # a DDP run is its own run (its id says so)
         overrides.append(f"train.world_size={world}")
@@ -158,24 +169,26 @@ def pick_launcher(opts: RunOptions) -> tuple[str, Launcher]:
 
 
 def world_size(env_world: int, nproc: int | None, gpus: str | None, name: str,
-               launcher: Launcher) -> int:
+               launcher: Launcher, nnodes: int = 1) -> int:
     """The processes each run trains on (its ``train.world_size``), decided once.
 
     With a launcher that trains here, the processes of this command: torchrun's
-    (``env_world``, when torchrun started it) or the ones ``--nproc`` starts; with another,
+    (``env_world``, when torchrun started it) or the ones ``--nproc`` starts on each of
+    ``nnodes`` nodes (``--nnodes``); with another,
     its ``processes_per_run`` (a cluster launcher's ``nproc`` option), and then this
     command must be one process.
     """
-    if env_world > 1 and (nproc or 1) > 1:
-        raise FusionLabError("--nproc starts torchrun itself; inside torchrun leave it out")
-    here = env_world if env_world > 1 else (nproc or 1)
+    if env_world > 1 and (nproc or 1) * nnodes > 1:
+        raise FusionLabError("--nproc starts torchrun itself; inside torchrun leave it out "
+                             "(and --nnodes)")
+    here = env_world if env_world > 1 else (nproc or 1) * nnodes
     if here > 1 and not launcher.trains_here:
         raise FusionLabError(
             f"--nproc and torchrun train on this machine, with the local launcher; with the "
             f"{name} launcher use --launcher-opt nproc=N (processes per run, in each task)")
-    if (nproc or 1) > 1 and gpus:
+    if (nproc or 1) * nnodes > 1 and gpus:
         raise FusionLabError("--nproc trains on this machine: use it with the local "
-                             "launcher and without --gpus")
+                             "launcher and without --gpus (and so does --nnodes)")
     return here if launcher.trains_here else int(launcher.processes_per_run)
 
 

@@ -8,10 +8,15 @@ torchrun's table of failed processes is kept, its Python traceback is not.
 SIGUSR2 (SLURM's warning before a time limit, sent to every process of the job step) is
 ignored here and, inherited, in the training processes: inside a cluster task the task
 process above handles it (it stops this torchrun with SIGTERM, then requeues).
+
+This process, and each of its training processes, dies with its parent (SIGTERM, see
+``spawn.die_with_parent``): a ``kill -9`` of ``fusionlab run`` or of this torchrun leaves
+no process training on.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -19,6 +24,10 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     if hasattr(signal, "SIGUSR2"):
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    from fusion_lab.orchestrate.spawn import PARENT_ENV, die_with_parent
+
+    die_with_parent()
+    os.environ[PARENT_ENV] = str(os.getpid())  # the training processes die with this one
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun

@@ -19,6 +19,7 @@ documented in docs/results-format.md.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fusion_lab.errors import FusionLabWarning
+from fusion_lab.errors import FusionLabError, FusionLabWarning
 
 DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
 INTERRUPTED = "interrupted"  # stopped by SIGTERM/SIGINT (or a scheduler); resumes on rerun
@@ -39,6 +40,34 @@ CLOCK_SKEW_S = 60.0  # allowance for clocks that differ between the nodes of a c
 
 class ClaimLost(Exception):
     """This process no longer holds its run's claim (another process took it over)."""
+
+
+class StorageError(FusionLabError, OSError):
+    """A write the file system refused: full, read-only, no permission (one ``error:``
+    line; an ``OSError`` too, for the code that tolerates a failed write)."""
+
+
+# what each storage errno means for a user
+STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                  errno.EROFS: "the file system is read-only",
+                  errno.EACCES: "no permission to write there",
+                  errno.EPERM: "no permission to write there"}
+
+
+def storage_error(e: BaseException, path: str | Path | None = None) -> StorageError | None:
+    """``e`` as a ``StorageError`` (one line: the path, what is wrong, what to do) if it is
+    a storage fault (``STORAGE_ERRNOS``), else None."""
+    if isinstance(e, StorageError):
+        return e
+    if not isinstance(e, OSError) or e.errno not in STORAGE_ERRNOS:
+        return None
+    err = StorageError(
+        f"cannot write {path or e.filename or 'the results folder'}: "
+        f"{STORAGE_ERRNOS[e.errno]} ({e.strerror}); free space or make it writable (or "
+        "use --results elsewhere), then rerun: results already written are kept and an "
+        "unfinished run resumes")
+    err.errno = e.errno
+    return err
 
 
 # In a study's folder
@@ -91,31 +120,43 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """Write text atomically; the file's mode follows the umask (0666 & ~umask), as open's."""
+def write_text(path: str | Path, text: str, errors: str = "strict") -> None:
+    """Write text atomically (UTF-8; ``errors`` as ``open``'s: "backslashreplace" for text
+    that may hold undecodable file names); the file's mode follows the umask (0666 &
+    ~umask), as open's."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        stored = storage_error(e, path)
+        if stored is not None and stored is not e:
+            raise stored from e
         raise
 
 
 def append_jsonl(path: str | Path, obj: Any) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(obj) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one JSON line (a line torn by a failed write is ignored by ``read_jsonl``)."""
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(obj) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        stored = storage_error(e, path)
+        if stored is not None and stored is not e:
+            raise stored from e
+        raise
 
 
 def read_json(path: str | Path) -> Any | None:

@@ -28,7 +28,14 @@ import torch
 from torch import nn
 
 from fusion_lab.errors import FusionLabWarning
-from fusion_lab.store import CHECKPOINT, CHECKPOINT_PREV, METRICS_JSONL, read_jsonl, write_text
+from fusion_lab.store import (
+    CHECKPOINT,
+    CHECKPOINT_PREV,
+    METRICS_JSONL,
+    read_jsonl,
+    storage_error,
+    write_text,
+)
 from fusion_lab.training.device import Precision
 
 
@@ -50,6 +57,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
     Written to a temp file and fsynced; ``checkpoint.pt``'s previous version is kept as
     ``checkpoint.prev.pt`` until the new one is renamed into place and the folder fsynced.
+    A full or read-only disk removes the temp file and raises ``store.StorageError``.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -57,8 +65,14 @@ def save_checkpoint(path: Path, state: dict) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        stored = storage_error(e, path)
+        if stored is not None and stored is not e:
+            raise stored from e
         raise
     prev = path.with_name(CHECKPOINT_PREV) if path.name == CHECKPOINT else None
     if prev is not None and path.exists():

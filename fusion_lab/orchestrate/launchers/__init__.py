@@ -130,13 +130,14 @@ def check_nproc(nproc: Any, gpus: Any) -> None:
 
 def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
                device: str = "auto", retry_failed: bool = False,
-               lease_s: float = 300.0, nproc: int = 1) -> str:
+               lease_s: float = 300.0, nproc: int = 1, nodes: Any = None) -> str:
     """Train one run of a study, as a remote task does; returns its status.
 
     The study is loaded again (plugins imported) from its file, so a task needs only the
     shared filesystem and the same installation. ``nproc`` 1: in this process; N > 1: on N
     DDP processes that torchrun starts on this node (``--only`` this run), which a signal
-    handler of the task stops with ``stop_task_processes``.
+    handler of the task stops with ``stop_task_processes``. ``nodes`` (a ``spawn.Nodes``):
+    the run trains on ``nproc`` processes of each of several nodes, this task being one.
 
     A run that may not train on this node (``runner.check_device``: e.g.
     ``dataset.decode: gpu`` without CUDA) is recorded as failed with that one-line reason,
@@ -167,11 +168,12 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
         record_refusal(study, run, Path(results), e, retry_failed=retry_failed,
                        lease_s=lease_s, plugins=plugins)
         raise
-    if nproc > 1:
+    if nproc > 1 or nodes is not None:
         from fusion_lab.orchestrate import spawn
 
         cmd = spawn.torchrun_command(nproc, study_file, overrides, results, device, "plain",
-                                   lease_s, retry_failed=retry_failed, only=[run_id])
+                                     lease_s, retry_failed=retry_failed, only=[run_id],
+                                     nodes=nodes or spawn.ONE_NODE)
         _TASK_RUN[:] = [d]
         try:
             spawn.run_forwarding([(cmd, spawn.torchrun_env())])

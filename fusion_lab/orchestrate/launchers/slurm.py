@@ -42,10 +42,32 @@ except ImportError:  # the launcher says how to install it when chosen
 
 
 class TrainTask(Checkpointable):
-    """One array task: train one run. Requeued as is on time-out (the checkpoint resumes it)."""
+    """One array task: train one run. Requeued as is on time-out (the checkpoint resumes it).
+    With ``nodes`` N > 1 it runs on each of the job's N nodes (SLURM starts it once per
+    node), each starting torchrun with its node rank."""
+
+    def __init__(self, nodes: int = 1):
+        self.nodes = nodes
 
     def __call__(self, *args: Any, **kwargs: Any) -> str:
+        if getattr(self, "nodes", 1) > 1:
+            kwargs["nodes"] = slurm_nodes(self.nodes)
         return train_task(*args, **kwargs)
+
+
+def slurm_nodes(count: int, env: dict[str, str] | None = None) -> Any:
+    """This node of a ``nodes=N`` task: its rank (``SLURM_NODEID``) and the rendezvous at
+    the job's first node (of ``SLURM_JOB_NODELIST``), on a port chosen by the job id."""
+    import os
+    import re
+
+    from fusion_lab.orchestrate.spawn import Nodes
+
+    env = dict(os.environ if env is None else env)
+    first = re.match(r"([^,\[]+)(?:\[(\d+))?", env["SLURM_JOB_NODELIST"])
+    host = first.group(1) + (first.group(2) or "")
+    port = 20000 + int(env.get("SLURM_JOB_ID") or 0) % 20000  # an array task's own id
+    return Nodes(count, int(env["SLURM_NODEID"]), f"{host}:{port}")
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit's hook on the time-limit signal: stop the task's DDP processes (if any)
@@ -64,6 +86,8 @@ class SlurmLauncher(Launcher):
         "gpus": (1, "GPUs per task (one run each; at least nproc, or 0 on CPU nodes)"),
         "nproc": (1, "processes per run: N > 1 trains each run with DDP on N processes of "
                      "one node (torchrun in the task; one GPU each, gloo on CPU nodes)"),
+        "nodes": (1, "nodes per run: N > 1 trains each run on nproc processes of each of N "
+                     "nodes (torchrun on each node, meeting at the job's first node)"),
         "cpus": (8, "CPUs per task (data loading: train.workers + 1 or more)"),
         "mem_gb": (None, "memory per task, GB"),
         "time": (1440, "time limit per task, minutes (a longer run is requeued and resumes)"),
@@ -80,7 +104,7 @@ class SlurmLauncher(Launcher):
 
     @property
     def processes_per_run(self) -> int:
-        return self.nproc
+        return self.nproc * self.nodes
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -93,6 +117,10 @@ class SlurmLauncher(Launcher):
             raise FusionLabError(f"launcher option cluster must be slurm or local, "
                                  f"got {self.cluster!r}")
         check_nproc(self.nproc, self.gpus)
+        if not isinstance(self.nodes, int) or isinstance(self.nodes, bool) or self.nodes < 1 \
+                or (self.nodes > 1 and self.cluster == "local"):
+            raise FusionLabError(f"launcher option nodes must be a whole number >= 1 (1 with "
+                                 f"cluster=local), got {self.nodes!r}")
         if not isinstance(self.sbatch, dict):
             raise FusionLabError("launcher option sbatch must be a mapping, e.g. "
                                  "--launcher-opt 'sbatch={qos: high}'")
@@ -110,6 +138,7 @@ class SlurmLauncher(Launcher):
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.max_requeues)
         params = {"job_name": f"fusionlab-{job.study.name}", "time": self.time,
                   "gpus_per_node": self.gpus, "cpus_per_task": self.cpus, "ntasks_per_node": 1,
+                  "nodes": self.nodes,
                   "array_parallelism": self.array_parallelism,
                   "signal_delay_s": self.signal_delay_s,
                   "additional_parameters": dict(self.sbatch), "setup": list(self.setup)}
@@ -127,7 +156,7 @@ class SlurmLauncher(Launcher):
             click.echo(f"study {job.study.name}: nothing to submit (every run is done)", err=True)
             return 0
         ex = self.executor(job)
-        task = TrainTask()
+        task = TrainTask(self.nodes)
         args = [(str(job.study_file), job.overrides, str(job.results), r.run_id, job.device,
                  job.retry_failed, job.lease_s, self.nproc) for r in job.pending]
         with ex.batch():
