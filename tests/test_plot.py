@@ -92,6 +92,21 @@ def test_band_is_mean_plus_minus_sample_sd(grid_study):
     assert sorted(set(at2.round(9))) == pytest.approx([mean - sd, mean + sd])
 
 
+def test_the_figure_says_the_band_is_one_sd_not_an_interval(grid_study, tmp_path):
+    axes = figure(grid_study).axes
+    for ax in (axes[0], axes[1], axes[3], axes[4]):  # every curve panel
+        title = ax.get_legend().get_title().get_text()
+        assert "±1 sd" in title and "not an interval" in title
+    # a panel without any band (one seed per row) does not claim one
+    w = StudyWriter(tmp_path, "single", seeds=[0])
+    w.row("Baseline", [("done", 70.0)])
+    w.row("B", [("done", 75.0)], fusion="b")
+    w.save()
+    write_metrics(w.dir)
+    acc_ax = figure(w.dir).axes[0]
+    assert not acc_ax.collections and "sd" not in acc_ax.get_legend().get_title().get_text()
+
+
 def test_bars_show_deltas_with_their_intervals(grid_study):
     axes = figure(grid_study).axes
     r18, r50 = axes[2], axes[5]

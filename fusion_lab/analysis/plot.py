@@ -2,7 +2,7 @@
 
 One panel row per grid cell (one for a study without a grid), three panels each:
 test accuracy per epoch, train loss per epoch (one line per table row, a band of
-mean ± sd over seeds), and the final table as bars: Δ against the cell's baseline with
+mean ± 1 sd over seeds, said in each legend: a spread of seeds, not an interval), and the final table as bars: Δ against the cell's baseline with
 its 95% interval (fusion_lab.analysis.stats), or the mean accuracy ± sd when the study names no
 baseline. Drawn with matplotlib's object API (no pyplot state, no display needed).
 """
@@ -20,6 +20,7 @@ from fusion_lab.analysis.curves import bands, cell_key, load_curves
 from fusion_lab.errors import FusionLabError
 
 CURVE_PANELS = (("test_acc", "test accuracy (%)"), ("train_loss", "train loss"))
+BAND_TEXT = "line: mean over seeds; band: ±1 sd (spread, not an interval)"
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")  # matplotlib's tab10
 
@@ -73,8 +74,9 @@ def draw(res: StudyResults, curves: pd.DataFrame) -> tuple[Any, list[str]]:
             _curves(ax, cell_rows, bands(curves, metric), colours)
             ax.set(xlabel="epoch", ylabel=name, title=f"{title}: {name}" if title else name)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if ax.lines:
-                ax.legend(fontsize="small")
+            if ax.lines:  # the band is a spread, not an interval: said on the figure
+                ax.legend(fontsize="small", title_fontsize="small",
+                          title=BAND_TEXT if ax.collections else "line: mean over seeds")
         _bars(axes[i][2], cell_rows, res, colours, title)
     fig.suptitle(f"{res.name}: {res.study.get('describe') or ''}".rstrip(": "))
     missing = rows[rows.n == 0]
