@@ -107,6 +107,25 @@ def test_the_figure_says_the_band_is_one_sd_not_an_interval(grid_study, tmp_path
     assert not acc_ax.collections and "sd" not in acc_ax.get_legend().get_title().get_text()
 
 
+def test_train_loss_is_drawn_per_head(grid_study):
+    # as training records it: the sum of the heads' cross-entropies; CN-CNN has four heads
+    heads = {"Baseline": {"s5": 1.0}, "CN-CNN": {"s3": 1.0, "s4": 1.0, "s5": 1.0, "cat": 1.0}}
+    for d in grid_study.iterdir():
+        if not (d / "metrics.jsonl").is_file():
+            continue
+        label = json.loads((d / "config.json").read_text())["label"]
+        lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+        for x in lines:
+            x["test_heads"] = heads[label]
+            x["train_loss"] *= len(heads[label])
+        (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    loss_ax = figure(grid_study).axes[1]
+    assert "per head" in loss_ax.get_ylabel()
+    want = [statistics.mean(loss_at(s, e) for s in (0, 1)) for e in range(1, EPOCHS + 1)]
+    for ln in loss_ax.lines:  # both rows: the per-head loss written, not 4x it for CN-CNN
+        assert list(ln.get_ydata()) == pytest.approx(want)
+
+
 def test_bars_show_deltas_with_their_intervals(grid_study):
     axes = figure(grid_study).axes
     r18, r50 = axes[2], axes[5]

@@ -1,10 +1,13 @@
 """`fusionlab plot`: a study's learning curves and final comparison as one PNG (no torch).
 
 One panel row per grid cell (one for a study without a grid), three panels each:
-test accuracy per epoch, train loss per epoch (one line per table row, a band of
-mean ± 1 sd over seeds, said in each legend: a spread of seeds, not an interval), and the final table as bars: Δ against the cell's baseline with
-its 95% interval (fusion_lab.analysis.stats), or the mean accuracy ± sd when the study names no
-baseline. Drawn with matplotlib's object API (no pyplot state, no display needed).
+test accuracy per epoch, train loss per head per epoch (the sum of the heads'
+cross-entropies over the number of heads, so a one-head baseline and a four-head CN-CNN
+compare), one line per table row with a band of mean ± 1 sd over seeds (a spread, not an
+interval: each legend says so), and the final table as bars: Δ against the cell's
+baseline with its 95% interval (fusion_lab.analysis.stats), or the mean accuracy ± sd when
+the study names no baseline. Drawn with matplotlib's object API (no pyplot state, no
+display needed).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from typing import Any
 import pandas as pd
 
 from fusion_lab.analysis.aggregate import StudyResults, load_results
-from fusion_lab.analysis.curves import bands, cell_key, load_curves
+from fusion_lab.analysis.curves import PER_HEAD, bands, cell_key, load_curves
 from fusion_lab.errors import FusionLabError
 
-CURVE_PANELS = (("test_acc", "test accuracy (%)"), ("train_loss", "train loss"))
+# train loss per head: a baseline's one cross-entropy against CN-CNN's mean of four
+CURVE_PANELS = (("test_acc", "test accuracy (%)"),
+                (PER_HEAD, "train loss per head (sum of heads' CE / heads)"))
 BAND_TEXT = "line: mean over seeds; band: ±1 sd (spread, not an interval)"
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")  # matplotlib's tab10
