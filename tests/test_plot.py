@@ -140,7 +140,8 @@ def test_bars_show_deltas_with_their_intervals(grid_study):
     xs = sorted(float(x) for x in segments[1][:, 0])
     assert xs == pytest.approx([d50 - half, d50 + half], abs=1e-3)
     labels = [t.get_text() for t in r50.get_yticklabels()]
-    assert labels == ["Baseline", "CN-CNN ≈"]  # the interval holds 0, as in the table
+    # as in the table: "(base)" on the baseline, ≈ where the interval holds 0
+    assert labels == ["Baseline (base)", "CN-CNN ≈"]
     assert [p.get_width() for p in r18.patches] == pytest.approx([0.0, 5.0])
 
 

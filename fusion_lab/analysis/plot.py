@@ -20,6 +20,7 @@ import pandas as pd
 
 from fusion_lab.analysis.aggregate import StudyResults, load_results
 from fusion_lab.analysis.curves import PER_HEAD, bands, cell_key, load_curves
+from fusion_lab.analysis.table_formats import BASE
 from fusion_lab.errors import FusionLabError
 
 # train loss per head: a baseline's one cross-entropy against CN-CNN's mean of four
@@ -110,8 +111,9 @@ def _curves(ax: Any, rows: pd.DataFrame, band: pd.DataFrame, colours: dict) -> N
 
 def _bars(ax: Any, rows: pd.DataFrame, res: StudyResults, colours: dict, title: str) -> None:
     """The final table: Δ with its 95% interval, or mean ± sd without a baseline."""
-    # the table's within-noise mark on the row's name
-    labels = [r.label + (" ≈" if r.within_noise is True else "") for r in rows.itertuples()]
+    # the table's marks on the row's name: (base) on the baseline, ≈ within noise
+    labels = [r.label + (f" {BASE}" if r.is_baseline else "")
+              + (" ≈" if r.within_noise is True else "") for r in rows.itertuples()]
     y = list(range(len(labels)))
     colour = [colours[lab] for lab in rows.label]
     baseline = res.study.get("baseline")
