@@ -126,6 +126,27 @@ def test_train_loss_is_drawn_per_head(grid_study):
         assert list(ln.get_ydata()) == pytest.approx(want)
 
 
+def visible_ticks(ax) -> list[float]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(ax.figure).draw()
+    lo, hi = ax.get_xlim()
+    return [float(t) for t in ax.get_xticks() if lo <= t <= hi]
+
+
+@pytest.mark.parametrize("epochs", [1, 2, EPOCHS])
+def test_epoch_ticks_are_whole_epochs(tmp_path, epochs):
+    w = StudyWriter(tmp_path, "short", seeds=[0, 1])
+    w.row("Baseline", [("done", 70.0), ("done", 71.0)])
+    w.row("B", [("done", 75.0), ("done", 77.0)], fusion="b")
+    w.save()
+    write_metrics(w.dir, epochs=epochs)
+    for ax in figure(w.dir).axes[:2]:
+        ticks = visible_ticks(ax)
+        assert ticks and all(t == int(t) for t in ticks), ticks
+        assert set(range(1, epochs + 1)) <= set(ticks)
+
+
 def test_bars_show_deltas_with_their_intervals(grid_study):
     axes = figure(grid_study).axes
     r18, r50 = axes[2], axes[5]

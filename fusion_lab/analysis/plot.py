@@ -79,7 +79,8 @@ def draw(res: StudyResults, curves: pd.DataFrame) -> tuple[Any, list[str]]:
             ax = axes[i][j]
             _curves(ax, cell_rows, bands(curves, metric), colours)
             ax.set(xlabel="epoch", ylabel=name, title=f"{title}: {name}" if title else name)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            # min_n_ticks=1: one epoch gets the tick "1", not 0.945 ... 1.050
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
             if ax.lines:  # the band is a spread, not an interval: said on the figure
                 ax.legend(fontsize="small", title_fontsize="small",
                           title=BAND_TEXT if ax.collections else "line: mean over seeds")
