@@ -209,6 +209,26 @@ def test_a_study_without_epochs_is_one_clear_error(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: no results for study 'nope'")
 
 
+def test_best_val_without_a_validation_split_is_one_line(grid_study, tmp_path):
+    with pytest.raises(FusionLabError, match="no best_val accuracy.*validation split.*"
+                                             "use --metric final"):
+        plot_study(grid_study, tmp_path / "x.png", metric="best_val")
+    assert not (tmp_path / "x.png").exists()  # no figure with an empty panel
+    res = CliRunner().invoke(plot_cmd, ["grid", "--results", str(grid_study.parent),
+                                        "--metric", "best_val", "--out", str(tmp_path / "y.png")])
+    assert res.exit_code != 0 and not (tmp_path / "y.png").exists()
+    # one row with a validation split: drawn, and the notes say why the other has no bar
+    w = StudyWriter(tmp_path, "val", seeds=[0])
+    bv = {"epoch": 1, "val_acc": 90.0, "acc": 77.0, "heads": {}}
+    w.row("Baseline", [("done", 80.0, None, bv)])
+    w.row("B", [("done", 85.0)], fusion="b")
+    w.save()
+    write_metrics(w.dir)
+    out, notes = plot_study(w.dir, tmp_path / "v.png", metric="best_val")
+    assert out.is_file() and any("no best_val" in n for n in notes)
+    assert any("1 row(s) have no finished run with a best_val accuracy" in n for n in notes)
+
+
 def test_plot_does_not_import_torch(grid_study, tmp_path):
     code = ("import sys, fusion_lab.cli;"
             f"args = ['plot', {str(grid_study)!r}, '--out', {str(tmp_path / 'f.png')!r}];"

@@ -66,12 +66,16 @@ def draw(res: StudyResults, curves: pd.DataFrame) -> tuple[Any, list[str]]:
     if not len(rows) or not len(curves):
         raise FusionLabError(f"study {res.name!r} has no finished epochs yet: "
                              "run `fusionlab run` on its study file first")
+    if res.metric == "best_val" and not (rows.n > 0).any() and res.runs.no_metric.any():
+        raise FusionLabError(f"study {res.name!r} has no best_val accuracy: its finished runs "
+                             "trained without a validation split (dataset.val_fraction = 0); "
+                             "use --metric final")
     cells = list(dict.fromkeys(cell_key(g) for g in rows.grid))
     colours = {lab: PALETTE[i % len(PALETTE)]
                for i, lab in enumerate(dict.fromkeys(rows.label))}
     fig = Figure(figsize=(15, 3.6 * len(cells)), layout="constrained")
     axes = fig.subplots(len(cells), 3, squeeze=False)
-    notes: list[str] = []
+    notes: list[str] = list(res.notes)
     for i, cell in enumerate(cells):
         cell_rows = rows[rows.grid.map(cell_key) == cell]
         title = ", ".join(str(v) for v in (cell_rows.iloc[0].grid or {}).values())
@@ -88,7 +92,8 @@ def draw(res: StudyResults, curves: pd.DataFrame) -> tuple[Any, list[str]]:
     fig.suptitle(f"{res.name}: {res.study.get('describe') or ''}".rstrip(": "))
     missing = rows[rows.n == 0]
     if len(missing):
-        notes.append(f"{len(missing)} row(s) have no finished run and no bar: "
+        notes.append(f"{len(missing)} row(s) have no finished run with a {res.metric} "
+                     "accuracy and no bar: "
                      + ", ".join(missing.display))
     return fig, notes
 
