@@ -166,6 +166,19 @@ def test_bars_show_deltas_with_their_intervals(grid_study):
     assert [p.get_width() for p in r18.patches] == pytest.approx([0.0, 5.0])
 
 
+def test_every_axis_label_lies_inside_the_figure(grid_study, tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figure(grid_study)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # the constrained layout places the labels
+    width = fig.bbox.width
+    for ax in fig.axes:
+        for label in (ax.xaxis.label, ax.yaxis.label):
+            box = label.get_window_extent(renderer)
+            assert 0 <= box.x0 and box.x1 <= width, (label.get_text(), box, width)
+
+
 def test_one_seed_has_no_band_and_unfinished_epochs_count(tmp_path):
     w = StudyWriter(tmp_path, "one", seeds=[0, 1], baseline=None)
     w.row("A", [("done", 80.0), ("none",)])

@@ -141,7 +141,8 @@ def _bars(ax: Any, rows: pd.DataFrame, res: StudyResults, colours: dict, title: 
         hi = [0.0 if math.isnan(d) else v - d for d, v in zip(delta, high)]
         ax.barh(y, delta, xerr=[lo, hi], color=colour, capsize=4)
         ax.axvline(0.0, color="black", linewidth=0.8)
-        ax.set(xlabel=f"Δ vs {baseline} (points, {res.metric}); whisker: 95% interval"
+        # two lines: on one, the label outgrew the panel and was cut at the figure's edge
+        ax.set(xlabel=f"Δ vs {baseline} (points, {res.metric})\nwhisker: 95% interval"
                       + (" (cut at ±100)" if cut else "") + "; ≈ contains 0")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()  # table order, top to bottom
