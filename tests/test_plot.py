@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from matplotlib.collections import LineCollection
 from test_table import StudyWriter
 
 from fusion_lab.analysis.aggregate import load_results
@@ -145,6 +146,12 @@ def test_epoch_ticks_are_whole_epochs(tmp_path, epochs):
         ticks = visible_ticks(ax)
         assert ticks and all(t == int(t) for t in ticks), ticks
         assert set(range(1, epochs + 1)) <= set(ticks)
+        # the ±1 sd over the two seeds shows, at one epoch too (a zero-width band would not)
+        band = ax.collections[1]
+        box = band.get_paths()[0].get_extents()
+        mean = ax.lines[1].get_ydata()[0]
+        assert box.height > 0 and box.y0 < mean < box.y1
+        assert box.width > 0 or (isinstance(band, LineCollection) and band.get_linewidth()[0] > 1)
 
 
 def test_bars_show_deltas_with_their_intervals(grid_study):

@@ -23,10 +23,11 @@ from fusion_lab.analysis.curves import PER_HEAD, bands, cell_key, load_curves
 from fusion_lab.analysis.table_formats import BASE
 from fusion_lab.errors import FusionLabError
 
-# train loss per head: a baseline's one cross-entropy against CN-CNN's mean of four
-CURVE_PANELS = (("test_acc", "test accuracy (%)"),
-                (PER_HEAD, "train loss per head (sum of heads' CE / heads)"))
-BAND_TEXT = "line: mean over seeds; band: ±1 sd (spread, not an interval)"
+# (metric, y label, title); train loss per head: a baseline's one cross-entropy beside
+# CN-CNN's mean of four
+CURVE_PANELS = (("test_acc", "test accuracy (%)", "test accuracy (%)"),
+                (PER_HEAD, "train loss per head", "train loss per head (sum of CEs / heads)"))
+BAND_TEXT = "mean over seeds; band: ±1 sd (spread, not an interval)"
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")  # matplotlib's tab10
 
@@ -60,7 +61,6 @@ def draw(res: StudyResults, curves: pd.DataFrame) -> tuple[Any, list[str]]:
         (figure, notes).
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     rows = res.rows[res.rows.in_plan] if len(res.rows) else res.rows
     if not len(rows) or not len(curves):
@@ -79,15 +79,11 @@ def draw(res: StudyResults, curves: pd.DataFrame) -> tuple[Any, list[str]]:
     for i, cell in enumerate(cells):
         cell_rows = rows[rows.grid.map(cell_key) == cell]
         title = ", ".join(str(v) for v in (cell_rows.iloc[0].grid or {}).values())
-        for j, (metric, name) in enumerate(CURVE_PANELS):
+        for j, (metric, ylabel, name) in enumerate(CURVE_PANELS):
             ax = axes[i][j]
             _curves(ax, cell_rows, bands(curves, metric), colours)
-            ax.set(xlabel="epoch", ylabel=name, title=f"{title}: {name}" if title else name)
-            # min_n_ticks=1: one epoch gets the tick "1", not 0.945 ... 1.050
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-            if ax.lines:  # the band is a spread, not an interval: said on the figure
-                ax.legend(fontsize="small", title_fontsize="small",
-                          title=BAND_TEXT if ax.collections else "line: mean over seeds")
+            ax.set(xlabel="epoch", ylabel=ylabel, title=f"{title}: {name}" if title else name)
+            _epoch_axis(ax)
         _bars(axes[i][2], cell_rows, res, colours, title)
     fig.suptitle(f"{res.name}: {res.study.get('describe') or ''}".rstrip(": "))
     missing = rows[rows.n == 0]
@@ -109,10 +105,22 @@ def _curves(ax: Any, rows: pd.DataFrame, band: pd.DataFrame, colours: dict) -> N
         ax.plot(b.epoch, b["mean"], color=colour, marker="o", markersize=3,
                 label=f"{r.label} (n={seeds})")
         spread = b[b.n >= 2]
-        if len(spread):
-            ax.fill_between(spread.epoch, spread["mean"] - spread["std"],
-                            spread["mean"] + spread["std"], color=colour, alpha=0.2,
-                            linewidth=0)
+        low, high = spread["mean"] - spread["std"], spread["mean"] + spread["std"]
+        if len(spread) == 1:  # one epoch: a band of zero width would not show
+            ax.vlines(spread.epoch, low, high, color=colour, alpha=0.3, linewidth=8)
+        elif len(spread):
+            ax.fill_between(spread.epoch, low, high, color=colour, alpha=0.2, linewidth=0)
+
+
+def _epoch_axis(ax: Any) -> None:
+    """Whole-epoch ticks, and a legend whose title says what the line and the band are."""
+    from matplotlib.ticker import MaxNLocator
+
+    # min_n_ticks=1: one epoch gets the tick "1", not 0.945 ... 1.050
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if ax.lines:  # the band is a spread, not an interval: said on the figure
+        ax.legend(fontsize="small", title_fontsize="small",
+                  title=BAND_TEXT if ax.collections else "mean over seeds")
 
 
 def _bars(ax: Any, rows: pd.DataFrame, res: StudyResults, colours: dict, title: str) -> None:
