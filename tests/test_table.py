@@ -539,6 +539,18 @@ def test_planning_line_uses_the_pooled_spread(tmp_path, delta, need):
     assert "s = 1.00 (df 6)" in plan and need in plan and f"{delta:+.2f}, B" in plan
 
 
+def test_planning_leaves_out_rows_without_seed_spread(tmp_path):
+    # C ran 3 identical seeds (a deterministic run): pooling its zero spread would give
+    # s = sqrt(4 / 6) with df 6; only the rows with a spread count: s = 1 with df 4
+    w = StudyWriter(tmp_path, "plan", seeds=[0, 1, 2])
+    w.row("Baseline", [("done", 80.0), ("done", 81.0), ("done", 82.0)])
+    w.row("B", [("done", 82.0), ("done", 83.0), ("done", 81.0)], fusion="b")
+    w.row("C", [("done", 90.0), ("done", 90.0), ("done", 90.0)], fusion="c")
+    w.save()
+    plan = line(tables(["plan"], results=tmp_path).text, "Planning:")
+    assert "s = 1.00 (df 4)" in plan and "about 17 seeds per row" in plan
+
+
 def test_planning_without_seed_spread_says_so(tmp_path):
     w = StudyWriter(tmp_path, "one", seeds=[0])
     w.row("Baseline", [("done", 80.0)])
