@@ -551,6 +551,24 @@ def test_planning_leaves_out_rows_without_seed_spread(tmp_path):
     assert "s = 1.00 (df 4)" in plan and "about 17 seeds per row" in plan
 
 
+def test_planning_skips_a_zero_delta(tmp_path):
+    # B equals the baseline: no number of seeds detects a Δ of 0; plan for C's Δ instead
+    w = StudyWriter(tmp_path, "zero", seeds=[0, 1, 2])
+    w.row("Baseline", [("done", 80.0), ("done", 81.0), ("done", 82.0)])
+    w.row("B", [("done", 80.0), ("done", 82.0), ("done", 81.0)], fusion="b")
+    w.row("C", [("done", 81.0), ("done", 82.0), ("done", 83.0)], fusion="c")
+    w.save()
+    plan = line(tables(["zero"], results=tmp_path).text, "Planning:")
+    assert "more than" not in plan and "(+1.00, C)" in plan and "about 17" in plan
+    assert "A Δ of 0 (B) is left out" in plan
+    only = StudyWriter(tmp_path, "only", seeds=[0, 1])
+    only.row("Baseline", [("done", 80.0), ("done", 81.0)])
+    only.row("B", [("done", 81.0), ("done", 80.0)], fusion="b")
+    only.save()
+    plan = line(tables(["only"], results=tmp_path).text, "Planning:")
+    assert "more than" not in plan and "every Δ shown is 0" in plan
+
+
 def test_planning_without_seed_spread_says_so(tmp_path):
     w = StudyWriter(tmp_path, "one", seeds=[0])
     w.row("Baseline", [("done", 80.0)])
