@@ -569,6 +569,17 @@ def test_planning_skips_a_zero_delta(tmp_path):
     assert "more than" not in plan and "every Δ shown is 0" in plan
 
 
+def test_a_binomial_interval_says_why(tmp_path):
+    # 3 seeds each, no spread in either row: binomial, but not "one seed"
+    w = StudyWriter(tmp_path, "det", seeds=[0, 1, 2])
+    w.row("Baseline", [("done", 80.0)] * 3)
+    w.row("B", [("done", 82.0)] * 3, fusion="b")
+    w.row("C", [("done", 83.0), ("none",), ("none",)], fusion="c")
+    w.save()
+    text = tables(["det"], results=tmp_path).text
+    assert "binomial (no seed spread): B" in text and "binomial (one seed): C" in text
+
+
 def test_planning_without_seed_spread_says_so(tmp_path):
     w = StudyWriter(tmp_path, "one", seeds=[0])
     w.row("Baseline", [("done", 80.0)])

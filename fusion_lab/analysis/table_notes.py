@@ -6,6 +6,8 @@ as warnings in CSV / JSON output). No torch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from fusion_lab.analysis.aggregate import BATCH_MARK, StudyResults, not_done
@@ -68,14 +70,26 @@ def interval_notes(rows: pd.DataFrame) -> list[str]:
     compared = rows[rows.in_plan & rows.noise_basis.notna()] if len(rows) else rows
     if not len(compared):
         return []
-    kinds = {"paired": "paired t", "welch": "Welch t", "binomial": "binomial (one seed)"}
+    kinds = {"paired": "paired t", "welch": "Welch t", "binomial1": "binomial (one seed)",
+             "binomial0": "binomial (no seed spread)"}
+    basis = [_basis(r, rows) for r in compared.itertuples()]
     used = []
-    for basis, text in kinds.items():
-        names = list(compared.display[compared.noise_basis == basis])
+    for kind, text in kinds.items():
+        names = [d for d, b in zip(compared.display, basis) if b == kind]
         if names:
             used.append(f"{text}: " + (", ".join(names) if len(names) <= 6
                                        else f"{len(names)} rows"))
     return ["Δ intervals: " + "; ".join(used) + ".", planning_note(rows, compared)]
+
+
+def _basis(r: Any, rows: pd.DataFrame) -> str:
+    """The row's interval kind; a binomial one says why: a row with one seed, or none with
+    spread (both rows ran 2 or more seeds, every seed alike)."""
+    if r.noise_basis != "binomial":
+        return r.noise_basis
+    base = rows[rows.is_baseline & rows.grid.map(lambda g: g == r.grid)]
+    n_base = int(base.n.iloc[0]) if len(base) else 0
+    return "binomial1" if min(r.n, n_base) < 2 else "binomial0"
 
 
 def planning_note(rows: pd.DataFrame, compared: pd.DataFrame) -> str:
