@@ -297,6 +297,16 @@ def test_pivot_on_a_config_key(results):
     assert pm(GRID[("Baseline", "resnet18")]) in line(text, "fpn_add")
 
 
+@pytest.mark.parametrize("flag", ["heads", "cost", "ci"])
+def test_pivot_says_which_flags_it_does_not_show(results, flag):
+    out = tables(["grid"], results=results, pivot=("label", "model.backbone"), **{flag: True})
+    assert out.warnings == [f"--{flag} not shown in a --pivot table"]
+    assert "CI" not in out.text and "interval" not in out.text.splitlines()[1]
+    res = CliRunner().invoke(table_cmd, ["grid", "--results", str(results), "--ci",
+                                         "--pivot", "label", "model.backbone"])
+    assert res.exit_code == 0 and "--ci not shown in a --pivot table" in res.stderr
+
+
 def test_pivot_json_gives_one_record_per_config(results):
     out = json.loads(tables(["grid"], results=results, fmt="json",
                             pivot=("label", "model.backbone")).text)

@@ -75,8 +75,10 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
     dirs = study_dirs(list(studies or []), results)
     loaded = [load_results(d, metric, cost) for d in dirs]
     out = Output("")
-    if pivot and (heads or cost):
-        out.warnings.append("--heads and --cost are not shown in a --pivot table")
+    dropped = [f for f, on in (("--heads", heads), ("--cost", cost), ("--ci", ci),
+                               ("--attention", attention)) if on]
+    if pivot and dropped:  # a pivot cell is mean ± sd only
+        out.warnings.append(f"{' and '.join(dropped)} not shown in a --pivot table")
     records: list[dict] = []
     blocks: list[str] = []
     for study_dir, res in zip(dirs, loaded):
