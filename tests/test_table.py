@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import socket
 import statistics
 import subprocess
@@ -388,6 +389,19 @@ def test_latex_escapes_labels(tmp_path):
     w.save()
     tex = tables(["esc"], results=tmp_path, fmt="latex").text
     assert r"drop 50\% \& a\_b \#1" in tex
+
+
+def test_latex_minus_signs_and_missing_values_differ(tmp_path):
+    w = StudyWriter(tmp_path, "neg", seeds=[0, 1], reference={"paper": {"Baseline": 84.1}})
+    w.row("Baseline", [("done", 80.0), ("done", 81.0)])
+    w.row("CN-CNN", [("done", 77.0), ("done", 79.5)], fusion="cn")  # Δ -2.25, no paper value
+    w.save()
+    tex = tables(["neg"], results=tmp_path, fmt="latex", ci=True).text
+    row = next(ln for ln in tex.splitlines() if ln.startswith("CN-CNN &"))
+    cells = [c.strip() for c in row.removesuffix(r"\\").split(" & ")]
+    assert "--" in cells  # the missing paper value: an en dash
+    assert "$-$2.25" in row and not re.search(r"(?<![$\w])-\d", row)  # no hyphen as minus
+    assert cells[0] == "CN-CNN"  # a hyphen in a label stays one
 
 
 # --- arguments, errors, CLI ---------------------------------------------------------
