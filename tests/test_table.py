@@ -375,6 +375,10 @@ def test_csv_is_machine_readable(results):
 def test_github_and_latex(results):
     gh = tables(["ablation"], results=results, fmt="github").text
     assert gh.splitlines()[1].startswith("| Row") and "|-" in gh.splitlines()[2]
+    # a blank line ends the Markdown table before its footnotes (else they join the table)
+    lines = gh.splitlines()
+    last_row = max(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    assert lines[last_row + 1] == "" and lines[last_row + 2].startswith("Acc: mean")
     tex = tables(["ablation"], results=results, fmt="latex").text
     for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}"):
         assert cmd in tex

@@ -112,7 +112,10 @@ def _block(res: StudyResults, body: pd.DataFrame, notes: list[str], fmt: str, me
     title = f"{res.name}: {res.study.get('describe') or ''}".rstrip(": ")
     if fmt == "latex":
         return latex_table(body, f"{title}: {METRIC_TEXT[metric]}", notes)
-    return "\n".join([f"{title}  [{METRIC_TEXT[metric]}]", tabulate_text(body, fmt), *notes])
+    # Markdown ends a table at a blank line; without one the notes become table rows
+    gap = [""] if fmt == "github" and notes else []
+    return "\n".join([f"{title}  [{METRIC_TEXT[metric]}]", tabulate_text(body, fmt), *gap,
+                      *notes])
 
 
 def _joined(records: list[dict], blocks: list[str], fmt: str) -> str:
