@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from matplotlib.collections import LineCollection
 from test_table import StudyWriter
 
 from fusion_lab.analysis.aggregate import load_results
@@ -92,6 +93,67 @@ def test_band_is_mean_plus_minus_sample_sd(grid_study):
     assert sorted(set(at2.round(9))) == pytest.approx([mean - sd, mean + sd])
 
 
+def test_the_figure_says_the_band_is_one_sd_not_an_interval(grid_study, tmp_path):
+    axes = figure(grid_study).axes
+    for ax in (axes[0], axes[1], axes[3], axes[4]):  # every curve panel
+        title = ax.get_legend().get_title().get_text()
+        assert "±1 sd" in title and "not an interval" in title
+    # a panel without any band (one seed per row) does not claim one
+    w = StudyWriter(tmp_path, "single", seeds=[0])
+    w.row("Baseline", [("done", 70.0)])
+    w.row("B", [("done", 75.0)], fusion="b")
+    w.save()
+    write_metrics(w.dir)
+    acc_ax = figure(w.dir).axes[0]
+    assert not acc_ax.collections and "sd" not in acc_ax.get_legend().get_title().get_text()
+
+
+def test_train_loss_is_drawn_per_head(grid_study):
+    # as training records it: the sum of the heads' cross-entropies; CN-CNN has four heads
+    heads = {"Baseline": {"s5": 1.0}, "CN-CNN": {"s3": 1.0, "s4": 1.0, "s5": 1.0, "cat": 1.0}}
+    for d in grid_study.iterdir():
+        if not (d / "metrics.jsonl").is_file():
+            continue
+        label = json.loads((d / "config.json").read_text())["label"]
+        lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+        for x in lines:
+            x["test_heads"] = heads[label]
+            x["train_loss"] *= len(heads[label])
+        (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    loss_ax = figure(grid_study).axes[1]
+    assert "per head" in loss_ax.get_ylabel()
+    want = [statistics.mean(loss_at(s, e) for s in (0, 1)) for e in range(1, EPOCHS + 1)]
+    for ln in loss_ax.lines:  # both rows: the per-head loss written, not 4x it for CN-CNN
+        assert list(ln.get_ydata()) == pytest.approx(want)
+
+
+def visible_ticks(ax) -> list[float]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(ax.figure).draw()
+    lo, hi = ax.get_xlim()
+    return [float(t) for t in ax.get_xticks() if lo <= t <= hi]
+
+
+@pytest.mark.parametrize("epochs", [1, 2, EPOCHS])
+def test_epoch_ticks_are_whole_epochs(tmp_path, epochs):
+    w = StudyWriter(tmp_path, "short", seeds=[0, 1])
+    w.row("Baseline", [("done", 70.0), ("done", 71.0)])
+    w.row("B", [("done", 75.0), ("done", 77.0)], fusion="b")
+    w.save()
+    write_metrics(w.dir, epochs=epochs)
+    for ax in figure(w.dir).axes[:2]:
+        ticks = visible_ticks(ax)
+        assert ticks and all(t == int(t) for t in ticks), ticks
+        assert set(range(1, epochs + 1)) <= set(ticks)
+        # the ±1 sd over the two seeds shows, at one epoch too (a zero-width band would not)
+        band = ax.collections[1]
+        box = band.get_paths()[0].get_extents()
+        mean = ax.lines[1].get_ydata()[0]
+        assert box.height > 0 and box.y0 < mean < box.y1
+        assert box.width > 0 or (isinstance(band, LineCollection) and band.get_linewidth()[0] > 1)
+
+
 def test_bars_show_deltas_with_their_intervals(grid_study):
     axes = figure(grid_study).axes
     r18, r50 = axes[2], axes[5]
@@ -106,8 +168,22 @@ def test_bars_show_deltas_with_their_intervals(grid_study):
     xs = sorted(float(x) for x in segments[1][:, 0])
     assert xs == pytest.approx([d50 - half, d50 + half], abs=1e-3)
     labels = [t.get_text() for t in r50.get_yticklabels()]
-    assert labels == ["Baseline", "CN-CNN ≈"]  # the interval holds 0, as in the table
+    # as in the table: "(base)" on the baseline, ≈ where the interval holds 0
+    assert labels == ["Baseline (base)", "CN-CNN ≈"]
     assert [p.get_width() for p in r18.patches] == pytest.approx([0.0, 5.0])
+
+
+def test_every_axis_label_lies_inside_the_figure(grid_study, tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figure(grid_study)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # the constrained layout places the labels
+    width = fig.bbox.width
+    for ax in fig.axes:
+        for label in (ax.xaxis.label, ax.yaxis.label):
+            box = label.get_window_extent(renderer)
+            assert 0 <= box.x0 and box.x1 <= width, (label.get_text(), box, width)
 
 
 def test_one_seed_has_no_band_and_unfinished_epochs_count(tmp_path):
@@ -151,6 +227,26 @@ def test_a_study_without_epochs_is_one_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "fusion_lab", "plot", "nope",
                            "--results", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no results for study 'nope'")
+
+
+def test_best_val_without_a_validation_split_is_one_line(grid_study, tmp_path):
+    with pytest.raises(FusionLabError, match="no best_val accuracy.*validation split.*"
+                                             "use --metric final"):
+        plot_study(grid_study, tmp_path / "x.png", metric="best_val")
+    assert not (tmp_path / "x.png").exists()  # no figure with an empty panel
+    res = CliRunner().invoke(plot_cmd, ["grid", "--results", str(grid_study.parent),
+                                        "--metric", "best_val", "--out", str(tmp_path / "y.png")])
+    assert res.exit_code != 0 and not (tmp_path / "y.png").exists()
+    # one row with a validation split: drawn, and the notes say why the other has no bar
+    w = StudyWriter(tmp_path, "val", seeds=[0])
+    bv = {"epoch": 1, "val_acc": 90.0, "acc": 77.0, "heads": {}}
+    w.row("Baseline", [("done", 80.0, None, bv)])
+    w.row("B", [("done", 85.0)], fusion="b")
+    w.save()
+    write_metrics(w.dir)
+    out, notes = plot_study(w.dir, tmp_path / "v.png", metric="best_val")
+    assert out.is_file() and any("no best_val" in n for n in notes)
+    assert any("1 row(s) have no finished run with a best_val accuracy" in n for n in notes)
 
 
 def test_plot_does_not_import_torch(grid_study, tmp_path):

@@ -182,6 +182,32 @@ def test_table_attention_columns_are_seed_means(tmp_path):
     assert "best weights" in best and "--weights best" in best
 
 
+def test_table_attention_says_n_for_fewer_seeds_and_shows_part_scores(tmp_path):
+    w = StudyWriter(tmp_path, "att", seeds=[0, 1])
+    w.row("Baseline", [("done", 80.0), ("done", 81.0)])
+    w.row("CN", [("done", 82.0), ("done", 83.0)], fusion="cn")
+    w.save()
+    cn = json.loads((w.dir / "study.json").read_text())["rows"][1]["run_ids"]
+    one = scores({"s5": (60.0, 0.5)})  # only seed 0 scored, with part scores
+    one["levels"]["s5"].update(point_part=30.0, energy_part=0.12, area_part=0.05)
+    (w.dir / cn[0] / score_file("last")).write_text(json.dumps(one))
+    text = tables(["att"], results=tmp_path, attention=True).text
+    header, row = text.splitlines()[1], line(text, "CN")
+    # trained on 2 seeds, scored on 1: every score says so (docs/attention.md)
+    assert "60.0 (n=1)" in row and "0.500 (n=1)" in row and "0.250 (n=1)" in row
+    assert header.index("box area") < header.index("part point s5 %") < header.index(
+        "part energy s5") < header.index("part area")
+    assert "30.0 (n=1)" in row and "0.120 (n=1)" in row and "0.050 (n=1)" in row
+    rec = json.loads(tables(["att"], results=tmp_path, attention=True, fmt="json").text)[1]
+    assert rec["attention.s5.point_part"] == pytest.approx(30.0)
+    assert rec["attention.s5.area_part"] == pytest.approx(0.05)
+    # both seeds scored: no (n=...); no part scores anywhere: no part columns
+    (w.dir / cn[1] / score_file("last")).write_text(json.dumps(scores({"s5": (70.0, 0.6)})))
+    (w.dir / cn[0] / score_file("last")).write_text(json.dumps(scores({"s5": (60.0, 0.5)})))
+    text = tables(["att"], results=tmp_path, attention=True).text
+    assert "(n=" not in line(text, "CN") and "part" not in text.splitlines()[1]
+
+
 def test_table_attention_does_not_import_torch(tmp_path):
     import subprocess
     import sys

@@ -96,6 +96,9 @@ def test_pooled_sd_by_hand():
     sd, df = pooled_sd([[1.0, 2.0, 3.0], [2.0, 4.0], [7.0]])  # SS 2 + 2 over df 2 + 1
     assert df == 3 and sd == pytest.approx(math.sqrt(4 / 3))
     assert math.isnan(pooled_sd([[1.0], [2.0]])[0])
+    # a group without spread adds no degrees of freedom (the intervals refuse it too)
+    assert pooled_sd([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]) == (pytest.approx(1.0), 2)
+    assert math.isnan(pooled_sd([[5.0, 5.0], [6.0, 6.0, 6.0]])[0])
 
 
 @pytest.mark.parametrize("effect, n", [(1.0, 17), (0.8, 26), (0.5, 64)])

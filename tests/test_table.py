@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import socket
 import statistics
 import subprocess
@@ -297,6 +298,16 @@ def test_pivot_on_a_config_key(results):
     assert pm(GRID[("Baseline", "resnet18")]) in line(text, "fpn_add")
 
 
+@pytest.mark.parametrize("flag", ["heads", "cost", "ci"])
+def test_pivot_says_which_flags_it_does_not_show(results, flag):
+    out = tables(["grid"], results=results, pivot=("label", "model.backbone"), **{flag: True})
+    assert out.warnings == [f"--{flag} not shown in a --pivot table"]
+    assert "CI" not in out.text and "interval" not in out.text.splitlines()[1]
+    res = CliRunner().invoke(table_cmd, ["grid", "--results", str(results), "--ci",
+                                         "--pivot", "label", "model.backbone"])
+    assert res.exit_code == 0 and "--ci not shown in a --pivot table" in res.stderr
+
+
 def test_pivot_json_gives_one_record_per_config(results):
     out = json.loads(tables(["grid"], results=results, fmt="json",
                             pivot=("label", "model.backbone")).text)
@@ -388,6 +399,10 @@ def test_csv_is_machine_readable(results):
 def test_github_and_latex(results):
     gh = tables(["ablation"], results=results, fmt="github").text
     assert gh.splitlines()[1].startswith("| Row") and "|-" in gh.splitlines()[2]
+    # a blank line ends the Markdown table before its footnotes (else they join the table)
+    lines = gh.splitlines()
+    last_row = max(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    assert lines[last_row + 1] == "" and lines[last_row + 2].startswith("Acc: mean")
     tex = tables(["ablation"], results=results, fmt="latex").text
     for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}"):
         assert cmd in tex
@@ -402,6 +417,19 @@ def test_latex_escapes_labels(tmp_path):
     w.save()
     tex = tables(["esc"], results=tmp_path, fmt="latex").text
     assert r"drop 50\% \& a\_b \#1" in tex
+
+
+def test_latex_minus_signs_and_missing_values_differ(tmp_path):
+    w = StudyWriter(tmp_path, "neg", seeds=[0, 1], reference={"paper": {"Baseline": 84.1}})
+    w.row("Baseline", [("done", 80.0), ("done", 81.0)])
+    w.row("CN-CNN", [("done", 77.0), ("done", 79.5)], fusion="cn")  # Δ -2.25, no paper value
+    w.save()
+    tex = tables(["neg"], results=tmp_path, fmt="latex", ci=True).text
+    row = next(ln for ln in tex.splitlines() if ln.startswith("CN-CNN &"))
+    cells = [c.strip() for c in row.removesuffix(r"\\").split(" & ")]
+    assert "--" in cells  # the missing paper value: an en dash
+    assert "$-$2.25" in row and not re.search(r"(?<![$\w])-\d", row)  # no hyphen as minus
+    assert cells[0] == "CN-CNN"  # a hyphen in a label stays one
 
 
 # --- arguments, errors, CLI ---------------------------------------------------------
@@ -561,6 +589,47 @@ def test_planning_line_uses_the_pooled_spread(tmp_path, delta, need):
     w.save()
     plan = line(tables(["plan"], results=tmp_path).text, "Planning:")
     assert "s = 1.00 (df 6)" in plan and need in plan and f"{delta:+.2f}, B" in plan
+
+
+def test_planning_leaves_out_rows_without_seed_spread(tmp_path):
+    # C ran 3 identical seeds (a deterministic run): pooling its zero spread would give
+    # s = sqrt(4 / 6) with df 6; only the rows with a spread count: s = 1 with df 4
+    w = StudyWriter(tmp_path, "plan", seeds=[0, 1, 2])
+    w.row("Baseline", [("done", 80.0), ("done", 81.0), ("done", 82.0)])
+    w.row("B", [("done", 82.0), ("done", 83.0), ("done", 81.0)], fusion="b")
+    w.row("C", [("done", 90.0), ("done", 90.0), ("done", 90.0)], fusion="c")
+    w.save()
+    plan = line(tables(["plan"], results=tmp_path).text, "Planning:")
+    assert "s = 1.00 (df 4)" in plan and "about 17 seeds per row" in plan
+
+
+def test_planning_skips_a_zero_delta(tmp_path):
+    # B equals the baseline: no number of seeds detects a Δ of 0; plan for C's Δ instead
+    w = StudyWriter(tmp_path, "zero", seeds=[0, 1, 2])
+    w.row("Baseline", [("done", 80.0), ("done", 81.0), ("done", 82.0)])
+    w.row("B", [("done", 80.0), ("done", 82.0), ("done", 81.0)], fusion="b")
+    w.row("C", [("done", 81.0), ("done", 82.0), ("done", 83.0)], fusion="c")
+    w.save()
+    plan = line(tables(["zero"], results=tmp_path).text, "Planning:")
+    assert "more than" not in plan and "(+1.00, C)" in plan and "about 17" in plan
+    assert "A Δ of 0 (B) is left out" in plan
+    only = StudyWriter(tmp_path, "only", seeds=[0, 1])
+    only.row("Baseline", [("done", 80.0), ("done", 81.0)])
+    only.row("B", [("done", 81.0), ("done", 80.0)], fusion="b")
+    only.save()
+    plan = line(tables(["only"], results=tmp_path).text, "Planning:")
+    assert "more than" not in plan and "every Δ shown is 0" in plan
+
+
+def test_a_binomial_interval_says_why(tmp_path):
+    # 3 seeds each, no spread in either row: binomial, but not "one seed"
+    w = StudyWriter(tmp_path, "det", seeds=[0, 1, 2])
+    w.row("Baseline", [("done", 80.0)] * 3)
+    w.row("B", [("done", 82.0)] * 3, fusion="b")
+    w.row("C", [("done", 83.0), ("none",), ("none",)], fusion="c")
+    w.save()
+    text = tables(["det"], results=tmp_path).text
+    assert "binomial (no seed spread): B" in text and "binomial (one seed): C" in text
 
 
 def test_planning_without_seed_spread_says_so(tmp_path):

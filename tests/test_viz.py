@@ -14,7 +14,15 @@ from PIL import Image
 from fusion_lab import store
 from fusion_lab.cli import main
 from fusion_lab.errors import FusionLabError
-from fusion_lab.maps.viz import draw, extract_maps, figure3, load_trained, sample_images, study_run
+from fusion_lab.maps.viz import (
+    draw,
+    extract_maps,
+    figure3,
+    load_trained,
+    render,
+    sample_images,
+    study_run,
+)
 from fusion_lab.orchestrate.runner import train_study
 from fusion_lab.plan.find import find_run
 from fusion_lab.plan.planning import prepare
@@ -74,10 +82,38 @@ def test_png_has_one_row_per_image(trained, tmp_path, n):
     _, _, dirs = trained
     path, notes = figure3(dirs["CN-CNN"], tmp_path / "f.png", n=n, cell_px=40)
     assert notes == []
-    # image + 3 LH maps + 3 SA masks per row, 40 px each
-    assert png_size(path) == (7 * 40, n * 40)
+    # image + 3 LH maps + 3 SA masks per row, 40 px each; the colour bars' footer below
+    width, height = png_size(path)
+    assert width == 7 * 40 and 30 <= height - n * 40 <= 200
     with Image.open(path) as im:
-        assert im.format == "PNG" and im.size == (7 * 40, n * 40)
+        assert im.format == "PNG" and im.size == (width, height)
+
+
+def test_figure_says_how_to_read_it(trained):
+    _, _, dirs = trained
+    model, cfg, names = load_trained(dirs["CN-CNN"])
+    images, labels = sample_images(cfg, 3)
+    maps = extract_maps(model, images)
+    with torch.no_grad():
+        pred = model(images)["combined"].argmax(1).tolist()
+    assert list(maps.pred) == pred  # the model's prediction, drawn beside the true class
+    true, guess = [names[y] for y in labels], [names[p] for p in pred]
+    assert max(len(t) for t in true) > 28  # the synthetic class names are long
+    fig = render(images, maps, true, cell_px=160, predicted=guess)
+    cells = [ax for ax in fig.axes if ax.images]
+    assert len(cells) == 3 * 7
+    for ax in cells:  # each cell exactly 160 px square
+        box = ax.get_window_extent()
+        assert (round(box.width), round(box.height)) == (160, 160)
+    captions = [" ".join(t.get_text().split("\n")) for ax in cells[::7] for t in ax.texts]
+    for caption, t, g in zip(captions, true, guess):  # whole names, not cut at 28 characters
+        assert f"true: {t}" in caption and f"pred: {g}" in caption
+        assert ("(right)" if t == g else "(wrong)") in caption
+    bars = [ax for ax in fig.axes if not ax.images and ax.get_xlabel()]
+    lh, sa = (" ".join(ax.get_xlabel().split("\n")) for ax in bars)
+    assert "LH maps" in lh and "min-max scaled per map" in lh and "SA masks" in sa
+    assert [t.get_text() for t in bars[0].get_xticklabels()] == ["min", "max"]
+    assert [t.get_text() for t in bars[1].get_xticklabels()] == ["0", "1"]
 
 
 def test_maps_come_from_the_model(trained):
@@ -122,7 +158,8 @@ def test_drawing_changes_with_the_weights(trained, tmp_path):
 def test_run_without_sa_draws_what_exists(trained, tmp_path):
     _, _, dirs = trained
     path, notes = figure3(dirs["Baseline"], tmp_path / "b.png", n=2, cell_px=40)
-    assert png_size(path) == (2 * 40, 2 * 40)  # image + the one level's map
+    width, height = png_size(path)
+    assert width == 2 * 40 and height > 2 * 40  # image + the one level's map; the footer
     assert "no SA masks" in notes[0]
 
 
@@ -133,7 +170,8 @@ def test_cli_writes_png_and_says_which_run(trained, tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out.strip() == str(out)
     assert dirs["CN-CNN"].name[:12] in captured.err
-    assert png_size(out)[1] == 2 * 160
+    width, height = png_size(out)  # 2 rows of 160 px cells (the default), the footer
+    assert width == 7 * 160 and 2 * 160 < height < 3 * 160
 
 
 def test_run_without_checkpoint_is_one_error(trained, tmp_path, capsys):

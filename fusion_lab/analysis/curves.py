@@ -3,6 +3,11 @@
 Reads ``metrics.jsonl`` of each run (docs/results-format.md). A row's curve at an epoch is
 the mean over the seeds that reached that epoch, with the sample standard deviation
 (ddof=1) as its band; unfinished runs contribute the epochs they have finished.
+
+The training loss is the sum of the heads' cross-entropies (one head for a baseline, four
+for CN-CNN): ``train_loss_head`` divides it by the run's number of heads (the heads of
+``test_heads``), so that rows with different heads compare; where a line names no heads
+the recorded loss is kept.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import pandas as pd
 from fusion_lab.store import METRICS_JSONL, read_jsonl
 
 CURVE_METRICS = ("test_acc", "train_loss")
+PER_HEAD = "train_loss_head"  # train_loss / number of heads
 
 
 def load_curves(study_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
@@ -24,7 +30,8 @@ def load_curves(study_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
         study_dir: results/<study>.
         runs: run records from ``fusion_lab.analysis.aggregate.load_runs``.
     Returns:
-        Columns group_id, run_id, seed, epoch and CURVE_METRICS (NaN where missing).
+        Columns group_id, run_id, seed, epoch, CURVE_METRICS (NaN where missing), heads
+        (0 when unknown) and PER_HEAD.
     """
     records = []
     for r in runs.itertuples():
@@ -33,11 +40,14 @@ def load_curves(study_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
                 continue
             records.append({"group_id": r.group_id, "run_id": r.run_id, "seed": r.seed,
                             "epoch": int(line["epoch"]),
+                            "heads": len(line.get("test_heads") or {}),
                             **{m: line.get(m) for m in CURVE_METRICS}})
-    cols = ["group_id", "run_id", "seed", "epoch", *CURVE_METRICS]
+    cols = ["group_id", "run_id", "seed", "epoch", "heads", *CURVE_METRICS]
     frame = pd.DataFrame.from_records(records, columns=cols)
     for m in CURVE_METRICS:
         frame[m] = pd.to_numeric(frame[m], errors="coerce")
+    heads = frame.heads.where(frame.heads > 0, 1).astype(float)
+    frame[PER_HEAD] = frame.train_loss / heads
     return frame
 
 
@@ -46,7 +56,7 @@ def bands(curves: pd.DataFrame, metric: str) -> pd.DataFrame:
 
     Args:
         curves: from ``load_curves``.
-        metric: one of CURVE_METRICS.
+        metric: one of CURVE_METRICS or PER_HEAD.
     Returns:
         Columns group_id, epoch, mean, std, n; sorted by group and epoch.
     """

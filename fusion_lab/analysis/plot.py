@@ -1,10 +1,13 @@
 """`fusionlab plot`: a study's learning curves and final comparison as one PNG (no torch).
 
 One panel row per grid cell (one for a study without a grid), three panels each:
-test accuracy per epoch, train loss per epoch (one line per table row, a band of
-mean ± sd over seeds), and the final table as bars: Δ against the cell's baseline with
-its 95% interval (fusion_lab.analysis.stats), or the mean accuracy ± sd when the study names no
-baseline. Drawn with matplotlib's object API (no pyplot state, no display needed).
+test accuracy per epoch, train loss per head per epoch (the sum of the heads'
+cross-entropies over the number of heads, so a one-head baseline and a four-head CN-CNN
+compare), one line per table row with a band of mean ± 1 sd over seeds (a spread, not an
+interval: each legend says so), and the final table as bars: Δ against the cell's
+baseline with its 95% interval (fusion_lab.analysis.stats), or the mean accuracy ± sd when
+the study names no baseline. Drawn with matplotlib's object API (no pyplot state, no
+display needed).
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ from typing import Any
 import pandas as pd
 
 from fusion_lab.analysis.aggregate import StudyResults, load_results
-from fusion_lab.analysis.curves import bands, cell_key, load_curves
+from fusion_lab.analysis.curves import PER_HEAD, bands, cell_key, load_curves
+from fusion_lab.analysis.table_formats import BASE
 from fusion_lab.errors import FusionLabError
 
-CURVE_PANELS = (("test_acc", "test accuracy (%)"), ("train_loss", "train loss"))
+# (metric, y label, title); train loss per head: a baseline's one cross-entropy beside
+# CN-CNN's mean of four
+CURVE_PANELS = (("test_acc", "test accuracy (%)", "test accuracy (%)"),
+                (PER_HEAD, "train loss per head", "train loss per head (sum of CEs / heads)"))
+BAND_TEXT = "mean over seeds; band: ±1 sd (spread, not an interval)"
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")  # matplotlib's tab10
 
@@ -53,33 +61,35 @@ def draw(res: StudyResults, curves: pd.DataFrame) -> tuple[Any, list[str]]:
         (figure, notes).
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     rows = res.rows[res.rows.in_plan] if len(res.rows) else res.rows
     if not len(rows) or not len(curves):
         raise FusionLabError(f"study {res.name!r} has no finished epochs yet: "
                              "run `fusionlab run` on its study file first")
+    if res.metric == "best_val" and not (rows.n > 0).any() and res.runs.no_metric.any():
+        raise FusionLabError(f"study {res.name!r} has no best_val accuracy: its finished runs "
+                             "trained without a validation split (dataset.val_fraction = 0); "
+                             "use --metric final")
     cells = list(dict.fromkeys(cell_key(g) for g in rows.grid))
     colours = {lab: PALETTE[i % len(PALETTE)]
                for i, lab in enumerate(dict.fromkeys(rows.label))}
     fig = Figure(figsize=(15, 3.6 * len(cells)), layout="constrained")
     axes = fig.subplots(len(cells), 3, squeeze=False)
-    notes: list[str] = []
+    notes: list[str] = list(res.notes)
     for i, cell in enumerate(cells):
         cell_rows = rows[rows.grid.map(cell_key) == cell]
         title = ", ".join(str(v) for v in (cell_rows.iloc[0].grid or {}).values())
-        for j, (metric, name) in enumerate(CURVE_PANELS):
+        for j, (metric, ylabel, name) in enumerate(CURVE_PANELS):
             ax = axes[i][j]
             _curves(ax, cell_rows, bands(curves, metric), colours)
-            ax.set(xlabel="epoch", ylabel=name, title=f"{title}: {name}" if title else name)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if ax.lines:
-                ax.legend(fontsize="small")
+            ax.set(xlabel="epoch", ylabel=ylabel, title=f"{title}: {name}" if title else name)
+            _epoch_axis(ax)
         _bars(axes[i][2], cell_rows, res, colours, title)
     fig.suptitle(f"{res.name}: {res.study.get('describe') or ''}".rstrip(": "))
     missing = rows[rows.n == 0]
     if len(missing):
-        notes.append(f"{len(missing)} row(s) have no finished run and no bar: "
+        notes.append(f"{len(missing)} row(s) have no finished run with a {res.metric} "
+                     "accuracy and no bar: "
                      + ", ".join(missing.display))
     return fig, notes
 
@@ -95,16 +105,29 @@ def _curves(ax: Any, rows: pd.DataFrame, band: pd.DataFrame, colours: dict) -> N
         ax.plot(b.epoch, b["mean"], color=colour, marker="o", markersize=3,
                 label=f"{r.label} (n={seeds})")
         spread = b[b.n >= 2]
-        if len(spread):
-            ax.fill_between(spread.epoch, spread["mean"] - spread["std"],
-                            spread["mean"] + spread["std"], color=colour, alpha=0.2,
-                            linewidth=0)
+        low, high = spread["mean"] - spread["std"], spread["mean"] + spread["std"]
+        if len(spread) == 1:  # one epoch: a band of zero width would not show
+            ax.vlines(spread.epoch, low, high, color=colour, alpha=0.3, linewidth=8)
+        elif len(spread):
+            ax.fill_between(spread.epoch, low, high, color=colour, alpha=0.2, linewidth=0)
+
+
+def _epoch_axis(ax: Any) -> None:
+    """Whole-epoch ticks, and a legend whose title says what the line and the band are."""
+    from matplotlib.ticker import MaxNLocator
+
+    # min_n_ticks=1: one epoch gets the tick "1", not 0.945 ... 1.050
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if ax.lines:  # the band is a spread, not an interval: said on the figure
+        ax.legend(fontsize="small", title_fontsize="small",
+                  title=BAND_TEXT if ax.collections else "mean over seeds")
 
 
 def _bars(ax: Any, rows: pd.DataFrame, res: StudyResults, colours: dict, title: str) -> None:
     """The final table: Δ with its 95% interval, or mean ± sd without a baseline."""
-    # the table's within-noise mark on the row's name
-    labels = [r.label + (" ≈" if r.within_noise is True else "") for r in rows.itertuples()]
+    # the table's marks on the row's name: (base) on the baseline, ≈ within noise
+    labels = [r.label + (f" {BASE}" if r.is_baseline else "")
+              + (" ≈" if r.within_noise is True else "") for r in rows.itertuples()]
     y = list(range(len(labels)))
     colour = [colours[lab] for lab in rows.label]
     baseline = res.study.get("baseline")
@@ -126,7 +149,8 @@ def _bars(ax: Any, rows: pd.DataFrame, res: StudyResults, colours: dict, title: 
         hi = [0.0 if math.isnan(d) else v - d for d, v in zip(delta, high)]
         ax.barh(y, delta, xerr=[lo, hi], color=colour, capsize=4)
         ax.axvline(0.0, color="black", linewidth=0.8)
-        ax.set(xlabel=f"Δ vs {baseline} (points, {res.metric}); whisker: 95% interval"
+        # two lines: on one, the label outgrew the panel and was cut at the figure's edge
+        ax.set(xlabel=f"Δ vs {baseline} (points, {res.metric})\nwhisker: 95% interval"
                       + (" (cut at ±100)" if cut else "") + "; ≈ contains 0")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()  # table order, top to bottom

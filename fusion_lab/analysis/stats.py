@@ -133,10 +133,14 @@ def difference_interval(a: Mapping[int, float], b: Mapping[int, float],
 def pooled_sd(samples: Sequence[Sequence[float]]) -> tuple[float, int]:
     """Pooled sample standard deviation of several groups and its degrees of freedom.
 
-    Groups with fewer than 2 values add nothing. Returns (nan, 0) when no group has 2.
+    Groups with fewer than 2 values add nothing, nor do groups without spread (every value
+    the same): the intervals do not trust a zero spread (``paired_interval``,
+    ``welch_interval``), and pooling it would shrink s and the seeds planned. Returns
+    (nan, 0) when no group is left.
     """
-    ss = sum(statistics.variance(s) * (len(s) - 1) for s in samples if len(s) >= 2)
-    df = sum(len(s) - 1 for s in samples if len(s) >= 2)
+    spread = [s for s in samples if len(s) >= 2 and statistics.variance(s) > 0]
+    ss = sum(statistics.variance(s) * (len(s) - 1) for s in spread)
+    df = sum(len(s) - 1 for s in spread)
     return (math.sqrt(ss / df), df) if df else (math.nan, 0)
 
 

@@ -77,8 +77,10 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
     dirs = study_dirs(list(studies or []), results)
     loaded = [load_results(d, metric, cost) for d in dirs]
     out = Output("")
-    if pivot and (heads or cost):
-        out.warnings.append("--heads and --cost are not shown in a --pivot table")
+    dropped = [f for f, on in (("--heads", heads), ("--cost", cost), ("--ci", ci),
+                               ("--attention", attention)) if on]
+    if pivot and dropped:  # a pivot cell is mean ± sd only
+        out.warnings.append(f"{' and '.join(dropped)} not shown in a --pivot table")
     records: list[dict] = []
     blocks: list[str] = []
     tuned: list[str] = []  # tuned studies' tables (analysis.tuning), after the others
@@ -117,7 +119,10 @@ def _block(res: StudyResults, body: pd.DataFrame, notes: list[str], fmt: str, me
     title = f"{res.name}: {res.study.get('describe') or ''}".rstrip(": ")
     if fmt == "latex":
         return latex_table(body, f"{title}: {METRIC_TEXT[metric]}", notes)
-    return "\n".join([f"{title}  [{METRIC_TEXT[metric]}]", tabulate_text(body, fmt), *notes])
+    # Markdown ends a table at a blank line; without one the notes become table rows
+    gap = [""] if fmt == "github" and notes else []
+    return "\n".join([f"{title}  [{METRIC_TEXT[metric]}]", tabulate_text(body, fmt), *gap,
+                      *notes])
 
 
 def _joined(records: list[dict], blocks: list[str], fmt: str) -> str:

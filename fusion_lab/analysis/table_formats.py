@@ -5,6 +5,7 @@ JSON-ready values, and the cost profile's cells and conditions (no torch).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pandas as pd
@@ -51,13 +52,22 @@ def latex_escape(text: str) -> str:
     return out
 
 
+def latex_cell(text: Any) -> str:
+    """A body cell: "-" (no value) becomes an en dash "--", and a minus sign before a number
+    a math minus "$-$", so that neither is a hyphen and the two never look alike."""
+    text = str(text)
+    if text.strip() == "-":
+        return "--"
+    return re.sub(r"(?<![\w.])-(?=\d)", r"$-$", latex_escape(text))
+
+
 def latex_table(body: pd.DataFrame, heading: str, notes: list[str]) -> str:
     """A booktabs tabular; the heading and the notes follow as LaTeX comments."""
     align = "".join("l" if i == 0 or c in ("Backbone", "Dataset") else "r"
                     for i, c in enumerate(body.columns))
     lines = [f"% {heading}", f"\\begin{{tabular}}{{{align}}}", r"\toprule",
              " & ".join(latex_escape(c) for c in body.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in body.values.tolist()]
+    lines += [" & ".join(latex_cell(v) for v in row) + r" \\" for row in body.values.tolist()]
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines += [f"% {n}" for n in notes]
     return "\n".join(lines)

@@ -6,11 +6,15 @@ as warnings in CSV / JSON output). No torch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from fusion_lab.analysis.aggregate import BATCH_MARK, StudyResults, not_done
 from fusion_lab.analysis.stats import CONFIDENCE, MAX_SEEDS, POWER, pooled_sd, seeds_needed
 from fusion_lab.analysis.table_formats import FEW, UNKNOWN, WITHIN, cost_conditions
+
+ZERO_DELTA = 1e-9  # |Δ| below this is a zero difference (two equal means)
 
 
 def table_notes(res: StudyResults, cost: bool, pivot: bool = False) -> list[str]:
@@ -69,25 +73,47 @@ def interval_notes(rows: pd.DataFrame) -> list[str]:
     compared = rows[rows.in_plan & rows.noise_basis.notna()] if len(rows) else rows
     if not len(compared):
         return []
-    kinds = {"paired": "paired t", "welch": "Welch t", "binomial": "binomial (one seed)"}
+    kinds = {"paired": "paired t", "welch": "Welch t", "binomial1": "binomial (one seed)",
+             "binomial0": "binomial (no seed spread)"}
+    basis = [_basis(r, rows) for r in compared.itertuples()]
     used = []
-    for basis, text in kinds.items():
-        names = list(compared.display[compared.noise_basis == basis])
+    for kind, text in kinds.items():
+        names = [d for d, b in zip(compared.display, basis) if b == kind]
         if names:
             used.append(f"{text}: " + (", ".join(names) if len(names) <= 6
                                        else f"{len(names)} rows"))
-    notes = ["Δ intervals: " + "; ".join(used) + "."]
-    smallest = compared.loc[compared.delta.abs().idxmin()]
+    return ["Δ intervals: " + "; ".join(used) + ".", planning_note(rows, compared)]
+
+
+def _basis(r: Any, rows: pd.DataFrame) -> str:
+    """The row's interval kind; a binomial one says why: a row with one seed, or none with
+    spread (both rows ran 2 or more seeds, every seed alike)."""
+    if r.noise_basis != "binomial":
+        return r.noise_basis
+    base = rows[rows.is_baseline & rows.grid.map(lambda g: g == r.grid)]
+    n_base = int(base.n.iloc[0]) if len(base) else 0
+    return "binomial1" if min(r.n, n_base) < 2 else "binomial0"
+
+
+def planning_note(rows: pd.DataFrame, compared: pd.DataFrame) -> str:
+    """Seeds per row to detect the smallest non-zero Δ, from the pooled spread of the rows
+    whose seeds vary (a zero spread is no estimate: the intervals refuse it too)."""
     planned = rows[rows.in_plan]
     sd, df = pooled_sd([list(r.by_seed.values()) for r in planned.itertuples()])
     if not sd > 0:
-        notes.append("Planning: no seed spread yet (one seed per row, or identical seeds): "
-                     "run at least 2 seeds per row to estimate how many are needed.")
-        return notes
+        return ("Planning: no seed spread yet (one seed per row, or identical seeds): "
+                "run at least 2 seeds per row to estimate how many are needed.")
+    zero = compared[compared.delta.abs() < ZERO_DELTA]
+    nonzero = compared[compared.delta.abs() >= ZERO_DELTA]
+    if not len(nonzero):
+        return ("Planning: every Δ shown is 0 (the rows equal their baseline): no number "
+                "of seeds detects a zero difference.")
+    smallest = nonzero.loc[nonzero.delta.abs().idxmin()]
     n = seeds_needed(smallest.delta, sd)
     need = f"about {n}" if n else f"more than {MAX_SEEDS}"
-    notes.append(f"Planning: with the pooled seed spread s = {sd:.2f} (df {df}), {need} seeds "
-                 f"per row would detect the smallest Δ shown ({smallest.delta:+.2f}, "
-                 f"{smallest.display}) with {POWER:.0%} power at the {1 - CONFIDENCE:.0%} "
-                 "level (two-sample t test; docs/tables.md).")
-    return notes
+    left = (f" A Δ of 0 ({', '.join(zero.display)}) is left out: no number of seeds "
+            "detects it." if len(zero) else "")
+    return (f"Planning: with the pooled seed spread s = {sd:.2f} (df {df}) of the rows "
+            f"whose seeds vary, {need} seeds per row would detect the smallest non-zero Δ shown "
+            f"({smallest.delta:+.2f}, {smallest.display}) with {POWER:.0%} power at the "
+            f"{1 - CONFIDENCE:.0%} level (two-sample t test; docs/tables.md).{left}")

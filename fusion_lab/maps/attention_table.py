@@ -55,10 +55,8 @@ def attention_columns(study_dir: Path, rows: pd.DataFrame, runs: pd.DataFrame,
             by_group.setdefault(r.group_id, []).append(s)
         elif has_spatial_masks(_attention(r.config)):
             unscored += 1
-    levels = list(dict.fromkeys(lv for ss in by_group.values() for s in ss for lv in s["levels"]))
-    shown = [(lv, "point_box", f"point {lv} %", ".1f") for lv in levels]
-    shown += [(lv, "energy_box", f"energy {lv}", ".3f") for lv in levels]
-    shown += [(levels[0], "area_box", "box area", ".3f")] if levels else []
+    shown = _shown(by_group)
+    trained = done.groupby("group_id").size().to_dict() if len(done) else {}
     records, cells = [], {col: [] for _, _, col, _ in shown}
     for g in rows.group_id:
         rec = {}
@@ -66,14 +64,19 @@ def attention_columns(study_dir: Path, rows: pd.DataFrame, runs: pd.DataFrame,
             mean, n = _mean(by_group.get(g) or [], lv, key)
             rec[f"attention.{lv}.{key}"] = mean
             text = "-" if mean is None else format(mean, spec)
-            if mean is not None and n < len(by_group.get(g) or []):
+            if mean is not None and n < trained.get(g, 0):  # fewer seeds than finished
                 text += f" (n={n})"
             cells[col].append(text)
         records.append(rec)
     scored = sum(len(v) for v in by_group.values())
+    parts = any(key == "point_part" for _, key, _, _ in shown)
     notes = [f"attention ({weights} weights): point = % of test images whose SA mask peaks "
              "inside the bird box; energy = the mask's share inside the box; box area = what "
-             f"a uniform mask scores; means over {scored} scored run(s) (docs/attention.md)."]
+             "a uniform mask scores"
+             + ("; part point / part energy / part area: the same for the parts" if parts
+                else "")
+             + f"; means over {scored} scored run(s), (n=k): k of the row's finished seeds "
+             "(docs/attention.md)."]
     if unscored > 0:
         notes.append(f"{unscored} finished run(s) with SA masks have no attention scores "
                      f"({'of best.pt' if weights == 'best' else 'of the last weights'}): "
@@ -83,6 +86,21 @@ def attention_columns(study_dir: Path, rows: pd.DataFrame, runs: pd.DataFrame,
         notes.append(f"attention scores over different numbers of test images ({images[0]} "
                      f"to {images[-1]}; --limit): compare rows with care.")
     return AttentionColumns(records, cells, notes)
+
+
+def _shown(by_group: dict[str, list[dict]]) -> list[tuple[str, str, str, str]]:
+    """(level, score key, column, format) of each column: box scores, then part scores
+    where any scored run has them (datasets with part annotations)."""
+    scores = [s for ss in by_group.values() for s in ss]
+    levels = list(dict.fromkeys(lv for s in scores for lv in s["levels"]))
+    shown = [(lv, "point_box", f"point {lv} %", ".1f") for lv in levels]
+    shown += [(lv, "energy_box", f"energy {lv}", ".3f") for lv in levels]
+    shown += [(levels[0], "area_box", "box area", ".3f")] if levels else []
+    if any(v.get("point_part") is not None for s in scores for v in s["levels"].values()):
+        shown += [(lv, "point_part", f"part point {lv} %", ".1f") for lv in levels]
+        shown += [(lv, "energy_part", f"part energy {lv}", ".3f") for lv in levels]
+        shown += [(levels[0], "area_part", "part area", ".3f")]
+    return shown
 
 
 def has_spatial_masks(attention: str) -> bool:

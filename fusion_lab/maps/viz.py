@@ -1,13 +1,15 @@
 """Figure 3 of the paper: what the LH pathway's maps and the SA masks look at.
 
 For a trained run (its ``checkpoint.pt``), a few test images of the run's own dataset are
-drawn one per row: the image, then the norm over channels of each attended map (the LH
-pathway's output, high level first) and each spatial-attention mask overlaid on the image.
+drawn one per row: the image (with its true and predicted class), then the norm over
+channels of each attended map (the LH pathway's output, high level first, each min-max
+scaled to its own range) and each spatial-attention mask overlaid on the image; colour
+bars and that statement sit under the grid (``fusion_lab.maps.viz_draw``).
 
 ``study_run`` picks the run of a study to draw (``fusion_lab.plan.find.find_run`` turns a
 command-line argument into a run folder), ``load_trained`` rebuilds the model,
 ``sample_images`` picks the images, ``extract_maps`` computes the maps (numpy arrays,
-resized to the image) and ``draw`` writes the PNG.
+resized to the image) and ``draw`` (``fusion_lab.maps.viz_draw``) writes the PNG.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fusion_lab import store
 from fusion_lab.config import RunConfig, from_dict
 from fusion_lab.errors import FusionLabError
 from fusion_lab.maps.attention_table import has_spatial_masks
+from fusion_lab.maps.viz_draw import columns, draw, render, unnormalise  # noqa: F401
 from fusion_lab.models.assemble import FusionModel, build_model, resolve_parts
 from fusion_lab.plan.find import StudyRef
 
@@ -36,6 +39,7 @@ class Maps:
     levels: list[str]  # level names, high level first, e.g. ["s5", "s4", "s3"]
     attended: np.ndarray  # L2 norm over channels of each attended map
     sa: np.ndarray | None  # spatial attention masks in [0, 1]; None without SA
+    pred: np.ndarray | None = None  # the model's predicted class per image
 
 
 def has_sa(cfg: RunConfig) -> bool:
@@ -163,63 +167,8 @@ def extract_maps(model: FusionModel, images: torch.Tensor) -> Maps:
 
     attended = resized([a.float().norm(dim=1, keepdim=True) for a in out["attended"]])
     sa = resized(out["masks"]["sa"]) if "sa" in out["masks"] else None
-    return Maps(list(reversed(model.level_names)), attended, sa)
-
-
-def unnormalise(images: torch.Tensor) -> np.ndarray:
-    """ImageNet-normalised (N, 3, H, W) tensors -> (N, H, W, 3) floats in [0, 1]."""
-    from fusion_lab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images.cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-
-
-def columns(maps: Maps) -> list[str]:
-    """Column titles of the figure: the image, attended maps, then SA masks."""
-    cols = ["image"] + [f"LH {lv}" for lv in maps.levels]
-    return cols + ([f"SA {lv}" for lv in maps.levels] if maps.sa is not None else [])
-
-
-def draw(images: torch.Tensor, maps: Maps, out: str | Path, labels: list[str] | None = None,
-         cell_px: int = 160) -> Path:
-    """Write the figure: one row per image, each cell exactly ``cell_px`` pixels square."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pics = unnormalise(images)
-    cols = columns(maps)
-    n, dpi = len(pics), 100
-    fig, axes = plt.subplots(n, len(cols), squeeze=False, dpi=dpi,
-                             figsize=(len(cols) * cell_px / dpi, n * cell_px / dpi))
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0, hspace=0)
-    for i in range(n):
-        cells = [("image", None)] + [("map", maps.attended[i, j]) for j in range(len(maps.levels))]
-        if maps.sa is not None:
-            cells += [("mask", maps.sa[i, j]) for j in range(len(maps.levels))]
-        for j, ((kind, m), ax) in enumerate(zip(cells, axes[i])):
-            ax.set_axis_off()
-            if kind == "map":  # each map scaled to its own range: where, not how much
-                lo, hi = float(m.min()), float(m.max())
-                ax.imshow((m - lo) / (hi - lo) if hi > lo else m * 0, cmap="viridis",
-                          vmin=0, vmax=1)
-            else:
-                ax.imshow(pics[i])
-                if kind == "mask":
-                    ax.imshow(m, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            text = cols[j] if i == 0 else ""
-            if kind == "image" and labels is not None:
-                text = f"{text} {labels[i]}".strip()[:28]
-            if text:
-                ax.text(0.02, 0.98, text, transform=ax.transAxes, fontsize=7, va="top",
-                        bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "lw": 0})
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, format="png")
-    plt.close(fig)
-    return out
+    pred = out["combined"].argmax(1).cpu().numpy()
+    return Maps(list(reversed(model.level_names)), attended, sa, pred)
 
 
 def figure3(run_dir: str | Path, out: str | Path, n: int = 4, cell_px: int = 160,
@@ -242,5 +191,6 @@ def figure3(run_dir: str | Path, out: str | Path, n: int = 4, cell_px: int = 160
         attention = resolve_parts(cfg.model)[1]
         notes.append(f"this run has no SA masks (attention: {attention}): "
                      "drawing the image and the LH maps only")
-    path = draw(images, maps, out, [names[y] for y in labels], cell_px)
+    path = draw(images, maps, out, [names[y] for y in labels], cell_px,
+                predicted=[names[int(y)] for y in maps.pred])
     return path, notes
