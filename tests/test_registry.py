@@ -338,3 +338,24 @@ def test_example_plugin_bad_argument_is_a_config_error(isolated_registries):
                       fusion_args={"ownsize": True})
     with pytest.raises(ConfigError, match="own_size"):
         build_model(cfg, 4)
+
+
+def test_list_without_a_kind_shows_the_shipped_weights_too(capsys):
+    code, out, _ = _run_cli(capsys, "list")
+    assert code == 0
+    assert "weights:" in out and "for small_cnn" in _line_of(out, "synthetic")
+
+
+def test_list_backbones_matches_the_pretrained_tags_studies_name(capsys):
+    # studies name timm backbones with their pretrained tag (sota.yaml: resnet50.tv_in1k)
+    code, out, _ = _run_cli(capsys, "list", "backbones", "resnet50.tv*")
+    assert code == 0
+    assert "resnet50.tv_in1k" in out and "resnet50.tv2_in1k" in out
+
+
+def test_describe_without_flops_prints_no_nan(capsys):
+    code, out, _ = _run_cli(capsys, "describe", "baseline", "--no-flops",
+                            "--backbone", "small_cnn", "--image-size", "32")
+    assert code == 0
+    assert "nan" not in out and "FLOPs not counted" in out
+    assert _line_of(out, "baseline").split()[-2] == "-"  # the GFLOPs column

@@ -52,7 +52,7 @@ def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_si
         cfg = ModelConfig(preset=preset, backbone=backbone)
         model = build_model(cfg, num_classes).eval()
         fusion, attention, head = resolve_parts(cfg)
-        gf = image_gflops(model, image_size, BATCH) if flops else float("nan")
+        gf = f"{image_gflops(model, image_size, BATCH):>8.2f}" if flops else f"{'-':>8}"
         mark = "*" if flops and model.batch_dependent else " "
         if mark == "*":
             notes.append(f"* {preset}: per image in a batch of {BATCH}; its predictions "
@@ -60,8 +60,9 @@ def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_si
         with torch.no_grad():
             heads = list(model(torch.zeros(2, 3, 64, 64))["logits"])
         click.echo(f"{preset:<16} {fusion:<9} {attention:<9} {head:<12} "
-                   f"{count_parameters(model):>12,} {gf:>8.2f}{mark} {','.join(heads)}")
-    click.echo(f"({backbone}, {num_classes} classes, FLOPs at {image_size}x{image_size}, "
-               "batch 1, 2 per multiply-add)")
+                   f"{count_parameters(model):>12,} {gf}{mark} {','.join(heads)}")
+    click.echo(f"({backbone}, {num_classes} classes, " + (
+        f"FLOPs at {image_size}x{image_size}, batch 1, 2 per multiply-add)" if flops
+        else "FLOPs not counted: --no-flops)"))
     for note in notes:
         click.echo(note)

@@ -20,7 +20,8 @@ from fusion_lab.registries import KINDS, load_plugins
 @click.argument("pattern", required=False)
 @click.option("--plugin", "plugins", multiple=True, help="Plugin module or .py file to load.")
 def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) -> None:
-    """List registered components of KIND (all kinds if omitted), filtered by PATTERN.
+    """List registered components of KIND (all kinds and the shipped weights if omitted),
+    filtered by PATTERN.
 
     For backbones, PATTERN also lists timm's model names (e.g. 'convnext*').
     """
@@ -60,6 +61,8 @@ def list_cmd(kind: str | None, pattern: str | None, plugins: tuple[str, ...]) ->
             else:
                 click.echo(f"  (any of timm's {len(timm_names)} models with features_only; "
                            "`fusionlab list backbones 'resnet*'` lists them)")
+    if kind is None:
+        _list_weights()
 
 
 def _list_weights() -> None:

@@ -41,8 +41,13 @@ def level_names(reductions: list[int]) -> list[str]:
 
 
 def timm_model_names(pattern: str | None = None) -> list[str]:
-    """timm architectures matching a wildcard (timm's own ``list_models``)."""
-    return timm.list_models(pattern or "*")
+    """timm architectures matching a wildcard (timm's own ``list_models``); a pattern with a
+    dot also matches pretrained tags (``resnet50.tv*`` -> ``resnet50.tv_in1k``, ...), which
+    studies name as backbones."""
+    names = timm.list_models(pattern or "*")
+    if pattern and "." in pattern:
+        names = sorted(set(names) | set(timm.list_models(pattern, pretrained=True)))
+    return names
 
 
 def _read_weights(name: str, path: str) -> dict:
