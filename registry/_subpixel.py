@@ -9,10 +9,16 @@ the source's resolution, with the weights of the taps that land on the same sour
 summed (a sub-pixel decomposition). Each pattern pair (rows x columns) is one conv whose
 kernel is cropped to the offsets it uses; one gather assembles the output.
 
-At F3's size from F5 (4x) a 3x3 conv costs 25 source-resolution taps per 16 output
-pixels instead of 144; from F4 (2x), 16 per 4 instead of 36. Same parameters; the
-result equals ``conv2d(interpolate(x, size, mode="nearest"), w, b, padding=k // 2)`` up
-to float rounding (the summed taps change the order of the additions).
+Where both axes grow by one integer factor ``s`` (F5 -> F3 x4, F4 -> F3 x2 on even
+sizes), ``conv_shuffled`` does it with ONE conv over the features and a ``pixel_shuffle``
+instead: x2 folds the 3x3 weight into 4 phase kernels of 2x2 (16 taps per source pixel
+instead of 36 per 4 outputs); x4 runs the 9 taps as a 1x1 conv and adds them into the 16
+phases by a constant 0/1 conv per gate channel (9 taps per source pixel over the input
+channels, then 16 x 2x2 x 9 one-channel MACs, instead of 144 per 16 outputs). Zeros in
+the embedded kernels and one extra border group per axis are computed (and counted). The
+general path above (``conv_patterns``) serves other ratios. Same parameters; the result
+equals ``conv2d(interpolate(x, size, mode="nearest"), w, b, padding=k // 2)`` up to float
+rounding (the summed taps change the order of the additions).
 """
 
 from __future__ import annotations
