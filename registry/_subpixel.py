@@ -9,10 +9,16 @@ the source's resolution, with the weights of the taps that land on the same sour
 summed (a sub-pixel decomposition). Each pattern pair (rows x columns) is one conv whose
 kernel is cropped to the offsets it uses; one gather assembles the output.
 
-At F3's size from F5 (4x) a 3x3 conv costs 25 source-resolution taps per 16 output
-pixels instead of 144; from F4 (2x), 16 per 4 instead of 36. Same parameters; the
-result equals ``conv2d(interpolate(x, size, mode="nearest"), w, b, padding=k // 2)`` up
-to float rounding (the summed taps change the order of the additions).
+Where both axes grow by one integer factor ``s`` (F5 -> F3 x4, F4 -> F3 x2 on even
+sizes), ``conv_shuffled`` does it with ONE conv over the features and a ``pixel_shuffle``
+instead: x2 folds the 3x3 weight into 4 phase kernels of 2x2 (16 taps per source pixel
+instead of 36 per 4 outputs); x4 runs the 9 taps as a 1x1 conv and adds them into the 16
+phases by a constant 0/1 conv per gate channel (9 taps per source pixel over the input
+channels, then 16 x 2x2 x 9 one-channel MACs, instead of 144 per 16 outputs). Zeros in
+the embedded kernels and one extra border group per axis are computed (and counted). The
+general path above (``conv_patterns``) serves other ratios. Same parameters; the result
+equals ``conv2d(interpolate(x, size, mode="nearest"), w, b, padding=k // 2)`` up to float
+rounding (the summed taps change the order of the additions).
 """
 
 from __future__ import annotations
@@ -108,7 +114,110 @@ def _gather_index(in_hw: tuple[int, int], out_hw: tuple[int, int], k: int) -> to
 def conv_upsampled(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                    size: tuple[int, int]) -> torch.Tensor:
     """``conv2d(interpolate(x, size, "nearest"), weight, bias, padding=k // 2)`` computed at
-    x's resolution (odd square kernel, stride 1; each axis upsampling, see ``upsampling``)."""
+    x's resolution (odd square kernel, stride 1; each axis upsampling, see ``upsampling``):
+    one conv and a pixel shuffle where both axes grow by one integer factor
+    (``conv_shuffled``), else one small conv per pattern pair and a gather."""
+    (h, w), (out_h, out_w) = x.shape[-2:], size
+    s = integer_factor(h, out_h)
+    if s > 1 and s == integer_factor(w, out_w):
+        return conv_shuffled(x, weight, bias, s)
+    return conv_patterns(x, weight, bias, size)
+
+
+@lru_cache(maxsize=64)
+def integer_factor(n_in: int, n_out: int) -> int:
+    """``s`` where a nearest resize from n_in to n_out copies each source pixel to ``s``
+    consecutive positions (``idx[i] == i // s``, checked against torch's rounding); else 0."""
+    s = n_out // n_in
+    ok = s >= 1 and n_out == s * n_in and source_index(n_in, n_out) == tuple(
+        i // s for i in range(n_out))
+    return s if ok else 0
+
+
+@lru_cache(maxsize=16)
+def shuffle_plan(s: int, k: int) -> tuple[int, int, int]:
+    """Per axis, for factor ``s`` and kernel ``k``: ``(t, lo, m)``. Output positions are
+    grouped ``s * p + t .. s * p + t + s - 1`` (one group per source position ``p``, plus
+    one before the first when ``t > 0``); a group's taps read source pixels
+    ``p + lo .. p + lo + m - 1``. ``t`` is chosen to make the common window ``m`` smallest
+    (k = 3: m = 2, t = 1 for s = 2 and s = 4; ties: the smallest t)."""
+    r = k // 2
+    def window(t: int) -> tuple[int, int]:  # (m, lo)
+        lo = (t - r) // s
+        return (t + s - 1 + r) // s - lo + 1, lo
+    t = min(range(s), key=lambda t: (window(t)[0], t))
+    m, lo = window(t)
+    return t, lo, m
+
+
+@lru_cache(maxsize=16)
+def tap_matrix(s: int, k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The constant 0/1 map from a ``k x k`` kernel's taps to the ``s * s`` phase kernels,
+    ``(s * m * s * m, k * k)``, rows ordered (phase row, window row, phase col, window col):
+    each phase kernel holds, at each window offset, the sum of the taps that land there."""
+    t, lo, m = shuffle_plan(s, k)
+    axis = torch.zeros(s * m, k, dtype=torch.float64)
+    for q in range(s):
+        for a in range(k):  # tap a of output s * p + t + q reads p + (t + q + a - r) // s
+            axis[q * m + (t + q + a - k // 2) // s - lo, a] = 1.0
+    return torch.kron(axis, axis).to(dtype=dtype, device=device)
+
+
+def folds_weight(s: int, k: int) -> bool:
+    """Whether ``conv_shuffled`` folds the weight into ``s * s`` phase kernels (each
+    ``m x m``: ``s * s * m * m`` taps per source pixel) rather than running the ``k * k``
+    taps first. Measured on a 2-core CPU (docs/performance.md): folding wins at s = 2,
+    k = 3 (16 taps vs 9) and loses at s = 4 (64 vs 9), so it folds below twice k * k."""
+    m = shuffle_plan(s, k)[2]
+    return s * s * m * m < 2 * k * k
+
+
+def conv_shuffled(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  s: int) -> torch.Tensor:
+    """``conv2d(interpolate(x, scale_factor=s, "nearest"), weight, bias, padding=k // 2)``
+    at x's resolution, ending in ``pixel_shuffle(s)`` and a crop. Groups of ``s`` outputs
+    per axis read an ``m``-pixel source window (``shuffle_plan``), so:
+    - folded (``folds_weight``): ONE conv whose output channels are the ``s * s`` phase
+      kernels (``m x m``, zeros where a phase reads fewer source pixels), a linear map of
+      ``weight`` (``tap_matrix``, so the gradient reaches ``weight``) — the classic
+      sub-pixel convolution;
+    - taps first: ONE 1x1 conv with ``k * k * O`` outputs (each tap's weight), then a
+      constant 0/1 ``m x m`` conv per output channel (``tap_matrix`` again) that adds the
+      taps into the ``s * s`` phases; the bias goes on the centre tap (every output sums
+      exactly one, never from the padding)."""
+    (o, i, k, _), (h, w) = weight.shape, x.shape[-2:]
+    t, lo, m = shuffle_plan(s, k)
+    first = -1 if t > 0 else 0  # first group: p = -1 covers outputs t - s .. t - 1
+    pad = (-(first + lo), m - 1 + lo)  # zeros before / after the source, per axis
+    taps = tap_matrix(s, k, weight.dtype, weight.device)  # (s m s m, k k)
+    if folds_weight(s, k):
+        folded = weight.reshape(o * i, k * k) @ taps.T
+        kernel = folded.view(o, i, s, m, s, m).permute(0, 2, 4, 1, 3, 5)
+        phase_bias = None if bias is None else bias.repeat_interleave(s * s)
+        y = _conv_padded(x, kernel.reshape(o * s * s, i, m, m), phase_bias, pad)
+    else:
+        centre = (k * k) // 2
+        tap_bias = None if bias is None else F.pad(bias.view(o, 1), (centre, centre)).flatten()
+        z = F.conv2d(x, weight.permute(0, 2, 3, 1).reshape(o * k * k, i, 1, 1), tap_bias)
+        shift = taps.view(s, m, s, m, k * k).permute(0, 2, 4, 1, 3).reshape(s * s, k * k, m, m)
+        y = _conv_padded(z.view(-1, k * k, h, w), shift, None, pad)
+        y = y.view(*x.shape[:-3], o * s * s, *y.shape[-2:])
+    c0 = -(s * first + t)  # shuffled position of output 0
+    return F.pixel_shuffle(y, s)[..., c0:c0 + s * h, c0:c0 + s * w]
+
+
+def _conv_padded(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None,
+                 pad: tuple[int, int]) -> torch.Tensor:
+    """``conv2d`` of x zero-padded by ``pad`` (before, after) on both spatial axes."""
+    if pad[0] == pad[1] >= 0:
+        return F.conv2d(x, kernel, bias, padding=pad[0])
+    return F.conv2d(F.pad(x, (pad[0], pad[1], pad[0], pad[1])), kernel, bias)
+
+
+def conv_patterns(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  size: tuple[int, int]) -> torch.Tensor:
+    """``conv_upsampled`` for any upsampling resize: one conv per pattern pair, each with
+    its kernel cropped to the source offsets it uses, and one gather."""
     k, (h, w) = weight.shape[-1], x.shape[-2:]
     r = k // 2
     (ph, _), (pw, _) = _patterns(h, size[0], k), _patterns(w, size[1], k)

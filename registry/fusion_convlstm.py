@@ -17,8 +17,9 @@ Cheaper than the authors' code, same parameters and outputs (``impl="fast"``):
 resolution (``registry/_subpixel.py``): a 3x3 conv of a nearest-upsampled map is, per
 output phase, a smaller conv of the source map with the taps that land on the same source
 pixel summed (where a resize is no upsampling, the map is resized and convolved as
-before). 19% fewer forward FLOPs at 448, but not faster on the CPU it was measured on
-(docs/performance.md), so it is an explicit option, not the default.
+before); integer factors run as one conv per level and a pixel shuffle. 20% fewer
+forward FLOPs at 448, but not measurably faster per train step on the busy CPU it was
+measured on (docs/performance.md), so it is an explicit option, not the default.
 ``impl="plain"`` computes it the authors' way instead (resize then project; concat and the
 full gate conv at every step): the reference that tests and benchmarks compare against.
 All three compute the same function; in float32 they differ only in the order of the

@@ -119,9 +119,9 @@ def report(times: dict[str, list[float]], gflops: dict[str, float], size: int) -
         r = statistics.median(t / b for t, b in zip(times[name], ref))
         print(f"{name} / released = {r:.3f} (target <= {TARGET}: "
               f"{'met' if r <= TARGET else 'NOT met'} in this run)")
-    sub = statistics.median(t / f for t, f in zip(times["cn_cnn subpixel (#21)"],
-                                                   times["cn_cnn fast"]))
-    print(f"subpixel / fast = {sub:.3f}")
+    sub = [t / f for t, f in zip(times["cn_cnn subpixel (#21)"], times["cn_cnn fast"])]
+    print(f"subpixel / fast = {statistics.median(sub):.3f} per round: median "
+          f"[{min(sub):.3f}, {max(sub):.3f}] (same round, same load)")
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

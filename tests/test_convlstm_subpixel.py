@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fusion_lab.config import ModelConfig
 from fusion_lab.models.assemble import build_model
-from fusion_lab.registry._subpixel import conv_upsampled, upsampling
+from fusion_lab.registry._subpixel import conv_patterns, conv_upsampled, folds_weight, upsampling
 from fusion_lab.registry.fusion_convlstm import ConvLSTMFusion
 
 # (source H, W) -> (output H, W): x2, x4, and non-integer ratios of odd-sized inputs
@@ -115,14 +115,68 @@ def _flops(module, feats) -> int:
     return counter.get_total_flops()
 
 
-def test_subpixel_saves_the_flops_the_decomposition_predicts():
-    # Exact x2 (S4) and x4 (S5) at S3 = 8x8. Per source pixel and axis, the 3 taps of the
-    # 3x3 input-half conv land on 2 + 2 offsets at x2 (phases (-1, 0), (0, +1)) and on
-    # 2 + 1 + 2 at x4 (phases 1 and 2 share (0, 0)): (2+2)^2 and (2+1+2)^2 taps per
-    # source pixel instead of 9 per output pixel.
-    subpixel, plain, feats = _fusion_pair("levels", SIZES[0], batch=2)
+@pytest.mark.parametrize("n", [8, 32])
+def test_subpixel_flops_are_what_the_decomposition_predicts(n):
+    # Exact x2 (S4) and x4 (S5) at S3 = n x n, k = 3. Zeros in embedded kernels are
+    # counted, as the conv computes them. Per axis, outputs s*p + 1 .. s*p + s read
+    # source pixels p, p + 1 (m = 2) for s = 2 and 4: n / s + 1 groups per axis.
+    # x2 (phase kernels folded): one conv, 4 phases x 2x2 taps per group, plus the
+    # folding matmul (the 9 taps of each weight pair -> 4 phases x 2x2).
+    # x4 (taps first): a 1x1 conv with 9 taps per source pixel, then a constant 0/1 conv
+    # per gate channel, 9 tap maps -> 16 phases, 2x2 kernel, per group.
+    # fast: 9 taps per output pixel at n x n for both.
+    sizes = [(n, n), (n // 2, n // 2), (n // 4, n // 4)]
+    subpixel, plain, feats = _fusion_pair("levels", sizes, batch=2)
     fast = ConvLSTMFusion([8, 12, 16], 6, impl="fast")
     fast.load_state_dict(plain.state_dict())
-    per_tap = 2 * 2 * 6 * 4 * 6  # 2 FLOPs per MAC, batch 2, 6 in, 4 x 6 gate channels
-    saved = per_tap * (9 * 64 * 2 - (16 * 4 * 4 + 25 * 2 * 2))
+    batch, c_in, gates = 2, 6, 4 * 6
+    per_tap = 2 * batch * c_in * gates  # 2 FLOPs per MAC, one tap at one pixel
+    x2 = per_tap * (2 * 2) * (2 * 2) * (n // 2 + 1) ** 2 + 2 * gates * c_in * 9 * 4 * 4
+    x4 = (per_tap * 9 * (n // 4) ** 2
+          + 2 * (batch * gates) * 9 * (4 * 4) * (2 * 2) * (n // 4 + 1) ** 2)
+    saved = 2 * per_tap * 9 * n * n - x2 - x4
     assert _flops(fast, feats) - _flops(subpixel, feats) == saved
+    assert (saved > 0) == (n == 32)  # at 8x8 the border groups cost more than they save
+
+
+def _count_convs(monkeypatch) -> list[tuple[int, ...]]:
+    """Record the weight shape of every ``F.conv2d`` call from now on."""
+    calls, conv2d = [], F.conv2d
+
+    def counting(x, weight, *args, **kwargs):
+        calls.append(tuple(weight.shape))
+        return conv2d(x, weight, *args, **kwargs)
+
+    monkeypatch.setattr(F, "conv2d", counting)
+    return calls
+
+
+@pytest.mark.parametrize("s", [2, 3, 4])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_integer_factor_is_one_conv_over_the_features_and_equals_the_general_path(
+        monkeypatch, s, k):
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    w, b = torch.randn(7, 5, k, k, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
+    general = conv_patterns(x, w, b, (3 * s, 4 * s))
+    calls = _count_convs(monkeypatch)
+    out = conv_upsampled(x, w, b, (3 * s, 4 * s))
+    torch.testing.assert_close(out, general, atol=1e-12, rtol=0)
+    over_features = [c for c in calls if c[1] == 5]  # convs that read x (5 channels)
+    assert len(over_features) == 1
+    # folded: that conv alone; taps first: plus one constant 0/1 conv over the k*k taps
+    assert len(calls) == (1 if folds_weight(s, k) else 2)
+    if not folds_weight(s, k):
+        assert calls[1][:2] == (s * s, k * k)
+
+
+def test_integer_factor_path_in_the_fusion_is_one_conv_per_level(monkeypatch):
+    # x2x4 sizes, cn_cnn's kernel 3: F4 (x2) folds its weight: 1 conv; F5 (x4) runs the
+    # taps first: 1 conv over the features plus the constant 0/1 conv; F3: 1 conv.
+    subpixel, _, feats = _fusion_pair("levels", SIZES[0])
+    lstm = subpixel.lstm
+    maps = [torch.randn(3, 6, 2, 2), torch.randn(3, 6, 4, 4), torch.randn(3, 6, 8, 8)]
+    calls = _count_convs(monkeypatch)
+    for m in maps:
+        lstm.input_gates(m, (8, 8))
+    over_features = [c for c in calls if c[1] == 6]
+    assert len(over_features) == 3 and len(calls) == 4
