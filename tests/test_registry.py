@@ -359,3 +359,19 @@ def test_describe_without_flops_prints_no_nan(capsys):
     assert code == 0
     assert "nan" not in out and "FLOPs not counted" in out
     assert _line_of(out, "baseline").split()[-2] == "-"  # the GFLOPs column
+
+
+def test_the_plugin_example_study_starts_from_the_quickstarts_base(isolated_registries):
+    # it once trained ResNet50 from scratch at 448 for 100 epochs (the defaults), unasked
+    from fusion_lab.plan.planning import prepare
+
+    _, runs = prepare(REPO / "examples" / "max_fuse.yaml")
+    _, quick = prepare(REPO / "studies" / "quickstart.yaml")
+    base = quick[0].config
+    assert {r.config.model.fusion for r in runs} == {"convlstm", "max_fuse"}
+    for r in runs:
+        c = r.config
+        assert (c.model.backbone, c.model.pretrained) == ("small_cnn", "synthetic")
+        assert c.dataset == base.dataset
+        assert (c.train.epochs, c.train.image_size, c.train.batch_size) == (
+            base.train.epochs, base.train.image_size, base.train.batch_size)
