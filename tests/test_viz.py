@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -240,3 +243,20 @@ def test_score_needs_sa_masks_and_best_weights_need_best_pt(trained, capsys):
     main(["viz", str(dirs["CN-CNN"]), "--score", "--limit", "2"])
     out = capsys.readouterr().out
     assert "point box %" in out and "2 of 9 test images" in out
+
+
+def test_viz_and_export_load_the_plugins_a_run_was_trained_with(trained, tmp_path):
+    # A fresh process (no plugin imported yet) names the run by its id: the run's summary
+    # records its plugin files (tiny_cnn, its backbone), which viz and export load without
+    # --plugin; before, both failed with "unknown backbone 'tiny_cnn'".
+    _, results, dirs = trained
+    run = dirs["CN-CNN"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for argv in (["viz", run.name[:12], "--images", "1", "--out", str(tmp_path / "f.png")],
+                 ["export", run.name[:12], "--out", str(tmp_path / "b.pt")]):
+        done = subprocess.run([sys.executable, "-m", "fusion_lab", *argv, "--results",
+                               str(results)], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+    assert (tmp_path / "f.png").is_file() and (tmp_path / "b.pt").is_file()

@@ -22,8 +22,13 @@ def export(run_or_study: str, out: str, results: str) -> None:
     """
     # here, not at the top: `--help` and a usage mistake answer without importing torch
     from fusion_lab.analysis.export import card_text, export_backbone, finished_run
-    from fusion_lab.plan.find import find_run
+    from fusion_lab.plan.find import find_run, recorded_plugins
+    from fusion_lab.registries import load_plugins
 
+    recorded, gone = recorded_plugins(run_or_study, results)
+    for line in gone:
+        click.echo(line, err=True)
+    load_plugins(recorded)  # a run's own plugin components (its backbone may be one)
     run_dir, _ = find_run(run_or_study, results, finished_run)
     card = export_backbone(run_dir, out, command=" ".join(["fusionlab", *sys.argv[1:]]))
     click.echo(card_text(card))

@@ -16,8 +16,8 @@ import click
 @click.option("--results", default="results", show_default=True,
               type=click.Path(file_okay=False), help="The results folder.")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE",
-              help="Import a plugin first (needed for a run of a study with plugins when "
-                   "it is named by run id or study name instead of its study file).")
+              help="Import a plugin first (the plugin files a run was trained with are "
+                   "imported without it, from the run's summary).")
 @click.option("--score", is_flag=True,
               help="Score the SA masks (pointing game, energy share) on the test split "
                    "instead of drawing; prints them and writes attention_<weights>.json.")
@@ -37,10 +37,13 @@ def viz(run_or_study: str, n_images: int, out: str | None, results: str,
     """
     # here, not at the top: `--help` and a usage mistake answer without importing torch
     from fusion_lab.maps.viz import figure3, study_run
-    from fusion_lab.plan.find import find_run
+    from fusion_lab.plan.find import find_run, recorded_plugins
     from fusion_lab.registries import load_plugins
 
-    load_plugins(list(plugins))
+    recorded, gone = recorded_plugins(run_or_study, results)
+    for line in gone:
+        click.echo(line, err=True)
+    load_plugins(list(plugins) + recorded)
     run_dir, picked = find_run(run_or_study, results, study_run)
     if picked:
         click.echo(picked, err=True)

@@ -125,3 +125,34 @@ def find_run(arg: str, results: str | Path, in_study: StudyRun) -> tuple[Path, s
                              "give more digits")
     raise FusionLabError(f"{arg!r} is no run folder, run id, study name or study file in "
                          f"{results}/ (pass --results DIR if the results are elsewhere)")
+
+
+def recorded_plugins(arg: str, results: str | Path) -> tuple[list[str], list[str]]:
+    """The plugin files the runs an argument names were trained with (each run's summary
+    records them), so that ``viz`` and ``export`` load them without ``--plugin``; and a
+    warning per recorded file that is no longer there.
+
+    The argument is read as ``find_run`` reads it, without picking a run of a study: a run
+    folder, a study (its results folder: every run's plugins) or a run id prefix. A study
+    file's own ``plugins:`` are loaded by planning, not here.
+    """
+    path, results = Path(arg), Path(results)
+    if path.is_dir() and (path / store.CONFIG_JSON).is_file():
+        folders = [path]
+    else:
+        ref = find_study(arg, results) if not path.is_dir() else None
+        if ref is not None and ref.has_results:
+            folders = [p.parent for p in ref.results.glob(f"*/{store.SUMMARY_JSON}")]
+        elif path.is_dir() and (path / store.STUDY_JSON).is_file():
+            folders = [p.parent for p in path.glob(f"*/{store.SUMMARY_JSON}")]
+        else:
+            folders = [p for p in results.glob(f"*/{arg}*") if (p / store.CONFIG_JSON).is_file()]
+    found: dict[str, None] = {}
+    for folder in sorted(folders):
+        summary = store.read_json(folder / store.SUMMARY_JSON)
+        plugins = summary.get("plugins") if isinstance(summary, dict) else None
+        found.update(dict.fromkeys(plugins or {}))
+    files = [p for p in found if Path(p).is_file()]
+    missing = [f"warning: the plugin file {p} its runs were trained with is gone; pass "
+               "--plugin with its new place" for p in found if not Path(p).is_file()]
+    return files, missing
