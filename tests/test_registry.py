@@ -375,3 +375,16 @@ def test_the_plugin_example_study_starts_from_the_quickstarts_base(isolated_regi
         assert c.dataset == base.dataset
         assert (c.train.epochs, c.train.image_size, c.train.batch_size) == (
             base.train.epochs, base.train.image_size, base.train.batch_size)
+
+
+def test_describe_takes_a_study_and_shows_each_rows_model(capsys, tmp_path):
+    code, out, _ = _run_cli(capsys, "describe", str(REPO / "studies" / "quickstart.yaml"))
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[1:-1]}
+    assert list(rows) == ["Baseline", "HL", "HL+LH", "CN-CNN"]
+    assert rows["CN-CNN"].split()[1:4] == ["convlstm", "sa+ca", "multi_level"]
+    assert "small_cnn, 56x56" in rows["Baseline"]  # the study's backbone and crop, not 448
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nbase: {model: {fusion: nope}}\n")
+    code, out, err = _run_cli(capsys, "describe", str(bad))
+    assert code == 2 and "unknown fusion 'nope'" in err and "Traceback" not in err

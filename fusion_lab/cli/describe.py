@@ -27,7 +27,8 @@ def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_si
              flops: bool, plugins: tuple[str, ...], fusions: tuple[str, ...],
              attentions: tuple[str, ...], width: int | None) -> None:
     """Build PRESETS (default: every registered preset, plugins' included, in the order they
-    were registered) and print parameters and GFLOPs.
+    were registered) and print parameters and GFLOPs. A study file instead of presets: each
+    of its rows' models as that study builds them (backbone, classes, image size).
 
     With --fusion/--attention: each component swapped into the first PRESET (default
     cn_cnn), with its own parameters and GFLOPs beside the whole model's."""
@@ -41,6 +42,9 @@ def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_si
     if fusions or attentions:
         describe_parts(fusions, attentions, presets[0] if presets else None, backbone,
                        num_classes, image_size, list(plugins), width)
+        return
+    if len(presets) == 1 and presets[0].endswith((".yaml", ".yml")):
+        _describe_study(presets[0], flops)
         return
 
     load_plugins(list(plugins))  # and the catalogue
@@ -66,3 +70,27 @@ def describe(presets: tuple[str, ...], backbone: str, num_classes: int, image_si
         else "FLOPs not counted: --no-flops)"))
     for note in notes:
         click.echo(note)
+
+
+def _describe_study(study_file: str, flops: bool) -> None:
+    """One line per row of a study: its model's parts, parameters and GFLOPs at the row's
+    own image size and number of classes (the study validated first, as `run` does)."""
+    # here, not at the top: `--help` and a usage mistake answer without importing torch
+    from fusion_lab.analysis.bench import num_classes
+    from fusion_lab.models.assemble import build_model, count_parameters
+    from fusion_lab.models.profile import image_gflops
+    from fusion_lab.plan.planning import prepare
+
+    study, runs = prepare(study_file)
+    rows = {r.group_id: r for r in reversed(runs)}  # one run per row, the first seed's
+    width = max(len(r.display) for r in rows.values())
+    click.echo(f"{'row':<{width}} {'fusion':<9} {'attention':<9} {'head':<12} "
+               f"{'params':>12} {'GFLOPs':>8}  at")
+    for r in sorted(rows.values(), key=runs.index):
+        m, t = r.config.model, r.config.train
+        model = build_model(m, num_classes(r.config)).eval()
+        gf = f"{image_gflops(model, t.image_size, BATCH):>8.2f}" if flops else f"{'-':>8}"
+        click.echo(f"{r.display:<{width}} {m.fusion:<9} {m.attention:<9} {m.head:<12} "
+                   f"{count_parameters(model):>12,} {gf}  {m.backbone}, "
+                   f"{t.image_size}x{t.image_size}")
+    click.echo(f"(study {study.name}: {len(rows)} rows; FLOPs per image, 2 per multiply-add)")
