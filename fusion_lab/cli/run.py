@@ -45,13 +45,18 @@ import click
 @click.option("--lease", "lease_s", default=300.0, show_default=True, type=click.FloatRange(1),
               help="Seconds without a heartbeat after which other processes, on any host, "
                    "take a claimed run over.")
-@click.option("--only", "only", multiple=True, hidden=True, metavar="RUN_ID",
-              help="Train only these runs (a cluster task's DDP processes are started so).")
+@click.option("--only", "only", multiple=True, metavar="RUN",
+              help="Only these runs: a run id (or a prefix of 6+ digits), a row label (every "
+                   "seed) or LABEL:SEED; repeatable.")
+@click.option("--rerun", is_flag=True,
+              help="Train the selected runs (--only; default every run) again from scratch, "
+                   "done ones too (e.g. after editing a plugin); their old folders move to "
+                   "results/<study>/.replaced/.")
 def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         gpus: str | None, launcher: str | None, launcher_opts: tuple[str, ...],
         nproc: int | None, nnodes: int, node_rank: int, rdzv: str | None, wait: bool,
         dry_run: bool, fail_fast: bool, retry_failed: bool, progress_mode: str,
-        show_table: bool, lease_s: float, only: tuple[str, ...]) -> None:
+        show_table: bool, lease_s: float, only: tuple[str, ...], rerun: bool) -> None:
     """Train every run of STUDY_FILE that is not done; print the table at the end.
 
     A rerun trains nothing that is done; growing a study trains only the new runs; a
@@ -65,12 +70,13 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         gpus=gpus, launcher=launcher, launcher_opts=list(launcher_opts), nproc=nproc,
         nnodes=nnodes, node_rank=node_rank, rdzv=rdzv,
         wait=wait, dry_run=dry_run, fail_fast=fail_fast, retry_failed=retry_failed,
-        progress=progress_mode, lease_s=lease_s, only=list(only), t_start=t_start))
+        progress=progress_mode, lease_s=lease_s, only=list(only), rerun=rerun,
+        t_start=t_start))
     if report.dry_run:
         for phase in report.phases or [None]:  # a tuned study: its phases, each listed
             if phase is not None:
                 click.echo(f"[{phase.title}]")
-            _dry_run(*((phase.study, phase.runs) if phase else (report.study, report.runs)),
+            _dry_run(*((phase.study, phase.runs) if phase else (report.study, report.selected)),
                      Path(results))
         if report.phases and report.phases[-1].title != "final":
             click.echo("[final] planned once every trial has finished")

@@ -119,8 +119,9 @@ def start_torchrun(nproc: int, study_file: str, overrides: list[str], results: A
 
 def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: list[str],
                    fail_fast: bool, retry_failed: bool, lease_s: float = store.LEASE_S,
-                   device: str = "cuda") -> int:
-    """One worker process per GPU, each with its own CUDA_VISIBLE_DEVICES.
+                   device: str = "cuda", only: list[str] | None = None) -> int:
+    """One worker process per GPU, each with its own CUDA_VISIBLE_DEVICES (``only``: just
+    these run ids, as ``--only`` selected them).
 
     The workers share the results folder; claims keep them off each other's runs. A
     SIGTERM to this process is passed on to the workers, which record their runs as
@@ -130,7 +131,7 @@ def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: l
     for gpu in gpus:
         cmd = [sys.executable, "-m", "fusion_lab",
                *fusionlab_command(study_path, overrides, results, device, "plain", lease_s,
-                                  fail_fast, retry_failed)]
+                                  fail_fast, retry_failed, only=only)]
         click.echo(f"worker on GPU {gpu}: started", err=True)
         cmds.append((cmd, {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}))
     return run_forwarding(cmds)

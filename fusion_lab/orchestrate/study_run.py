@@ -22,6 +22,7 @@ from fusion_lab import store
 from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.orchestrate.launchers import Launcher, LaunchJob, choose, launcher_name
 from fusion_lab.orchestrate.runner import run_dir, write_plan
+from fusion_lab.orchestrate.selection import select, set_aside
 from fusion_lab.plan.study import PlannedRun, Study
 
 
@@ -46,7 +47,8 @@ class RunOptions:
     retry_failed: bool = False
     progress: str = "auto"  # auto | bars | plain | off
     lease_s: float = store.LEASE_S
-    only: list[str] = field(default_factory=list)  # train only these run ids
+    only: list[str] = field(default_factory=list)  # run ids, row labels or LABEL:SEED
+    rerun: bool = False  # the selected runs train again from scratch (old ones set aside)
     t_start: float | None = None  # time.perf_counter() at the command's start (None: now)
 
 
@@ -90,6 +92,12 @@ def run_study(opts: RunOptions) -> Report:
     plan = plan_study(opts)
     report = Report(plan.study, plan.runs, plan.selected, dry_run=opts.dry_run)
     results = Path(opts.results)
+    if opts.rerun and not opts.dry_run and opts.node_rank == 0:
+        if plan.study.tune is not None:
+            raise FusionLabError("--rerun does not apply to a tuned study yet: move its "
+                                 "trials/ or run folders aside by hand")
+        for line in set_aside(results, plan.study, plan.selected):
+            click.echo(line, err=True)
     if plan.study.tune is not None:  # trials, then final runs (orchestrate.tuning)
         from fusion_lab.orchestrate.tuning import tuned_report
 
@@ -104,8 +112,8 @@ def run_study(opts: RunOptions) -> Report:
         nodes = spawn.Nodes(opts.nnodes, opts.node_rank, opts.rdzv)
         code = spawn.start_torchrun(opts.nproc or 1, str(opts.study_file), plan.overrides,
                                     results, opts.device, opts.fail_fast, opts.retry_failed,
-                                    opts.progress, opts.lease_s, only=list(opts.only),
-                                    nodes=nodes)
+                                    opts.progress, opts.lease_s, nodes=nodes,
+                                    only=[r.run_id for r in plan.selected] if opts.only else [])
         report.main = opts.node_rank == 0  # node 0's process 0 records; node 0 reports
         return _finish(report, results, code)
     group = ddp.init(opts.device) if ddp.env_world_size() > 1 else ddp.current()
@@ -211,13 +219,7 @@ def failed_runs(study: Study, runs: list[PlannedRun],
 
 
 def _selected(runs: list[PlannedRun], opts: RunOptions) -> list[PlannedRun]:
-    if not opts.only:
-        return runs
-    missing = sorted(set(opts.only) - {r.run_id for r in runs})
-    if missing:
-        raise FusionLabError(f"run(s) {', '.join(missing)} are no longer part of study "
-                             f"{opts.study_file} (the study file changed after submission)")
-    return [r for r in runs if r.run_id in opts.only]
+    return select(runs, list(opts.only), opts.study_file)
 
 
 def _finish(report: Report, results: Path, code: int) -> Report:
@@ -238,7 +240,8 @@ def _job(opts: RunOptions, plan: Plan, results: Path, main: bool,
                      retry_failed=opts.retry_failed,
                      progress=opts.progress if main else "off", lease_s=opts.lease_s,
                      wait=opts.wait,
-                     extra={"t_start": t_start, "only": set(opts.only) or None})
+                     extra={"t_start": t_start,
+                            "only": {r.run_id for r in plan.selected} if opts.only else None})
 
 
 def _launch_ddp(launcher: Launcher, job: LaunchJob) -> int:

@@ -24,7 +24,8 @@ class LocalLauncher(Launcher):
         if self.gpus is not None:
             gpus = [g.strip() for g in str(self.gpus).split(",") if g.strip()]
             return launch_workers(str(job.study_file), job.overrides, job.results, gpus,
-                                  job.fail_fast, job.retry_failed, lease_s=job.lease_s)
+                                  job.fail_fast, job.retry_failed, lease_s=job.lease_s,
+                                  only=sorted(job.extra.get("only") or []))
         from fusion_lab.orchestrate.runner import train_runs
         from fusion_lab.training.progress import Progress
 
