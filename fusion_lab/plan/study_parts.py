@@ -53,9 +53,12 @@ def split_overrides(raw: dict, overrides: list[str], problems: list[str]
     return config_overrides
 
 
+DEFAULT_LABEL = "default"  # the one row of a study without variants
+
+
 def check_variants(raw: dict, problems: list[str]) -> tuple[list[dict], list]:
     """The variants (default: one labelled ``default``) and their labels."""
-    variants = raw.get("variants") or [{"label": "default"}]
+    variants = raw.get("variants") or [{"label": DEFAULT_LABEL}]
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         problems.append("variants must be a list of mappings, each with a `label`")
         variants = []
@@ -125,7 +128,7 @@ def merge_common(problems: list[tuple[str, str]], n_rows: int) -> list[str]:
     out: list[str] = []
     for where, text in problems:
         line = (f"every variant: {text}" if n_rows > 1 and len(rows_with[text]) == n_rows
-                else f"{where}: {text}")
+                else f"{where}: {text}" if where else text)
         if line not in out:
             out.append(line)
     return out
@@ -142,8 +145,11 @@ def grid_text(value: Any) -> str:
 
 
 def where(label: Any, cell: dict[str, Any]) -> str:
-    """How a problem names its row: the variant's label and its grid cell."""
+    """How a problem names its row: the variant's label and its grid cell (nothing for the
+    one row of a study without variants or grid)."""
     shown = ", ".join(f"{k.split('.')[-1]}={grid_text(v)}" for k, v in cell.items())
+    if label == DEFAULT_LABEL and not shown:
+        return ""
     return f"variant {label!r}" + (f" [{shown}]" if shown else "")
 
 
