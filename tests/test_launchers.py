@@ -153,7 +153,19 @@ def test_slurm_options_pass_through_to_the_sbatch_script(study_file, tmp_path, m
         assert line in text, line
 
 
-def test_dry_run_shows_stale_claims_and_queued_tasks(study_file, tmp_path, capsys):
+def fake_slurm(tmp_path, monkeypatch, **scripts):
+    """SLURM commands on PATH that print what a test says (mock: no scheduler runs)."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir(exist_ok=True)
+    for name, body in {"srun": "", **scripts}.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+
+
+def test_dry_run_shows_stale_claims_and_queued_tasks(study_file, tmp_path, capsys,
+                                                     monkeypatch):
+    fake_slurm(tmp_path, monkeypatch, squeue="echo '4242_1|PENDING'")
     results = tmp_path / "results"
     study, runs = prepare(study_file)
     stale, queued = (run_dir(results, study, r) for r in runs)
@@ -166,6 +178,54 @@ def test_dry_run_shows_stale_claims_and_queued_tasks(study_file, tmp_path, capsy
     out = capsys.readouterr().out
     assert f"{runs[0].run_id}  stale" in out and "(stale claim: node-7 pid 1" in out
     assert f"{runs[1].run_id}  queued" in out and "slurm job 4242_1" in out
+
+
+def test_dry_run_shows_a_job_cancelled_while_pending_as_not_queued_mock_squeue(
+        study_file, tmp_path, capsys, monkeypatch):
+    fake_slurm(tmp_path, monkeypatch, squeue="true",
+               sacct="echo '4242_[0-1]|CANCELLED by 0'")
+    results = tmp_path / "results"
+    study, runs = prepare(study_file)
+    for i, r in enumerate(runs):
+        store.write_json(run_dir(results, study, r) / "queued.json",
+                         {"launcher": "slurm", "job_id": f"4242_{i}", "submitted": store.now()})
+    main(["run", str(study_file), "--results", str(results), "--dry-run"])
+    out = capsys.readouterr().out
+    assert "queued" not in out and "2 pending" in out
+    assert "(slurm job 4242_1 ended CANCELLED before the run started)" in out
+
+
+def test_a_request_sbatch_refuses_is_one_error_line_mock_sbatch(study_file, tmp_path, capsys,
+                                                                monkeypatch):
+    fake_slurm(tmp_path, monkeypatch, sbatch="echo 'sbatch: error: Batch job submission "
+               "failed: More processors requested than permitted' >&2; exit 1")
+    code, out, err = run_cli(["run", str(study_file), "--results", str(tmp_path / "r"),
+                              "--launcher", "slurm", "--launcher-opt", "cpus=999"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("error: SLURM refused the job array of study tiny: Batch job "
+                          "submission failed: More processors requested than permitted")
+
+
+def test_submissions_have_folders_of_their_own(study_file, tmp_path):
+    """submitit names its files by job id alone: two submissions never share a folder."""
+    launcher = make_launcher("slurm", {"cluster": "local", "gpus": 0})
+    job = local_slurm_job(study_file, tmp_path / "r")
+    launcher.executor(job)
+    first = launcher.submission
+    launcher.executor(job)
+    assert first != launcher.submission and first.parent == launcher.submission.parent
+    assert first.parent == (tmp_path / "r" / "tiny" / ".submitit").resolve()
+
+
+@pytest.mark.slow  # starting a local Ray instance
+def test_ray_refuses_a_request_no_node_can_meet(study_file, tmp_path, capsys):
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+    code, out, err = run_cli(["run", str(study_file), "--results", str(tmp_path / "r"),
+                              "--device", "cpu", "--launcher", "ray", "--launcher-opt",
+                              "gpus=0", "--launcher-opt", "cpus=4096"], capsys)
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1].startswith("error: no node of the local Ray instance can run "
+                                           "a task asking for 4096 CPUs and 0 GPUs")
 
 
 def _parent(pid: int) -> int:

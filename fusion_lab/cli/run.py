@@ -90,21 +90,26 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
 
 
 def _dry_run(study, runs, results_dir: Path) -> None:
-    """Every run with its id and status; for a claim or a queued task, whose and how old."""
+    """Every run with its id and status; for a claim or a queued task, whose and how old.
+    A task the scheduler no longer has (cancelled while pending) is not shown queued."""
     import time as _time
 
     from fusion_lab import store
+    from fusion_lab.orchestrate.launchers import ended_states
     from fusion_lab.orchestrate.runner import run_dir
 
     counts: dict[str, int] = {}
     about = f" - {study.describe}" if study.describe else ""
     click.echo(f"study {study.name}: {len(runs)} runs{about}")
-    for r in runs:
-        d = run_dir(results_dir, study, r)
-        status = store.run_status(d)
+    rows = [(r, run_dir(results_dir, study, r)) for r in runs]
+    statuses = [store.run_status(d) for _, d in rows]
+    queued = [store.read_json(d / store.QUEUED_JSON) if s == store.PENDING else None
+              for (_, d), s in zip(rows, statuses)]
+    asked = [q for q in queued if isinstance(q, dict)]
+    ended = dict(zip(map(id, asked), ended_states(asked)))
+    for (r, d), status, q in zip(rows, statuses, queued):
         note = ""
         claim = store.read_claim(d) if status in (store.RUNNING, store.PENDING, store.INTERRUPTED) else None
-        queued = store.read_json(d / store.QUEUED_JSON)
         if claim:
             beat = claim.get("beat")
             age = f", last heartbeat {_time.time() - beat:.0f}s ago" if beat else ""
@@ -112,13 +117,20 @@ def _dry_run(study, runs, results_dir: Path) -> None:
             note = f"  ({kind}: {claim.get('host')} pid {claim.get('pid')}{age})"
             if status == store.PENDING:
                 status = "stale"
-        elif status == store.PENDING and isinstance(queued, dict):
-            status = "queued"
-            note = f"  ({queued.get('launcher')} job {queued.get('job_id')}, " \
-                   f"submitted {queued.get('submitted')})"
+        elif isinstance(q, dict):
+            status, note = _queued(q, ended.get(id(q)))
         counts[status] = counts.get(status, 0) + 1
         click.echo(f"{r.run_id}  {status:<8} seed {r.seed:<3} {r.display}{note}")
     click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+def _queued(q: dict, ended: str | None) -> tuple[str, str]:
+    """A pending run's status and note: its queued.json, unless its job has ended."""
+    job = f"{q.get('launcher')} job {q.get('job_id')}"
+    if ended is None:
+        return "queued", f"  ({job}, submitted {q.get('submitted')})"
+    how = "is no longer known to the scheduler" if ended == "GONE" else f"ended {ended}"
+    return "pending", f"  ({job} {how} before the run started)"
 
 
 def _process_age() -> float:

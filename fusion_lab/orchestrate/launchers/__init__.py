@@ -78,6 +78,13 @@ class Launcher:
     def launch(self, job: LaunchJob) -> int:
         raise NotImplementedError
 
+    @staticmethod
+    def ended_jobs(job_ids: list[str]) -> dict[str, str]:
+        """Of the jobs this launcher submitted (``queued.json``'s ``job_id``), those that
+        have left the scheduler's queue, each with how it ended (e.g. CANCELLED); a job
+        still queued or running, or one the scheduler cannot be asked about, is left out."""
+        return {}
+
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
     """``["partition=gpu", "gpus=2"]`` -> {"partition": "gpu", "gpus": 2} (values as YAML)."""
@@ -117,6 +124,22 @@ def choose(study: Study, name: str | None, pairs: list[str]) -> tuple[str, Launc
     options = section if name == section_name else {}
     options.update(parse_options(pairs))
     return name, make_launcher(name, options)
+
+
+def ended_states(queued: list[dict[str, Any]]) -> list[str | None]:
+    """For each queued task (a run's ``queued.json``, written at submission and removed
+    when the task starts): how its job ended if it left the queue before starting (e.g.
+    cancelled while pending), else None (still queued, or the scheduler cannot be asked).
+    The scheduler is asked once per launcher."""
+    by_launcher: dict[str, list[str]] = {}
+    for q in queued:
+        by_launcher.setdefault(str(q.get("launcher")), []).append(str(q.get("job_id")))
+    states: dict[tuple[str, str], str] = {}
+    for name, ids in by_launcher.items():
+        cls = LAUNCHERS.get(name) if name in LAUNCHERS else None
+        if cls is not None:
+            states.update({(name, j): s for j, s in cls.ended_jobs(ids).items()})
+    return [states.get((str(q.get("launcher")), str(q.get("job_id")))) for q in queued]
 
 
 def check_nproc(nproc: Any, gpus: Any) -> None:

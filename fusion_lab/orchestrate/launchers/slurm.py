@@ -28,6 +28,7 @@ from fusion_lab.orchestrate.launchers import (
     Launcher,
     LaunchJob,
     check_nproc,
+    slurm_jobs,
     stop_task_processes,
     train_task,
 )
@@ -124,12 +125,17 @@ class SlurmLauncher(Launcher):
         if not isinstance(self.sbatch, dict):
             raise FusionLabError("launcher option sbatch must be a mapping, e.g. "
                                  "--launcher-opt 'sbatch={qos: high}'")
+        slurm_jobs.logs_to_stderr()  # stdout is for tables and job ids
         self.jobs: list = []
+        self.labels: list[str] = []  # what each task trains, for the messages
+        self.submission: Path | None = None  # this submission's folder (``executor``)
 
     def executor(self, job: LaunchJob):
         import submitit
 
-        folder = Path(self.folder or job.results / job.study.name / ".submitit") / "%j"
+        base = Path(self.folder or job.results / job.study.name / ".submitit")
+        self.submission = slurm_jobs.submission_folder(base)  # job ids may repeat
+        folder = self.submission / "%j"
         if self.cluster == "local":
             ex = submitit.LocalExecutor(folder=folder, max_num_timeout=self.max_requeues)
             ex.update_parameters(timeout_min=self.time, signal_delay_s=self.signal_delay_s,
@@ -155,32 +161,57 @@ class SlurmLauncher(Launcher):
         if not job.pending:
             click.echo(f"study {job.study.name}: nothing to submit (every run is done)", err=True)
             return 0
-        ex = self.executor(job)
-        task = TrainTask(self.nodes)
-        args = [(str(job.study_file), job.overrides, str(job.results), r.run_id, job.device,
-                 job.retry_failed, job.lease_s, self.nproc) for r in job.pending]
-        with ex.batch():
-            self.jobs = [ex.submit(task, *a) for a in args]
+        self.jobs = self.submit(job)
         when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         for r, j in zip(job.pending, self.jobs):
             store.write_json(store.run_dir(job.results, job.study.name, r.run_id) / store.QUEUED_JSON,
-                         {"launcher": "slurm", "job_id": str(j.job_id), "submitted": when})
+                         {"launcher": "slurm", "job_id": str(j.job_id), "submitted": when,
+                          "folder": str(self.submission)})
+        self.labels = [f"run {r.run_id[:12]}, {r.display} seed {r.seed}" for r in job.pending]
         ids = sorted({str(j.job_id).split("_")[0] for j in self.jobs})
         click.echo(f"submitted {len(self.jobs)} task(s) of study {job.study.name}: "
                    f"job {', '.join(ids)}" + ("" if job.wait else
                    "; `fusionlab run STUDY --dry-run` shows their progress"), err=True)
         for j in self.jobs:
             click.echo(str(j.job_id))
-        if job.wait:
-            self.wait()
-        return 0
+        return self.wait() if job.wait else 0
 
-    def wait(self) -> None:
-        """Wait for every task; a task that raised is reported (its run records why)."""
-        for j in self.jobs:
+    def submit(self, job: LaunchJob) -> list:
+        """The job array, one task per pending run; a request SLURM refuses (sbatch's
+        reason: no GPUs on the partition, more CPUs than a node has) is one error."""
+        from submitit.core.utils import FailedJobError
+
+        ex = self.executor(job)
+        task = TrainTask(self.nodes)
+        args = [(str(job.study_file), job.overrides, str(job.results), r.run_id, job.device,
+                 job.retry_failed, job.lease_s, self.nproc) for r in job.pending]
+        try:
+            with slurm_jobs.quiet_submitit(), ex.batch():
+                jobs = [ex.submit(task, *a) for a in args]
+        except FailedJobError as e:
+            raise FusionLabError(
+                f"SLURM refused the job array of study {job.study.name}: "
+                f"{slurm_jobs.refusal(e)} (asked per task: gpus={self.gpus}, cpus={self.cpus}"
+                + (f", mem_gb={self.mem_gb}" if self.mem_gb else "") + f", time={self.time}"
+                + (f", partition={self.partition}" if self.partition else "") + ")") from None
+        return jobs
+
+    def wait(self) -> int:
+        """Wait for every task: 0 when each returned, else 1, with each task that ended
+        without a result (FAILED, CANCELLED, TIMEOUT...) said with the last lines of its
+        own error. A run that failed while training is recorded in its summary (and the
+        task returned)."""
+        slurm_jobs.wait_all(self.jobs)
+        code = 0
+        for i, j in enumerate(self.jobs):
             try:
                 j.result()
-            except Exception as e:  # the run's summary.json has the details
-                first = str(e).strip().splitlines()
-                click.echo(f"task {j.job_id} ended with an error: "
-                           f"{first[-1] if first else type(e).__name__}", err=True)
+            except Exception:  # noqa: BLE001 (said below, with the task's own error)
+                code = 1
+                slurm_jobs.report_task(j, self.labels[i] if i < len(self.labels) else "")
+        return code
+
+    @staticmethod
+    def ended_jobs(job_ids: list[str]) -> dict[str, str]:
+        return {j: s for j, s in slurm_jobs.job_states(job_ids).items()
+                if not slurm_jobs.is_active(s)}
