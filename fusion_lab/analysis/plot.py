@@ -60,6 +60,7 @@ def draw(res: StudyResults, curves: pd.DataFrame) -> tuple[Any, list[str]]:
     Returns:
         (figure, notes).
     """
+    # here, not at the top: matplotlib (a slow import) only when a figure is drawn
     from matplotlib.figure import Figure
 
     rows = res.rows[res.rows.in_plan] if len(res.rows) else res.rows
@@ -114,6 +115,7 @@ def _curves(ax: Any, rows: pd.DataFrame, band: pd.DataFrame, colours: dict) -> N
 
 def _epoch_axis(ax: Any) -> None:
     """Whole-epoch ticks, and a legend whose title says what the line and the band are."""
+    # here, not at the top: matplotlib only when a figure is drawn
     from matplotlib.ticker import MaxNLocator
 
     # min_n_ticks=1: one epoch gets the tick "1", not 0.945 ... 1.050

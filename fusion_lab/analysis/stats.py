@@ -52,6 +52,7 @@ def binomial_se(acc: float, n_test: float) -> float:
 
 
 def _t_interval(delta: float, se: float, df: float, basis: str) -> Interval:
+    # here, not at the top: scipy (a slow import) only when an interval needs a quantile
     from scipy import stats
 
     q = stats.norm.ppf(0.5 + CONFIDENCE / 2) if math.isinf(df) else stats.t.ppf(
@@ -146,6 +147,7 @@ def pooled_sd(samples: Sequence[Sequence[float]]) -> tuple[float, int]:
 
 def power_two_sample(n: int, effect: float) -> float:
     """Power of a two-sided two-sample t test, ``n`` per group, effect = Δ / σ."""
+    # here, not at the top: scipy only when a power is computed
     from scipy import stats
 
     df = 2 * n - 2

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pandas as pd
+from tabulate import tabulate
 
 from fusion_lab.analysis.aggregate import BATCH_MARK
 
@@ -29,8 +30,6 @@ def json_default(v: Any) -> Any:
 
 
 def tabulate_text(body: pd.DataFrame, fmt: str) -> str:
-    from tabulate import tabulate
-
     return tabulate(body.values.tolist(), headers=list(body.columns),
                     tablefmt="github" if fmt == "github" else "simple",
                     disable_numparse=True)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+import time as _time
 from pathlib import Path
 
 import click
+
+from fusion_lab import store
+from fusion_lab.orchestrate.launchers import ended_states
+from fusion_lab.orchestrate.runner import run_dir
+from fusion_lab.orchestrate.study_run import RunOptions, run_study
 
 
 @click.command("run")
@@ -62,8 +69,6 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
     A rerun trains nothing that is done; growing a study trains only the new runs; a
     killed or interrupted run resumes from its last checkpoint. Exits 1 if any run failed.
     """
-    from fusion_lab.orchestrate.study_run import RunOptions, run_study
-
     t_start = time.perf_counter() - _process_age()
     report = run_study(RunOptions(
         study_file=study_file, overrides=list(overrides), results=results, device=device,
@@ -92,11 +97,6 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
 def _dry_run(study, runs, results_dir: Path) -> None:
     """Every run with its id and status; for a claim or a queued task, whose and how old.
     A task the scheduler no longer has (cancelled while pending) is not shown queued."""
-    import time as _time
-
-    from fusion_lab import store
-    from fusion_lab.orchestrate.launchers import ended_states
-    from fusion_lab.orchestrate.runner import run_dir
 
     counts: dict[str, int] = {}
     about = f" - {study.describe}" if study.describe else ""
@@ -136,8 +136,6 @@ def _queued(q: dict, ended: str | None) -> tuple[str, str]:
 def _process_age() -> float:
     """Seconds since this process started (interpreter start-up included), 0 if unknown."""
     try:
-        import os
-
         ticks = os.sysconf("SC_CLK_TCK")
         start = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19]) / ticks
         uptime = float(open("/proc/uptime").read().split()[0])
@@ -148,6 +146,7 @@ def _process_age() -> float:
 
 def _table(study: str, results: str) -> None:
     """The study's table, as `fusionlab table STUDY --results RESULTS` prints it."""
+    # here, not at the top: the table (pandas) only once runs have finished
     from fusion_lab.analysis.table import tables
 
     try:

@@ -106,6 +106,7 @@ def _shown(by_group: dict[str, list[dict]]) -> list[tuple[str, str, str, str]]:
 def has_spatial_masks(attention: str) -> bool:
     """Whether the attention registered as ``attention`` returns spatial masks: its class
     lists "sa" in its ``masks`` attribute (the ATTENTIONS contract); False if unknown."""
+    # here, not at the top: the catalogue (torch) only for a run whose attention has no recorded scores
     from fusion_lab.registries import ATTENTIONS, load_builtin
 
     load_builtin()  # the catalogue's attention classes (this imports torch)

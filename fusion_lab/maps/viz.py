@@ -25,11 +25,14 @@ import torch.nn.functional as F
 
 from fusion_lab import store
 from fusion_lab.config import RunConfig, from_dict
+from fusion_lab.data import open_source
+from fusion_lab.data.transforms import FGVCTransform, normalise
 from fusion_lab.errors import FusionLabError
 from fusion_lab.maps.attention_table import has_spatial_masks
 from fusion_lab.maps.viz_draw import columns, draw, render, unnormalise  # noqa: F401
 from fusion_lab.models.assemble import FusionModel, build_model, resolve_parts
 from fusion_lab.plan.find import StudyRef
+from fusion_lab.plan.planning import prepare
 
 
 @dataclass
@@ -80,8 +83,6 @@ def study_run(ref: StudyRef, results: Path) -> tuple[Path, str]:
     argument into a run folder. Returns the folder and a note saying which run was picked.
     """
     if ref.kind == "file":
-        from fusion_lab.plan.planning import prepare
-
         study, runs = prepare(ref.file)
         rows: dict[str, list] = {}
         for r in runs:
@@ -140,9 +141,6 @@ def sample_images(cfg: RunConfig, n: int) -> tuple[torch.Tensor, list[int]]:
     Returns the normalised images (n, 3, S, S) as the model sees them at test time, and
     their labels.
     """
-    from fusion_lab.data import open_source
-    from fusion_lab.data.transforms import FGVCTransform, normalise
-
     source, _ = open_source(cfg.dataset.name, cfg.dataset.root, cfg.dataset.options)
     t = cfg.train
     tf = FGVCTransform(t.image_size, t.resize or t.image_size, train=False)

@@ -16,6 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from fusion_lab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 DPI = 100
 FONT = 7  # points: about 5.5 pixels a character at DPI
@@ -27,8 +32,6 @@ SA_TEXT = "SA masks: the mask's own value in [0, 1], over the image (alpha 0.5)"
 
 def unnormalise(images: torch.Tensor) -> np.ndarray:
     """ImageNet-normalised (N, 3, H, W) tensors -> (N, H, W, 3) floats in [0, 1]."""
-    from fusion_lab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (images.cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
@@ -60,8 +63,6 @@ def _caption(i: int, title: str, labels: list[str] | None, predicted: list[str] 
 def render(images: torch.Tensor, maps: Any, labels: list[str] | None = None,
            cell_px: int = 160, predicted: list[str] | None = None) -> Any:
     """The figure: one row per image, each cell ``cell_px`` square, the footer below."""
-    from matplotlib.figure import Figure
-
     pics, cols = unnormalise(images), columns(maps)
     n, width = len(pics), len(cols) * cell_px
     keys = [("LH", "viridis", LH_TEXT)] + ([("SA", "jet", SA_TEXT)] if maps.sa is not None
@@ -101,9 +102,6 @@ def render(images: torch.Tensor, maps: Any, labels: list[str] | None = None,
 def _colour_bar(fig: Any, x: float, y: float, w: float, h: float, name: str, cmap: str,
                 text: list[str]) -> None:
     """A horizontal colour bar in the footer with what it means written under it."""
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
     cax = fig.add_axes((x, y, w, h))
     bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), cax=cax, orientation="horizontal")
     bar.set_ticks([0, 1], labels=["min", "max"] if name == "LH" else ["0", "1"])

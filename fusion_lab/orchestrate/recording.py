@@ -87,6 +87,7 @@ def who() -> dict[str, Any]:
 
 
 def error_message(e: BaseException) -> str:
+    # here, not at the top: a cluster task records a refusal before anything imports torch
     import torch
 
     if isinstance(e, torch.cuda.OutOfMemoryError):

@@ -34,6 +34,8 @@ from fusion_lab.orchestrate.recording import (
 )
 from fusion_lab.plan.study import PlannedRun, Study, study_plan
 from fusion_lab.store.lease import Lease, RunInterrupted, ignored, interrupts
+from fusion_lab.training import ddp, train
+from fusion_lab.training.device import resolve_device
 from fusion_lab.training.provenance import plugin_files, record
 
 
@@ -80,8 +82,6 @@ def check_device(runs: list[PlannedRun], device: str) -> Any:
     this process, ``train_task`` in a cluster task), before anything trains: ``device``
     must exist here (``--device cuda`` needs CUDA) and ``dataset.decode: gpu`` needs a CUDA
     device. Returns the torch device; a refusal is one ``FusionLabError`` line."""
-    from fusion_lab.training.device import resolve_device
-
     dev = resolve_device(device)
     if dev.type != "cuda" and any(r.config.dataset.decode == "gpu" for r in runs):
         raise ConfigError(f"dataset.decode: gpu needs a CUDA device, and this run is on "
@@ -96,8 +96,6 @@ def train_study(study: Study, runs: list[PlannedRun], results: Path, device: str
     """Write the plan, then ``train_runs``: a study trained in this process with one call
     (tests, notebooks). ``fusionlab run`` goes through ``study_run.run_study``, which
     writes the plan itself before it launches."""
-    from fusion_lab.training import ddp
-
     if ddp.current().main:
         write_plan(results, study, runs)
     return train_runs(study, runs, results, device=device, fail_fast=fail_fast,
@@ -117,8 +115,6 @@ def train_runs(study: Study, runs: list[PlannedRun], results: Path, device: str 
     """
     t0 = time.perf_counter()
     out = Outcome()
-    from fusion_lab.training import ddp
-
     group = ddp.current()
     todo = []
     for r in runs if only is None else [r for r in runs if r.run_id in only]:
@@ -147,8 +143,6 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
               retry_failed: bool = False, progress: Any = None, lease_s: float = store.LEASE_S,
               plugins: list[Path] | None = None) -> None:
     """Claim, train and record one run (its outcome goes into ``out``)."""
-    from fusion_lab.training import ddp
-
     group = ddp.current()
     d = run_dir(results, study, r)
     if not group.main:  # DDP: process 0 claims, records and decides; this one trains along
@@ -188,13 +182,10 @@ def _claim(d: Path, lease_s: float) -> str | None:
 def _train_along(d: Path, r: PlannedRun, device: str, group: Any) -> None:
     """A DDP process other than 0: train the run with process 0 when it says so (process 0
     records what happened, and handles SIGTERM/SIGINT for the group)."""
-    from fusion_lab.training import ddp
-    from fusion_lab.training.train import train_run
-
     if ddp.broadcast(None, group):
         try:
             with ignored():
-                train_run(d, r.config, r.run_id, device=device)
+                train.train_run(d, r.config, r.run_id, device=device)
         except (store.ClaimLost, FusionLabError):
             pass  # process 0 records what happened
 
@@ -211,13 +202,11 @@ def _train_claimed(study: Study, r: PlannedRun, d: Path, lease: Lease, out: Outc
     """Train a claimed run and put its outcome into ``out``; the summary to write, or None
     when the claim was lost (nothing more is written). An interruption is recorded and
     raised; any other failure is recorded and the study goes on."""
-    from fusion_lab.training.train import train_run
-
     summary = _begin(study, r, d)
     if progress is not None:
         progress.start_run(r)
     try:
-        result = train_run(d, r.config, r.run_id, device=device, progress=progress,
+        result = train.train_run(d, r.config, r.run_id, device=device, progress=progress,
                            before_write=lease.check)
     except (RunInterrupted, KeyboardInterrupt, SystemExit, _NotRequeued) as e:
         record_interrupted(d, lease, summary, e)

@@ -13,6 +13,7 @@ a thread watches the parent pid). A SIGTERM is what records a run as interrupted
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -227,8 +228,6 @@ def _parent_death_signal(signum: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        import ctypes
-
         return ctypes.CDLL(None, use_errno=True).prctl(1, int(signum), 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False

@@ -20,10 +20,16 @@ import click
 
 from fusion_lab import store
 from fusion_lab.errors import ConfigError, FusionLabError
+from fusion_lab.orchestrate import spawn
 from fusion_lab.orchestrate.launchers import Launcher, LaunchJob, choose, launcher_name
 from fusion_lab.orchestrate.runner import run_dir, write_plan
 from fusion_lab.orchestrate.selection import select, set_aside
-from fusion_lab.plan.study import PlannedRun, Study
+from fusion_lab.orchestrate.spawn import Nodes, die_with_parent
+from fusion_lab.orchestrate.tuning import tuned_report
+from fusion_lab.plan.planning import prepare
+from fusion_lab.plan.study import PlannedRun, Study, parse_study
+from fusion_lab.registries import LAUNCHERS, load_plugins
+from fusion_lab.training import ddp
 
 
 @dataclass
@@ -84,9 +90,6 @@ def run_study(opts: RunOptions) -> Report:
     A ``FusionLabError`` (a study that cannot run as asked) is raised before anything is
     written or started.
     """
-    from fusion_lab.orchestrate.spawn import die_with_parent
-    from fusion_lab.training import ddp
-
     die_with_parent()  # a worker or torchrun process: stop (SIGTERM) if the parent dies
     t_start = time.perf_counter() if opts.t_start is None else opts.t_start
     plan = plan_study(opts)
@@ -99,7 +102,6 @@ def run_study(opts: RunOptions) -> Report:
         for line in set_aside(results, plan.study, plan.selected):
             click.echo(line, err=True)
     if plan.study.tune is not None:  # trials, then final runs (orchestrate.tuning)
-        from fusion_lab.orchestrate.tuning import tuned_report
 
         return tuned_report(opts, plan, report, lambda study, runs: plan.launcher.launch(
             _job(opts, Plan(study, runs, runs, plan.overrides, plan.launcher), results, True,
@@ -107,7 +109,6 @@ def run_study(opts: RunOptions) -> Report:
     if opts.dry_run:
         return report
     if (opts.nproc or 1) * opts.nnodes > 1:  # torchrun's processes run this again
-        from fusion_lab.orchestrate import spawn
 
         nodes = spawn.Nodes(opts.nnodes, opts.node_rank, opts.rdzv)
         code = spawn.start_torchrun(opts.nproc or 1, str(opts.study_file), plan.overrides,
@@ -138,10 +139,6 @@ def plan_study(opts: RunOptions) -> Plan:
     """The launcher, then each run's world size (decided once, ``world_size``), then the
     runs (``prepare``: loaded, expanded, validated), checked once for what stops them from
     training on that many processes (``ddp.check_runs``; a dry run skips the count)."""
-    from fusion_lab.orchestrate.spawn import Nodes
-    from fusion_lab.plan.planning import prepare
-    from fusion_lab.training import ddp
-
     Nodes(opts.nnodes, opts.node_rank, opts.rdzv).check()
     name, launcher = pick_launcher(opts)
     world = world_size(ddp.env_world_size(), opts.nproc, opts.gpus, name, launcher,
@@ -161,10 +158,6 @@ def plan_study(opts: RunOptions) -> Plan:
 def pick_launcher(opts: RunOptions) -> tuple[str, Launcher]:
     """The launcher and its name: ``--launcher`` over the study's ``launcher:`` section
     (whose plugins are imported first: one of them may register it)."""
-    from fusion_lab.plan.planning import prepare
-    from fusion_lab.plan.study import parse_study
-    from fusion_lab.registries import LAUNCHERS, load_plugins
-
     study, problems = parse_study(opts.study_file, opts.overrides)
     if problems:  # a broken study: every problem of it in one round, as prepare says them
         prepare(opts.study_file, opts.overrides)
@@ -247,8 +240,6 @@ def _job(opts: RunOptions, plan: Plan, results: Path, main: bool,
 def _launch_ddp(launcher: Launcher, job: LaunchJob) -> int:
     """Launch as one of torchrun's processes, then leave the process group. A process
     other than 0 whose process 0 has stopped (and says why) stops too, with one line."""
-    from fusion_lab.training import ddp
-
     main = ddp.current().main
     try:
         code = launcher.launch(job)

@@ -24,10 +24,12 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     if hasattr(signal, "SIGUSR2"):
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    # here, after SIGUSR2 is ignored: nothing may run before that (a SLURM warning signal would kill this process)
     from fusion_lab.orchestrate.spawn import PARENT_ENV, die_with_parent
 
     die_with_parent()
     os.environ[PARENT_ENV] = str(os.getpid())  # the training processes die with this one
+    # here: torch after this process has its parent-death signal and its parent's pid set
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun

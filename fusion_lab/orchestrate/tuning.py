@@ -21,6 +21,7 @@ import click
 from fusion_lab import store
 from fusion_lab.errors import ConfigError
 from fusion_lab.orchestrate.runner import run_dir, write_plan
+from fusion_lab.plan.planning import presets, validate
 from fusion_lab.plan.study import PlannedRun, Study
 from fusion_lab.plan.tuning import (
     Cell,
@@ -47,8 +48,6 @@ def plan_phases(study: Study, shared: list[PlannedRun], results: Path
                 ) -> tuple[list[Cell], list[Phase], list[PlannedRun] | None]:
     """The cells with their trials, the first phase's runs (validated) and the final runs
     (None until every trial has settled)."""
-    from fusion_lab.plan.planning import presets, validate
-
     cells = expand_trials(study, presets())
     first = [Phase("trials", trials_study(study), trial_runs(cells))]
     if study.tune.shared:
@@ -92,8 +91,6 @@ def chosen_points(study: Study, cells: list[Cell], results: Path
 
 
 def finals(study: Study, cells: list[Cell], results: Path) -> list[PlannedRun] | None:
-    from fusion_lab.plan.planning import presets
-
     chosen = chosen_points(study, cells, results)
     return None if chosen is None else expand_finals(study, chosen, presets())
 

@@ -15,13 +15,29 @@ needs to know about a launcher it reads from the attributes ``Launcher`` documen
 
 from __future__ import annotations
 
+import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
+
+from fusion_lab import store
 from fusion_lab.errors import FusionLabError
+from fusion_lab.orchestrate import spawn
+from fusion_lab.orchestrate.runner import (
+    Outcome,
+    check_device,
+    record_refusal,
+    run_dir,
+    train_one,
+)
+from fusion_lab.orchestrate.spawn import signal_children
+from fusion_lab.plan.planning import prepare
 from fusion_lab.plan.study import PlannedRun, Study, parse_override
 from fusion_lab.registries import LAUNCHERS
+from fusion_lab.training.provenance import plugin_files
 
 
 @dataclass
@@ -166,17 +182,6 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
     ``dataset.decode: gpu`` without CUDA) is recorded as failed with that one-line reason,
     and the ``FusionLabError`` is raised: the task refuses before training.
     """
-    from fusion_lab import store
-    from fusion_lab.orchestrate.runner import (
-        Outcome,
-        check_device,
-        record_refusal,
-        run_dir,
-        train_one,
-    )
-    from fusion_lab.plan.planning import prepare
-    from fusion_lab.training.provenance import plugin_files
-
     study, runs = prepare(study_file, overrides)
     run = next((r for r in runs if r.run_id == run_id), None)
     if run is None:
@@ -192,8 +197,6 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
                        lease_s=lease_s, plugins=plugins)
         raise
     if nproc > 1 or nodes is not None:
-        from fusion_lab.orchestrate import spawn
-
         cmd = spawn.torchrun_command(nproc, study_file, overrides, results, device, "plain",
                                      lease_s, retry_failed=retry_failed, only=[run_id],
                                      nodes=nodes or spawn.ONE_NODE)
@@ -216,11 +219,6 @@ def stop_task_processes(timeout_s: float = 120.0) -> None:
     recorded the run as interrupted and released its claim, so that a requeued task can
     claim it at once. Safe in a signal handler: it waits on the run folder, not on the
     process, which the task's main thread is waiting for."""
-    import signal
-    import time
-
-    from fusion_lab import store
-    from fusion_lab.orchestrate.spawn import signal_children
 
     if not _TASK_RUN:
         return
@@ -229,11 +227,8 @@ def stop_task_processes(timeout_s: float = 120.0) -> None:
     while (_TASK_RUN[0] / "claim").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     if store.run_status(_TASK_RUN[0]) == store.RUNNING:
-        import click
-
         click.echo(f"warning: the DDP processes of run {_TASK_RUN[0].name[:12]} did not "
                    f"release its claim within {timeout_s:.0f} s; it is taken over once its "
                    "lease runs out", err=True)
-
 
 from fusion_lab.orchestrate.launchers import local, ray_launcher, slurm  # noqa: E402,F401  (registers them)

@@ -7,7 +7,10 @@ import time
 import click
 
 from fusion_lab.orchestrate.launchers import Launcher, LaunchJob
+from fusion_lab.orchestrate.runner import train_runs
+from fusion_lab.orchestrate.spawn import launch_workers
 from fusion_lab.registries import LAUNCHERS
+from fusion_lab.training.progress import Progress
 
 
 @LAUNCHERS.register("local")
@@ -19,15 +22,11 @@ class LocalLauncher(Launcher):
     waits = True
 
     def launch(self, job: LaunchJob) -> int:
-        from fusion_lab.orchestrate.spawn import launch_workers
-
         if self.gpus is not None:
             gpus = [g.strip() for g in str(self.gpus).split(",") if g.strip()]
             return launch_workers(str(job.study_file), job.overrides, job.results, gpus,
                                   job.fail_fast, job.retry_failed, lease_s=job.lease_s,
                                   only=sorted(job.extra.get("only") or []))
-        from fusion_lab.orchestrate.runner import train_runs
-        from fusion_lab.training.progress import Progress
 
         t_start = job.extra.get("t_start", time.perf_counter())
         progress = Progress(job.progress) if job.progress != "off" else None

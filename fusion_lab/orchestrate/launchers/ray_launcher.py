@@ -44,6 +44,7 @@ class RayLauncher(Launcher):
         check_nproc(self.nproc, self.gpus)
 
     def launch(self, job: LaunchJob) -> int:
+        # an optional package (the [ray] extra), imported when the launcher is used
         import ray
 
         if not job.pending:
@@ -64,6 +65,7 @@ class RayLauncher(Launcher):
 
     def join(self) -> None:
         """Start a local instance, or join the cluster at ``address`` (one line if not)."""
+        # an optional package (the [ray] extra), imported when the launcher is used
         import ray
 
         try:
@@ -77,6 +79,7 @@ class RayLauncher(Launcher):
 
     def check_fits(self) -> None:
         """Refuse a request no node of the cluster can ever meet (Ray would wait forever)."""
+        # an optional package (the [ray] extra), imported when the launcher is used
         import ray
 
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
@@ -96,6 +99,7 @@ class RayLauncher(Launcher):
         running (their runs are recorded as interrupted) and raise ``RunInterrupted``
         (the CLI's one line and exit 128 + signal): never raised inside ``ray.wait``,
         which turns an exception from a signal handler into a SystemError."""
+        # an optional package (the [ray] extra), imported when the launcher is used
         import ray
 
         remote = ray.remote(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=0)(train_task)
@@ -133,6 +137,7 @@ def _report(run, error: BaseException) -> None:
 def _cancel(refs: list, timeout_s: float = 60.0) -> None:
     """Cancel running tasks (KeyboardInterrupt in each: its run is recorded interrupted and
     its claim released) and wait for them to end."""
+    # an optional package (the [ray] extra), imported when the launcher is used
     import ray
 
     for ref in refs:

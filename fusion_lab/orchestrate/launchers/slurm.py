@@ -17,6 +17,8 @@ run as interrupted and released its claim; the training processes ignore SIGUSR2
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from fusion_lab.orchestrate.launchers import (
     stop_task_processes,
     train_task,
 )
+from fusion_lab.orchestrate.spawn import Nodes
 from fusion_lab.registries import LAUNCHERS
 
 INSTALL = "pip install 'fusion_lab[slurm]' (or: pip install submitit)"
@@ -59,10 +62,6 @@ class TrainTask(Checkpointable):
 def slurm_nodes(count: int, env: dict[str, str] | None = None) -> Any:
     """This node of a ``nodes=N`` task: its rank (``SLURM_NODEID``) and the rendezvous at
     the job's first node (of ``SLURM_JOB_NODELIST``), on a port chosen by the job id."""
-    import os
-    import re
-
-    from fusion_lab.orchestrate.spawn import Nodes
 
     env = dict(os.environ if env is None else env)
     first = re.match(r"([^,\[]+)(?:\[(\d+))?", env["SLURM_JOB_NODELIST"])
@@ -131,6 +130,7 @@ class SlurmLauncher(Launcher):
         self.submission: Path | None = None  # this submission's folder (``executor``)
 
     def executor(self, job: LaunchJob):
+        # an optional package (the [slurm] extra), imported when the launcher is used
         import submitit
 
         base = Path(self.folder or job.results / job.study.name / ".submitit")
@@ -179,6 +179,7 @@ class SlurmLauncher(Launcher):
     def submit(self, job: LaunchJob) -> list:
         """The job array, one task per pending run; a request SLURM refuses (sbatch's
         reason: no GPUs on the partition, more CPUs than a node has) is one error."""
+        # an optional package (the [slurm] extra), imported when the launcher is used
         from submitit.core.utils import FailedJobError
 
         ex = self.executor(job)

@@ -60,6 +60,7 @@ def logs_to_stderr() -> None:
 def quiet_submitit() -> Iterator[None]:
     """When sbatch refuses, submitit logs an error of its own and copies sbatch's stderr to
     ours: the refusal is said once, by the caller. Anything else passes through."""
+    # an optional package (the [slurm] extra), imported when the launcher is used
     from submitit.core.utils import FailedJobError
 
     log = logging.getLogger("submitit")
