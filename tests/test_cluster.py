@@ -132,6 +132,14 @@ def epochs(d: Path) -> list[int]:
     return [x["epoch"] for x in store.read_jsonl(d / store.METRICS_JSONL)]
 
 
+def claim_pid(d: Path) -> int | None:
+    """The pid holding the run's claim once an epoch is recorded (None before or after)."""
+    try:
+        return json.loads((d / "claim").read_text())["pid"] if epochs(d) else None
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
 def assert_done_once(d: Path, n: int) -> dict:
     summary = json.loads((d / store.SUMMARY_JSON).read_text())
     assert summary["status"] == "done", summary.get("error")
@@ -197,9 +205,12 @@ def test_a_study_trains_through_slurm_and_old_result_files_of_repeated_job_ids_a
 def test_a_slurm_task_stopped_mid_run_is_requeued_and_resumes(how, released, tmp_path):
     st = study(tmp_path / "tiny.yaml")
     one_longer_run(st)
+    # slow batches (0.3 s each, about 6 s an epoch): the signal must find the run mid-way
+    # on a fast machine too (a tiny run could finish between two polls)
+    st.write_text(st.read_text().replace("backbone: tiny_cnn", "backbone: slow_tiny_cnn")
+                  .replace("plugins: [", f"plugins: [{SLOW}, "))
     launcher, (d,) = submit(st, tmp_path / "results", released)
-    wait_for("the first epoch", lambda: epochs(d))
-    first = json.loads((d / "claim").read_text())["pid"]
+    first = wait_for("the first epoch, under the task's claim", lambda: claim_pid(d))
     jid = str(launcher.jobs[0].job_id)
     cmd = how.split() + [jid]
     assert _sh(*cmd).returncode == 0
