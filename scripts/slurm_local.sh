@@ -183,7 +183,10 @@ cmd_start() {
   write_config "$host"
   [ -s "$ETC/munge.key" ] || dd if=/dev/urandom of="$ETC/munge.key" bs=1 count=1024 status=none
   chmod 0400 "$ETC/munge.key"
-  if [ -e /etc/slurm/slurm.conf ] && [ "$(readlink -f /etc/slurm/slurm.conf)" != "$ETC/slurm.conf" ]; then
+  # no cluster answered sinfo above: a symlink there points at a stopped cluster's
+  # configuration (ours or another script's) and is taken over; a real file is a system
+  # installation's and is left alone
+  if [ -e /etc/slurm/slurm.conf ] && [ ! -L /etc/slurm/slurm.conf ]; then
     say "warning: /etc/slurm/slurm.conf is not ours: export SLURM_CONF=$ETC/slurm.conf"
   else
     mkdir -p /etc/slurm; ln -sfn "$ETC/slurm.conf" /etc/slurm/slurm.conf

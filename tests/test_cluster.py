@@ -67,10 +67,19 @@ def slurm():
     if res.returncode != 0:
         said = (res.stderr.strip().splitlines() or ["no output"])[-1]
         pytest.skip(f"could not start a SLURM cluster with scripts/slurm_local.sh: {said}")
+    # the clients (sbatch, squeue, sacct; submitit's calls) read the started cluster's
+    # configuration even where /etc/slurm/slurm.conf is a system installation's
+    base = Path(os.environ.get("FUSIONLAB_SLURM_BASE", "/tmp/fusionlab-slurm"))
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(base / "etc" / "slurm.conf")
     try:
         yield
     finally:
         subprocess.run([str(SLURM_LOCAL), "stop"], capture_output=True, timeout=300)
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before
 
 
 class Releaser:
