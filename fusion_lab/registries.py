@@ -85,6 +85,17 @@ def _first_line(doc: str | None) -> str:
     return ""
 
 
+def _same_definition(old: Any, new: Any) -> bool:
+    """Two objects defined by the same name in the same source file (a plugin file imported
+    again under another module name): the same component, not a clash."""
+    def where(obj: Any) -> tuple[str, str | None]:
+        module = sys.modules.get(getattr(obj, "__module__", ""), None)
+        path = getattr(module, "__file__", None)
+        return getattr(obj, "__qualname__", ""), str(Path(path).resolve()) if path else None
+
+    return where(old)[1] is not None and where(old) == where(new)
+
+
 class Registry:
     """Holds the components of one kind by name.
 
@@ -121,6 +132,9 @@ class Registry:
         if name in self._items:
             if self._items[name] is obj:
                 return  # the same module imported twice (e.g. plugin file + entry point)
+            if _same_definition(self._items[name], obj):  # one plugin file imported again
+                self._items[name] = obj
+                return
             old = self._items[name]
             where = getattr(old, "__module__", "?")
             raise FusionLabError(

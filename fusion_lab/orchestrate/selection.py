@@ -37,9 +37,9 @@ def select(runs: list[PlannedRun], specs: list[str], study_file: str | Path) -> 
     if unknown:
         labels = ", ".join(dict.fromkeys(r.label for r in runs))
         raise FusionLabError(
-            f"--only {', '.join(map(repr, unknown))}: no run of study {study_file} (the study "
-            f"file changed after submission?); give run ids, row labels ({labels}) or "
-            "LABEL:SEED")
+            f"--only {', '.join(map(repr, unknown))}: no run of study {study_file}: give run "
+            f"ids, row labels ({labels}) or LABEL:SEED; run ids not found are no longer "
+            "part of study: the study file changed after submission")
     return [r for r in runs if r.run_id in chosen]
 
 
