@@ -6,6 +6,7 @@ import signal
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from cli_run import run_cli
@@ -240,6 +241,11 @@ def test_a_ddp_slurm_task_stopped_by_the_time_limit_signal_is_requeued_and_resum
         study_file, tmp_path):
     results = tmp_path / "results"
     one_longer_run(study_file)
+    # slow batches (0.3 s each): the signal must find the run mid-way however fast the
+    # machine (a tiny run could finish while the task handles the signal)
+    slow = Path(__file__).parent / "plugins" / "slow_backbone.py"
+    study_file.write_text(study_file.read_text().replace(
+        "backbone: tiny_cnn", "backbone: slow_tiny_cnn").replace("plugins: [", f"plugins: [{slow}, "))
     job = local_slurm_job(study_file, results, ["train.world_size=2"])
     d = run_dir(results, job.study, job.pending[0])
     launcher = make_launcher("slurm", {"cluster": "local", "gpus": 0, "time": 10, "nproc": 2})
