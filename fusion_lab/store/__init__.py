@@ -18,6 +18,7 @@ documented in docs/results-format.md.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import hashlib
@@ -25,6 +26,7 @@ import json
 import os
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +128,7 @@ def write_text(path: str | Path, text: str, errors: str = "strict") -> None:
     ~umask), as open's."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with temp_file_for(path, tmp):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as f:
@@ -134,6 +136,14 @@ def write_text(path: str | Path, text: str, errors: str = "strict") -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def temp_file_for(path: Path, tmp: Path) -> Iterator[None]:
+    """Writing ``path`` through ``tmp``: on any error the temp file is removed, and a full
+    or read-only disk (``storage_error``) is raised as one ``StorageError``."""
+    try:
+        yield
     except BaseException as e:
         try:
             os.unlink(tmp)

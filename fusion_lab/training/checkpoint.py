@@ -33,7 +33,7 @@ from fusion_lab.store import (
     CHECKPOINT_PREV,
     METRICS_JSONL,
     read_jsonl,
-    storage_error,
+    temp_file_for,
     write_text,
 )
 from fusion_lab.training.device import Precision
@@ -60,20 +60,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
     A full or read-only disk removes the temp file and raises ``store.StorageError``.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with temp_file_for(path, tmp):
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        stored = storage_error(e, path)
-        if stored is not None and stored is not e:
-            raise stored from e
-        raise
     prev = path.with_name(CHECKPOINT_PREV) if path.name == CHECKPOINT else None
     if prev is not None and path.exists():
         os.replace(path, prev)
