@@ -441,3 +441,21 @@ def test_slurm_nodes_asks_for_the_nodes_and_each_starts_torchrun_with_its_rank(
     assert "nodes" not in (slurm.TrainTask()("s.yaml", [], "r", "id") and calls[1])
     with pytest.raises(Exception, match="launcher option nodes"):
         slurm.SlurmLauncher(nodes=2, cluster="local")
+
+
+def test_a_slurm_tasks_time_limit_hook_stops_its_ddp_processes_before_requeue_mock_only(
+        monkeypatch):
+    """submitit calls TrainTask.checkpoint on the warning signal: it must stop the task's
+    torchrun processes first (so process 0 records the run and releases its claim), then
+    requeue the same task. (The hook once sat outside the class, after a helper function,
+    and submitit's default requeued without stopping anything.)"""
+    pytest.importorskip("submitit")
+    from fusion_lab.orchestrate.launchers import slurm
+
+    order = []
+    monkeypatch.setattr(slurm, "stop_task_processes",
+                        lambda timeout_s: order.append(("stop", timeout_s)))
+    task = slurm.TrainTask(2)
+    requeued = task.checkpoint("s.yaml", [], "r", "id")
+    assert order == [("stop", 60.0)]
+    assert requeued.function is task and requeued.args[0] == "s.yaml"

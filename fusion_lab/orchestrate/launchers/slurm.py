@@ -58,6 +58,12 @@ class TrainTask(Checkpointable):
             kwargs["nodes"] = slurm_nodes(self.nodes)
         return train_task(*args, **kwargs)
 
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """submitit's hook on the time-limit signal: stop the task's DDP processes (if any)
+        so that the run is recorded and released before the task is requeued."""
+        stop_task_processes(timeout_s=60.0)
+        return super().checkpoint(*args, **kwargs)
+
 
 def slurm_nodes(count: int, env: dict[str, str] | None = None) -> Any:
     """This node of a ``nodes=N`` task: its rank (``SLURM_NODEID``) and the rendezvous at
@@ -68,12 +74,6 @@ def slurm_nodes(count: int, env: dict[str, str] | None = None) -> Any:
     host = first.group(1) + (first.group(2) or "")
     port = 20000 + int(env.get("SLURM_JOB_ID") or 0) % 20000  # an array task's own id
     return Nodes(count, int(env["SLURM_NODEID"]), f"{host}:{port}")
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """submitit's hook on the time-limit signal: stop the task's DDP processes (if any)
-        so that the run is recorded and released before the task is requeued."""
-        stop_task_processes(timeout_s=60.0)
-        return super().checkpoint(*args, **kwargs)
 
 
 @LAUNCHERS.register("slurm")
