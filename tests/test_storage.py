@@ -147,6 +147,8 @@ def test_a_full_disk_while_training_is_one_line_and_loses_nothing(tmp_path, caps
     main(base)  # seed 0: two runs done before the disk fills
     before = _files(results)
     capsys.readouterr()
+    # the study grows by one seed (in its file: a --set of seeds would be scratch runs)
+    study_file.write_text(study_file.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
     real_save, real_fsync, saves, full = torch.save, os.fsync, [], []
 
     def save(obj, f, *a, **k):  # the second checkpoint does not fit: 2 MB, then ENOSPC
@@ -165,7 +167,7 @@ def test_a_full_disk_while_training_is_one_line_and_loses_nothing(tmp_path, caps
     monkeypatch.setattr(torch, "save", save)
     monkeypatch.setattr(os, "fsync", fsync)
     with pytest.raises(SystemExit) as e:  # was: chained tracebacks, the study abandoned
-        main(base + ["--set", "seeds=[0, 1]"])
+        main(base)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     assert "checkpoint.pt" in err and "the disk is full" in err, err
@@ -173,7 +175,7 @@ def test_a_full_disk_while_training_is_one_line_and_loses_nothing(tmp_path, caps
     after = _files(results)  # seed 0's results intact (study.json grew by seed 1's runs)
     assert {p: after.get(p) for p in before if p.name != "study.json"} == \
         {p: b for p, b in before.items() if p.name != "study.json"}
-    study, runs = prepare(study_file, ["seeds=[0, 1]"])
+    study, runs = prepare(study_file)
     first, second = (run_dir(results, study, r) for r in runs if r.seed == 1)
     assert not second.exists()  # the study stopped: the next run would fail too
     assert torch.load(first / "checkpoint.pt", weights_only=False)["epoch"] == 1

@@ -177,7 +177,8 @@ def test_parts_that_do_not_fit_together_are_one_error_before_training(
     main(["run", str(study), "--results", str(results), "--device", "cpu",
           "--set", "model.fusion=keep_levels", "--set", "model.attention=ca",
           "--set", "model.attention_args={link: false}", "--progress", "off", "--no-table"])
-    summaries = list(results.glob("bad/*/summary.json"))
+    # --set changes the study's runs: they train in its tag scratch (plan.tags)
+    summaries = list(results.glob("bad/tags/scratch/*/summary.json"))
     assert len(summaries) == 1 and '"status": "done"' in summaries[0].read_text()
 
 

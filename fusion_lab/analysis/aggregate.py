@@ -19,7 +19,6 @@ import pandas as pd
 from fusion_lab.analysis.stats import difference_interval
 from fusion_lab.config import flatten
 from fusion_lab.errors import FusionLabError, FusionLabWarning
-from fusion_lab.plan.find import find_study
 from fusion_lab.store import (
     CONFIG_JSON,
     COST_JSON,
@@ -53,31 +52,6 @@ class StudyResults:
     metric: str
     notes: list[str] = field(default_factory=list)  # facts to print under the table
     cost: dict | None = None  # cost.json, when asked for and present
-
-
-def study_dirs(studies: list[str], results: str | Path) -> list[Path]:
-    """The results folders of the studies named on the command line (all if none).
-
-    Args:
-        studies: study names, results/<study> folder paths or studies/*.yaml paths
-            (``fusion_lab.plan.find.find_study`` says how each is read).
-        results: the results folder.
-    Returns:
-        One folder per study, each holding a study.json.
-    """
-    results = Path(results)
-    if not studies:
-        if not results.is_dir():
-            raise FusionLabError(f"no results folder {results}/: run `fusionlab run "
-                                 "studies/STUDY.yaml` first, or point --results at one")
-        found = sorted(p.parent for p in results.glob(f"*/{STUDY_JSON}"))
-        if not found:
-            raise FusionLabError(
-                f"no studies in {results}/: run `fusionlab run studies/STUDY.yaml` first, "
-                "or point --results at a results folder"
-            )
-        return found
-    return [find_study(arg, results).require_results() for arg in studies]
 
 
 def _run_record(run_dir: Path, metric: str, known: dict | None = None) -> dict:

@@ -21,7 +21,6 @@ from fusion_lab.analysis.aggregate import (
     COST_KEYS,
     StudyResults,
     load_results,
-    study_dirs,
 )
 from fusion_lab.analysis.stats import CONFIDENCE
 from fusion_lab.analysis.table_formats import (
@@ -35,10 +34,11 @@ from fusion_lab.analysis.table_formats import (
     plain_value,
     tabulate_text,
 )
-from fusion_lab.analysis.table_notes import table_notes
+from fusion_lab.analysis.table_notes import plugin_warnings, table_notes
 from fusion_lab.analysis.tuning import TUNING_JSON, tuning_table
 from fusion_lab.errors import FusionLabError
 from fusion_lab.maps.attention_table import attention_columns
+from fusion_lab.plan.find import study_dirs, tags_line
 
 FORMATS = ("plain", "github", "latex", "csv", "json")
 METRIC_TEXT = {"final": "test accuracy (%) at the last epoch",
@@ -56,7 +56,7 @@ class Output:
 def tables(studies: list[str] | None = None, results: str | Path = "results",
            metric: str = "final", fmt: str = "plain", heads: bool = False,
            pivot: tuple[str, str] | None = None, cost: bool = False,
-           ci: bool = False, attention: bool = False) -> Output:
+           ci: bool = False, attention: bool = False, tag: str | None = None) -> Output:
     """Render the tables of some studies (all studies in ``results`` if none are named).
 
     Args:
@@ -69,18 +69,19 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
         cost: join cost.json columns.
         ci: add the 95% interval of each Δ and how it was computed.
         attention: join the attention scores of `fusionlab viz --score`.
+        tag: a tag of the studies (`run --tag`, ``plan.tags``) instead of their own
+            tables, which end with a line naming their tags.
     Returns:
         The text for stdout and the warnings for stderr.
     """
     if fmt not in FORMATS:
         raise FusionLabError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    dirs = study_dirs(list(studies or []), results)
+    dirs = study_dirs(list(studies or []), results, tag)
     loaded = [load_results(d, metric, cost) for d in dirs]
-    out = Output("")
     dropped = [f for f, on in (("--heads", heads), ("--cost", cost), ("--ci", ci),
-                               ("--attention", attention)) if on]
-    if pivot and dropped:  # a pivot cell is mean ± sd only
-        out.warnings.append(f"{' and '.join(dropped)} not shown in a --pivot table")
+                               ("--attention", attention)) if on and pivot]
+    # a pivot cell is mean ± sd only
+    out = Output("", [f"{' and '.join(dropped)} not shown in a --pivot table"] if dropped else [])
     records: list[dict] = []
     blocks: list[str] = []
     tuned: list[str] = []  # tuned studies' tables (analysis.tuning), after the others
@@ -109,8 +110,8 @@ def tables(studies: list[str] | None = None, results: str | Path = "results",
         for col, values in (att.cells if att and not pivot else {}).items():
             body[col] = values
         blocks.append(_block(res, body, notes, fmt, metric))
-    out.text = "\n\n".join(([_joined(records, blocks, fmt)] if records or blocks else [])
-                           + tuned)
+    tags = [] if tag else [t for d, res in zip(dirs, loaded) if (t := tags_line(res.name, d))]
+    out.text = _joined(records, blocks, fmt, tuned, tags, out.warnings)
     return out
 
 
@@ -125,8 +126,20 @@ def _block(res: StudyResults, body: pd.DataFrame, notes: list[str], fmt: str, me
                       *notes])
 
 
-def _joined(records: list[dict], blocks: list[str], fmt: str) -> str:
-    """The output of every study together: CSV or JSON of ``records``, else the text ``blocks``."""
+def _joined(records: list[dict], blocks: list[str], fmt: str, tuned: list[str],
+            tags: list[str], warnings: list[str]) -> str:
+    """The output of every study together: CSV or JSON of ``records``, else the text
+    ``blocks``; then the ``tuned`` studies' tables; then the lines naming the studies'
+    ``tags`` (in plain and GitHub text, else added to ``warnings``: they would break the
+    CSV, JSON or LaTeX)."""
+    shown = fmt in ("plain", "github")
+    warnings += [] if shown else tags
+    first = [_records_text(records, blocks, fmt)] if records or blocks else []
+    return "\n\n".join(first + tuned + (["\n".join(tags)] if shown and tags else []))
+
+
+def _records_text(records: list[dict], blocks: list[str], fmt: str) -> str:
+    """CSV or JSON of ``records``, else the text ``blocks``."""
     if fmt == "csv":
         buf = io.StringIO()
         flat = [{k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()}
@@ -137,21 +150,6 @@ def _joined(records: list[dict], blocks: list[str], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(records, indent=2, default=json_default)
     return "\n\n".join(blocks)
-
-
-def plugin_warnings(res: StudyResults) -> list[str]:
-    """One line per plugin file that changed on disk since finished runs were trained with it."""
-    runs = res.runs
-    if not len(runs) or "plugins_changed" not in runs:
-        return []
-    by_file: dict[str, int] = {}
-    for changed in runs.plugins_changed:
-        for path in changed or []:
-            by_file[path] = by_file.get(path, 0) + 1
-    return [f"warning: {res.name}: plugin file {path} has changed since {n} finished run(s) "
-            "were trained with it (its SHA-256 differs from the one in their summary.json); "
-            "their results may not be what the file computes now"
-            for path, n in sorted(by_file.items())]
 
 
 def pivot_frame(res: StudyResults, row_key: str, col_key: str) -> pd.DataFrame:

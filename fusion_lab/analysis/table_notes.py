@@ -117,3 +117,18 @@ def planning_note(rows: pd.DataFrame, compared: pd.DataFrame) -> str:
             f"whose seeds vary, {need} seeds per row would detect the smallest non-zero Δ shown "
             f"({smallest.delta:+.2f}, {smallest.display}) with {POWER:.0%} power at the "
             f"{1 - CONFIDENCE:.0%} level (two-sample t test; docs/tables.md).{left}")
+
+
+def plugin_warnings(res: StudyResults) -> list[str]:
+    """One line per plugin file that changed on disk since finished runs were trained with it."""
+    runs = res.runs
+    if not len(runs) or "plugins_changed" not in runs:
+        return []
+    by_file: dict[str, int] = {}
+    for changed in runs.plugins_changed:
+        for path in changed or []:
+            by_file[path] = by_file.get(path, 0) + 1
+    return [f"warning: {res.name}: plugin file {path} has changed since {n} finished run(s) "
+            "were trained with it (its SHA-256 differs from the one in their summary.json); "
+            "their results may not be what the file computes now"
+            for path, n in sorted(by_file.items())]

@@ -13,7 +13,10 @@ import click
               help="Weights file to write; its card goes beside it with suffix .json.")
 @click.option("--results", default="results", show_default=True,
               type=click.Path(file_okay=False), help="The results folder.")
-def export(run_or_study: str, out: str, results: str) -> None:
+@click.option("--tag", default=None, metavar="NAME",
+              help="A tag of the study (`fusionlab run --tag NAME`, or scratch), "
+                   "results/<study>/tags/NAME/.")
+def export(run_or_study: str, out: str, results: str, tag: str | None) -> None:
     """Write the backbone of a finished run to a file that `model.pretrained` can name.
 
     RUN_OR_STUDY: a run folder, a run id (or a unique prefix), or a study name or file with
@@ -25,10 +28,10 @@ def export(run_or_study: str, out: str, results: str) -> None:
     from fusion_lab.plan.find import find_run, recorded_plugins
     from fusion_lab.registries import load_plugins
 
-    recorded, gone = recorded_plugins(run_or_study, results)
+    recorded, gone = recorded_plugins(run_or_study, results, tag)
     for line in gone:
         click.echo(line, err=True)
     load_plugins(recorded)  # a run's own plugin components (its backbone may be one)
-    run_dir, _ = find_run(run_or_study, results, finished_run)
+    run_dir, _ = find_run(run_or_study, results, finished_run, tag)
     card = export_backbone(run_dir, out, command=" ".join(["fusionlab", *sys.argv[1:]]))
     click.echo(card_text(card))

@@ -16,6 +16,9 @@ from fusion_lab.registries import load_plugins
               type=click.Path(file_okay=False), help="The results folder.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="HTML file to write [default: results/<study>/report.html].")
+@click.option("--tag", default=None, metavar="NAME",
+              help="A tag of the study (`fusionlab run --tag NAME`, or scratch), "
+                   "results/<study>/tags/NAME/.")
 @click.option("--metric", default="final", show_default=True,
               help="final | best_val: which accuracy the table and the bars show.")
 @click.option("--no-figures", is_flag=True,
@@ -25,18 +28,20 @@ from fusion_lab.registries import load_plugins
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE",
               help="Import a plugin first (to draw Figure 3 of a run whose plugin file "
                    "is no longer where its summary.json says).")
-def report(study: str, results: str, out: str | None, metric: str, no_figures: bool,
+def report(study: str, results: str, out: str | None, tag: str | None, metric: str,
+           no_figures: bool,
            figure3_png: str | None, plugins: tuple[str, ...]) -> None:
     """Write one HTML file holding the study's table (Δs with their intervals, notes), its
     learning curves and Δ bars, Figure 3 and its scores (where runs were scored with `viz
     --score`), the cost profile, and per run its status, provenance and config. Runs not
     done are named in a banner at the top. The file needs no network to view.
 
-    STUDY: a study name, a results/<study> folder or a studies/*.yaml file.
+    STUDY: a study name, a results/<study> folder or a studies/*.yaml file (with --tag:
+    that tag of it; the page goes to results/<study>/tags/<tag>/report.html).
     """
     if plugins:
         load_plugins(list(plugins))
-    study_dir = find_study(study, results).require_results()
+    study_dir = find_study(study, results, tag).require_results()
     path, notes = write_report(study_dir, out, metric=metric, figures=not no_figures,
                                figure3_png=figure3_png)
     for note in notes:

@@ -20,6 +20,10 @@ from fusion_lab.orchestrate.study_run import RunOptions, run_study
 @click.argument("study_file", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key for every run, e.g. --set train.epochs=1.")
+@click.option("--tag", default=None, metavar="NAME",
+              help="Run into the study's tag NAME, results/<study>/tags/NAME/ (e.g. a smoke "
+                   "run), never the study's own table: `fusionlab table STUDY --tag NAME`. "
+                   "--set that changes the study's runs goes to the tag scratch unless named.")
 @click.option("--results", default="results", show_default=True, type=click.Path(),
               help="Results folder.")
 @click.option("--device", default="auto", show_default=True,
@@ -59,8 +63,8 @@ from fusion_lab.orchestrate.study_run import RunOptions, run_study
               help="Train the selected runs (--only; default every run) again from scratch, "
                    "done ones too (e.g. after editing a plugin); their old folders move to "
                    "results/<study>/.replaced/.")
-def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
-        gpus: str | None, launcher: str | None, launcher_opts: tuple[str, ...],
+def run(study_file: str, overrides: tuple[str, ...], tag: str | None, results: str,
+        device: str, gpus: str | None, launcher: str | None, launcher_opts: tuple[str, ...],
         nproc: int | None, nnodes: int, node_rank: int, rdzv: str | None, wait: bool,
         dry_run: bool, fail_fast: bool, retry_failed: bool, progress_mode: str,
         show_table: bool, lease_s: float, only: tuple[str, ...], rerun: bool) -> None:
@@ -75,7 +79,7 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
         gpus=gpus, launcher=launcher, launcher_opts=list(launcher_opts), nproc=nproc,
         nnodes=nnodes, node_rank=node_rank, rdzv=rdzv,
         wait=wait, dry_run=dry_run, fail_fast=fail_fast, retry_failed=retry_failed,
-        progress=progress_mode, lease_s=lease_s, only=list(only), rerun=rerun,
+        progress=progress_mode, lease_s=lease_s, only=list(only), rerun=rerun, tag=tag,
         t_start=t_start))
     if report.dry_run:
         for phase in report.phases or [None]:  # a tuned study: its phases, each listed
@@ -85,11 +89,14 @@ def run(study_file: str, overrides: tuple[str, ...], results: str, device: str,
                      Path(results))
         if report.phases and report.phases[-1].title != "final":
             click.echo("[final] planned once every trial has finished")
+        _notes(report.notes)
         return
     if report.main and report.finished:
         if show_table:
-            _table(report.study.name, results)
+            _table(report.study.name, results, report.study.tag)
         _failed(report.failed)
+    if report.main:
+        _notes(report.notes)
     if report.code:
         sys.exit(report.code)
 
@@ -144,19 +151,28 @@ def _process_age() -> float:
         return 0.0
 
 
-def _table(study: str, results: str) -> None:
-    """The study's table, as `fusionlab table STUDY --results RESULTS` prints it."""
+def _table(study: str, results: str, tag: str | None = None) -> None:
+    """The study's table, as `fusionlab table STUDY --results RESULTS [--tag TAG]` prints
+    it (``study``: the name it ran under, a tag's ``<study>/tags/<tag>``)."""
     # here, not at the top: the table (pandas) only once runs have finished
     from fusion_lab.analysis.table import tables
 
+    if tag is not None:
+        study = study.removesuffix(f"/{store.TAGS}/{tag}")
     try:
-        out = tables([study], results=results)
+        out = tables([study], results=results, tag=tag)
     except Exception as e:  # the table is a courtesy here; the runs are stored
         click.echo(f"(could not print the table: {e})", err=True)
         return
     click.echo(out.text)
     for warning in out.warnings:
         click.echo(warning, err=True)
+
+
+def _notes(notes: list[str]) -> None:
+    """What the user should know about where the runs went, on stderr."""
+    for line in notes:
+        click.echo(line, err=True)
 
 
 def _failed(failed) -> None:

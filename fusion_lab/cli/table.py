@@ -19,18 +19,23 @@ import click
 @click.option("--cost", is_flag=True, help="Join the cost profile from `fusionlab bench`.")
 @click.option("--ci", is_flag=True,
               help="Add each Δ's 95% interval and how it was computed (paired/Welch/binomial).")
+@click.option("--tag", default=None, metavar="NAME",
+              help="The runs made with `fusionlab run --tag NAME` (or --set: scratch), "
+                   "results/<study>/tags/NAME/, instead of the study's own.")
 @click.option("--attention", is_flag=True,
               help="Join the attention scores of `fusionlab viz RUN --score` (per level).")
 def table(studies: tuple[str, ...], results: str, metric: str, fmt: str, heads: bool,
-          pivot: tuple[str, str] | None, cost: bool, ci: bool, attention: bool) -> None:
+          pivot: tuple[str, str] | None, cost: bool, ci: bool, tag: str | None,
+          attention: bool) -> None:
     """Print one table per STUDY (a name, a results/<study> folder or a studies/*.yaml file).
 
-    With no STUDY, every study in the results folder.
+    With no STUDY, every study in the results folder (with --tag: every study that has
+    that tag). Without --tag, a line under the tables names the studies' tags.
     """
     from fusion_lab.analysis.table import tables  # pandas is imported only when the command runs
 
     out = tables(list(studies), results=results, metric=metric, fmt=fmt, heads=heads,
-                 pivot=tuple(pivot) if pivot else None, cost=cost, ci=ci, attention=attention)
+                 pivot=tuple(pivot) if pivot else None, cost=cost, ci=ci, attention=attention, tag=tag)
     click.echo(out.text)
     for warning in out.warnings:
         click.echo(warning, err=True)

@@ -82,7 +82,7 @@ def study_run(ref: StudyRef, results: Path) -> tuple[Path, str]:
     The rule for a study in ``fusion_lab.plan.find.find_run``, which turns a command-line
     argument into a run folder. Returns the folder and a note saying which run was picked.
     """
-    if ref.kind == "file":
+    if ref.kind == "file" and ref.tag is None:  # a tag's runs: those its study.json names
         study, runs = prepare(ref.file)
         rows: dict[str, list] = {}
         for r in runs:

@@ -28,6 +28,14 @@ from fusion_lab.orchestrate.spawn import Nodes, die_with_parent
 from fusion_lab.orchestrate.tuning import tuned_report
 from fusion_lab.plan.planning import prepare
 from fusion_lab.plan.study import PlannedRun, Study, parse_study
+from fusion_lab.plan.tags import (
+    SCRATCH,
+    changes_plan,
+    check_tag,
+    scratch_note,
+    tag_override,
+    tagged,
+)
 from fusion_lab.registries import LAUNCHERS, load_plugins
 from fusion_lab.training import ddp
 
@@ -56,6 +64,7 @@ class RunOptions:
     only: list[str] = field(default_factory=list)  # run ids, row labels or LABEL:SEED
     rerun: bool = False  # the selected runs train again from scratch (old ones set aside)
     t_start: float | None = None  # time.perf_counter() at the command's start (None: now)
+    tag: str | None = None  # --tag: the runs go to results/<study>/tags/<tag>/ (plan.tags)
 
 
 @dataclass
@@ -71,6 +80,7 @@ class Report:
     dry_run: bool = False  # nothing was launched
     main: bool = True  # False: a DDP process other than 0, which leaves reports to process 0
     phases: list = field(default_factory=list)  # a tuned study's (orchestrate.tuning.Phase)
+    notes: list[str] = field(default_factory=list)  # to say once it is done (stderr)
 
 
 @dataclass
@@ -80,8 +90,9 @@ class Plan:
     study: Study
     runs: list[PlannedRun]  # every run of the study
     selected: list[PlannedRun]  # the runs asked for (``only``), else every run
-    overrides: list[str]  # the options' --set, and the world size of DDP runs
+    overrides: list[str]  # the options' --set, the tag, and the world size of DDP runs
     launcher: Launcher
+    notes: list[str] = field(default_factory=list)  # lines for the user (the scratch tag)
 
 
 def run_study(opts: RunOptions) -> Report:
@@ -93,7 +104,8 @@ def run_study(opts: RunOptions) -> Report:
     die_with_parent()  # a worker or torchrun process: stop (SIGTERM) if the parent dies
     t_start = time.perf_counter() if opts.t_start is None else opts.t_start
     plan = plan_study(opts)
-    report = Report(plan.study, plan.runs, plan.selected, dry_run=opts.dry_run)
+    report = Report(plan.study, plan.runs, plan.selected, dry_run=opts.dry_run,
+                    notes=plan.notes)
     results = Path(opts.results)
     if opts.rerun and not opts.dry_run and opts.node_rank == 0:
         if plan.study.tune is not None:
@@ -138,21 +150,31 @@ def run_study(opts: RunOptions) -> Report:
 def plan_study(opts: RunOptions) -> Plan:
     """The launcher, then each run's world size (decided once, ``world_size``), then the
     runs (``prepare``: loaded, expanded, validated), checked once for what stops them from
-    training on that many processes (``ddp.check_runs``; a dry run skips the count)."""
+    training on that many processes (``ddp.check_runs``; a dry run skips the count).
+    ``--tag``, or ``--set``s that change the study's plan (``plan.tags``), put the runs
+    in a tag of the study, which the overrides passed on to other processes name."""
+    check_tag(opts.tag)
     Nodes(opts.nnodes, opts.node_rank, opts.rdzv).check()
     name, launcher = pick_launcher(opts)
     world = world_size(ddp.env_world_size(), opts.nproc, opts.gpus, name, launcher,
                        opts.nnodes)
-    overrides = list(opts.overrides)
-    if world > 1:  # a DDP run is its own run (its id says so)
-        overrides.append(f"train.world_size={world}")
+    fixed = [f"train.world_size={world}"] if world > 1 else []  # a DDP run is its own run
+    tag = [tag_override(opts.tag)] if opts.tag is not None else []
+    overrides = [*opts.overrides, *tag, *fixed]
     study, runs = prepare(opts.study_file, overrides)
+    note = None
+    if study.tag is None and opts.overrides and changes_plan(opts.study_file, study, runs,
+                                                             opts.overrides, fixed):
+        study = tagged(study, SCRATCH)  # not the study's runs: kept apart from its table
+        overrides.append(tag_override(SCRATCH))  # and so in every process and task
+        note = scratch_note(study, opts.results)
     how = ("fusionlab run --nproc {}" if launcher.trains_here
            else f"--launcher {name} --launcher-opt nproc={{}}")
     problems = ddp.check_runs(runs, opts.device, None if opts.dry_run else world, how)
     if problems:
         raise ConfigError(problems, source=str(opts.study_file))
-    return Plan(study, runs, _selected(runs, opts), overrides, launcher)
+    return Plan(study, runs, _selected(runs, opts), overrides, launcher,
+                [note] if note else [])
 
 
 def pick_launcher(opts: RunOptions) -> tuple[str, Launcher]:

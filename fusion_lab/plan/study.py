@@ -27,13 +27,14 @@ from fusion_lab.plan.study_parts import (
     check_variants,
     grid_text,
     merge_common,
+    override_tag,
     read_yaml,
     split_overrides,
     study_paths,
     where,
 )
 from fusion_lab.plan.tune_space import TuneSpec, parse_tune, study_problems
-from fusion_lab.store import now, run_ids
+from fusion_lab.store import now, run_ids, tagged_name
 
 STUDY_KEYS = ("name", "describe", "plugins", "base", "variants", "grid", "seeds",
               "baseline", "reference", "launcher", "tune")
@@ -54,6 +55,7 @@ class Study:
     tune: TuneSpec | None = None  # the tune: block (plan.tune_space), None: no tuning
     path: Path | None = None
     overrides: list[tuple[str, Any]] = field(default_factory=list)  # --set config keys, in order
+    tag: str | None = None  # run --tag (--set tag=NAME): ``name`` is then <study>/tags/<tag>
 
 
 @dataclass
@@ -100,6 +102,8 @@ def parse_study(path: str | Path, overrides: list[str] | None = None
     if not isinstance(name, str) or not re.fullmatch(r"[\w.+-]+", name):
         problems.append(f"name must be a simple word (letters, digits, . _ + -), got {name!r}")
         name = path.stem
+    tag = override_tag(overrides or [], problems)
+    name = tagged_name(name, tag)  # a tag's runs are a study of their own, under the study's
     base = raw.get("base") or {}
     if not isinstance(base, dict):
         problems.append("base must be a mapping of dataset/model/train")
@@ -135,7 +139,7 @@ def parse_study(path: str | Path, overrides: list[str] | None = None
     return Study(name=name, describe=str(raw.get("describe", "")), plugins=plugins, base=base,
                  variants=variants, grid=grid, seeds=seeds, baseline=baseline,
                  reference=reference, launcher=launcher, tune=tune, path=path,
-                 overrides=config_overrides), problems
+                 overrides=config_overrides, tag=tag), problems
 
 
 def cells(study: Study) -> list[dict[str, Any]]:

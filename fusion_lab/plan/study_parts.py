@@ -15,7 +15,7 @@ import yaml
 from fusion_lab.config.weights import is_path
 from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.plan.dotted import drop_dotted, parse_override, set_dotted
-from fusion_lab.store import canonical_json
+from fusion_lab.store import canonical_json, tag_problem
 
 
 def read_yaml(path: Path) -> dict:
@@ -37,12 +37,33 @@ def read_yaml(path: Path) -> dict:
     return raw
 
 
+TAG_KEY = "tag"  # `tag=NAME`: the tag `run --tag NAME` plans under (and passes on as --set)
+
+
+def override_tag(overrides: list[str], problems: list[str]) -> str | None:
+    """The tag the overrides name (``tag=NAME``, the last one wins; its text as given, not
+    parsed as YAML), or None; a name that is no tag name is a problem."""
+    tag = None
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key.strip() == TAG_KEY:
+            tag = value.strip()
+    problem = tag_problem(tag) if tag is not None else None
+    if problem:
+        problems.append(problem)
+        return None
+    return tag
+
+
 def split_overrides(raw: dict, overrides: list[str], problems: list[str]
-                     ) -> list[tuple[str, Any]]:
-    """Study-level overrides set into ``raw``; the config overrides, returned in order."""
+                    ) -> list[tuple[str, Any]]:
+    """Study-level overrides set into ``raw``; the config overrides, returned in order
+    (``tag=NAME``: ``override_tag``'s)."""
     config_overrides = []
     for text in overrides:
         key, value = parse_override(text)
+        if key == TAG_KEY:
+            continue
         if key in ("seeds", "baseline", "describe"):  # study-level keys
             raw[key] = value
         elif key.split(".")[0] in ("dataset", "model", "train", "seed"):

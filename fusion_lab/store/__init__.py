@@ -3,7 +3,8 @@
 ``fusion_lab.errors`` (no torch); its ``lease`` module keeps a claim alive.
 
 Every path and file name of the results folder is spelled here and only here:
-``results/<study>/study.json`` and ``cost.json``, and per run
+``results/<study>/study.json`` and ``cost.json``, a tag's namespace
+``results/<study>/tags/<tag>/`` (laid out as a study's own folder), and per run
 ``results/<study>/<run id>/`` with ``config.json``, ``metrics.jsonl``, ``summary.json``,
 ``checkpoint.pt`` (and ``checkpoint.prev.pt`` while it is replaced), ``error.log``,
 ``claim``, the claim holder's ``.beat-<token>`` and ``.claim.takeover.*`` while a stale claim
@@ -24,6 +25,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -86,6 +88,38 @@ ERROR_LOG = "error.log"  # the traceback of a failed run
 CLAIM = "claim"  # the process training the run (a lease)
 CLAIM_TAKEOVER = ".claim.takeover"  # <name>.<digest>.<n>: a stale claim being taken over
 QUEUED_JSON = "queued.json"  # a cluster task submitted for the run and not started yet
+
+
+# A study's tags: results/<study>/tags/<tag>/, each laid out as a study's own folder (its
+# study.json, its run folders), for runs that must not mix with the study's own table
+TAGS = "tags"
+SCRATCH_TAG = "scratch"  # where `run --set` puts runs that are not the study's as written
+TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+
+
+def tag_problem(tag: str) -> str | None:
+    """Why ``tag`` is no tag name (letters, digits, ``-``, ``_``, ``.``; up to 40, starting
+    with a letter or digit), or None."""
+    if isinstance(tag, str) and TAG_PATTERN.fullmatch(tag):
+        return None
+    return (f"--tag {tag!r} is not a tag name: use up to 40 letters, digits, '-', '_' or "
+            "'.', starting with a letter or digit (e.g. --tag smoke)")
+
+
+def tagged_name(study: str, tag: str | None) -> str:
+    """The name of a study's tag, ``<study>/tags/<tag>`` (its folder under the results
+    folder); the study's own name without a tag."""
+    return f"{study}/{TAGS}/{tag}" if tag else study
+
+
+def study_tags(study_folder: str | Path) -> list[tuple[str, int]]:
+    """The tags of a study (its results folder): each tag holding a study.json, with how
+    many run folders it holds, by name."""
+    out = []
+    for plan in sorted(Path(study_folder).glob(f"{TAGS}/*/{STUDY_JSON}")):
+        runs = sum(1 for p in plan.parent.iterdir() if (p / CONFIG_JSON).is_file())
+        out.append((plan.parent.name, runs))
+    return out
 
 
 def study_dir(results: str | Path, study: str) -> Path:

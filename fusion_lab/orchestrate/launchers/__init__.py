@@ -45,7 +45,7 @@ class LaunchJob:
     """What a launcher is given: the study, its runs, and the ones left to train."""
 
     study_file: Path  # absolute: remote tasks load the study again from it
-    overrides: list[str]
+    overrides: list[str]  # --set, with train.world_size and tag=NAME: tasks plan with them
     results: Path  # absolute
     study: Study
     runs: list[PlannedRun]
