@@ -9,10 +9,10 @@
       seed: 100          # the sampler's seed, and the seed every trial trains with
       sampler: qmc       # quasi-random (Optuna's QMCSampler): every point known in advance
                          # tpe: Optuna's TPESampler, each point asked from the results before
-      tpe_startup: 4     # tpe: its first random points (default: a third of trials, 2..10)
+      # tpe_startup: 4   # tpe only: its first random points (default: trials/3, 2..10)
       pruner: none       # asha: successive halving on each epoch's validation accuracy
-      min_epochs: 1      # asha: the first rung (epochs before a trial can be stopped)
-      reduction: 3       # asha: eta, about 1/eta of the trials go on at each rung
+      # min_epochs: 1    # asha only: the first rung (epochs before a trial can be stopped)
+      # reduction: 3     # asha only: eta, about 1/eta of the trials go on at each rung
       shared: true       # also train the shared recipe (the study as written), for the table
 
 The metric is the last epoch's validation accuracy (the study must hold out a validation
