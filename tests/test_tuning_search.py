@@ -300,3 +300,19 @@ def test_bad_search_options_are_one_line_exit_2_and_nothing_written(
     assert code == 2, err
     assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not results.exists()
+
+
+def test_a_trial_waits_at_a_rung_for_a_lower_numbered_trial_that_is_being_trained(
+        tmp_path, monkeypatch):
+    from fusion_lab.orchestrate import pruning
+
+    monkeypatch.setattr(pruning, "POLL_S", 0.02)
+    lower = tmp_path / "lower"
+    token = store.try_claim(lower)  # being trained (a live claim), no epoch written yet
+    line = {"epoch": 1, "val_acc": 50.0}
+    timer = threading.Timer(0.3, store.append_jsonl, (lower / store.METRICS_JSONL, line))
+    timer.start()
+    assert pruning._curve(lower, 1) == {1: 50.0}  # waited for its first epoch
+    timer.join()
+    store.release_claim(lower, token)  # left interrupted: nobody trains it, no waiting
+    assert pruning._curve(lower, 3) == {1: 50.0}
