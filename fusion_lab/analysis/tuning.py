@@ -113,9 +113,9 @@ def tuning_table(study_dir: Path, fmt: str = "plain") -> str:
     if fmt == "csv":
         return body.to_csv(index=False)
     tune = doc.get("tune") or {}
-    pruning = (f", {tune.get('pruner')} pruning (first rung {tune.get('min_epochs')} "
-               f"epochs, reduction {tune.get('reduction')}; Epochs: those trained)"
-               if pruner else "")
+    pruning = (f", {tune.get('pruner')} pruning (first rung at epoch "
+               f"{tune.get('min_epochs')}, reduction {tune.get('reduction')}; Epochs: those "
+               "trained)" if pruner else "")
     heading = (f"{doc.get('name')}: test accuracy (%), last epoch, mean ± sd over seeds; "
                f"{tune.get('trials')} {tune.get('sampler')} trials per row on val_acc"
                f"{pruning}; choice: {tune.get('tie_rule')}")
