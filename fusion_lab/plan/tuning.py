@@ -2,10 +2,11 @@
 (``expand_trials``) or one step at a time from TPE's recorded sequence
 (``sequence_cells``), and its final runs, planned from the trials' results.
 
-Every (variant, grid cell) is a *cell* with the same ``tune.trials`` points (the same
-space, the same points, the same epochs: one budget for every row). A trial is an
-ordinary run whose config carries its point, trained with ``tune.seed``; its run id is its
-config's, like any run's. Trials live in ``results/<study>/trials/``, the shared recipe's
+Every (variant, grid cell) is a *cell* with ``tune.trials`` trials (the same space, the
+same number of trials, the same epochs: one budget for every row): QMC's points are the
+same for every cell, TPE's follow each cell's own results. A trial is an ordinary run
+whose config carries its point (and ``train.pruner`` when a pruner is set), trained with
+``tune.seed``; its run id is its config's, like any run's. Trials live in ``results/<study>/trials/``, the shared recipe's
 runs (``tune.shared``) in ``results/<study>/shared/``, the final runs (the chosen point,
 the study's seeds) in ``results/<study>/`` where the table reads them.
 """
