@@ -71,6 +71,7 @@ def tuning_records(study_dir: Path) -> list[dict[str, Any]]:
                      "chosen": row.get("chosen_params"), "trial": row.get("chosen"),
                      "trials_done": sum(t.get("status") == DONE for t in trials),
                      "trials": len(trials), "epochs": sum(t.get("epochs") or 0 for t in trials),
+                     "trials_pruned": sum(bool(t.get("pruned")) for t in trials),
                      "val_accs": [t["val_acc"] for t in trials if t.get("val_acc") is not None]})
     base = doc.get("baseline")
     for r in recs:
@@ -93,6 +94,7 @@ def tuning_table(study_dir: Path, fmt: str = "plain") -> str:
     if fmt == "json":
         return json.dumps([{k: v for k, v in r.items() if k not in ("shared", "tuned")}
                            for r in recs], indent=2)
+    pruner = (doc.get("tune") or {}).get("pruner", "none") != "none"
     rows = []
     for r in recs:
         base = r["label"] == doc.get("baseline")
@@ -105,14 +107,18 @@ def tuning_table(study_dir: Path, fmt: str = "plain") -> str:
                      "Tuned": _mean_sd(r["tuned"]),
                      "Δ tuned": _fmt_delta(r["delta_tuned"], base),
                      "Chosen": chosen, "Trials": f"{r['trials_done']}/{r['trials']}",
+                     **({"Pruned": str(r["trials_pruned"])} if pruner else {}),
                      "Epochs": str(r["epochs"])})
     body = pd.DataFrame(rows)
     if fmt == "csv":
         return body.to_csv(index=False)
     tune = doc.get("tune") or {}
+    pruning = (f", {tune.get('pruner')} pruning (first rung at epoch "
+               f"{tune.get('min_epochs')}, reduction {tune.get('reduction')}; Epochs: those "
+               "trained)" if pruner else "")
     heading = (f"{doc.get('name')}: test accuracy (%), last epoch, mean ± sd over seeds; "
-               f"{tune.get('trials')} {tune.get('sampler')} trials per row on val_acc; "
-               f"choice: {tune.get('tie_rule')}")
+               f"{tune.get('trials')} {tune.get('sampler')} trials per row on val_acc"
+               f"{pruning}; choice: {tune.get('tie_rule')}")
     if fmt == "latex":
         return latex_table(body, heading, [])
     return heading + "\n" + tabulate_text(body, fmt) if len(body) else heading

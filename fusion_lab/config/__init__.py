@@ -102,6 +102,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the fusion and attention modules (CUDA)
     world_size: int = 1  # processes training one run with DDP (set by fusionlab run --nproc)
     sync_bn: bool = False  # SyncBatchNorm across those processes (CUDA only)
+    # set by a tune: block's pruner on its trials (e.g. "asha:min_epochs=1,reduction=3"):
+    # a trial that may be stopped early is its own run; none: trained to the end
+    pruner: str = "none"
     # Fields below cannot change the result; they are left out of the run id.
     workers: int = _f(4, min=0)
     log_every: int = _f(0, min=0)  # batches between log lines (0: progress bar only)
@@ -131,6 +134,7 @@ ID_NEUTRAL: dict[str, Any] = {
     "dataset.decode": "cpu",  # where JPEGs are decoded; cpu is the pipeline every run used
     "train.world_size": 1,  # DDP processes of one run (1: an ordinary run)
     "train.sync_bn": False,
+    "train.pruner": "none",  # a trial of a tune: block's pruner (none: not stopped early)
 }
 
 SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "train": TrainConfig}

@@ -24,6 +24,7 @@ import click
 from fusion_lab import store
 from fusion_lab.config import to_dict
 from fusion_lab.errors import ConfigError, FusionLabError
+from fusion_lab.orchestrate.pruning import stop_hook
 from fusion_lab.orchestrate.recording import (
     error_message,
     record_failure,
@@ -160,7 +161,8 @@ def train_one(study: Study, r: PlannedRun, results: Path, out: Outcome, device: 
             if not ddp.broadcast(store.needs_training(status, retry_failed), group):
                 out.skipped.append((r, status))
                 return
-            summary = _train_claimed(study, r, d, lease, out, device, progress)
+            summary = _train_claimed(study, r, d, lease, out, device, progress,
+                                     stop_hook(results, study, r))
             if summary is not None:
                 summary.update(record(plugins or []), finished=store.now(), trained_by=who())
                 write_summary(d, lease, summary)
@@ -198,16 +200,19 @@ def _begin(study: Study, r: PlannedRun, d: Path) -> dict[str, Any]:
 
 
 def _train_claimed(study: Study, r: PlannedRun, d: Path, lease: Lease, out: Outcome,
-                   device: str, progress: Any) -> dict[str, Any] | None:
+                   device: str, progress: Any, should_stop: Any = None
+                   ) -> dict[str, Any] | None:
     """Train a claimed run and put its outcome into ``out``; the summary to write, or None
     when the claim was lost (nothing more is written). An interruption is recorded and
-    raised; any other failure is recorded and the study goes on."""
+    raised; any other failure is recorded and the study goes on. A tuning trial that its
+    pruner stopped (``should_stop``: ``orchestrate.pruning``) is done, with ``pruned``."""
     summary = _begin(study, r, d)
     if progress is not None:
         progress.start_run(r)
     try:
         result = train.train_run(d, r.config, r.run_id, device=device, progress=progress,
-                           before_write=lease.check)
+                                 before_write=lease.check,
+                                 **({"should_stop": should_stop} if should_stop else {}))
     except (RunInterrupted, KeyboardInterrupt, SystemExit, _NotRequeued) as e:
         record_interrupted(d, lease, summary, e)
         raise
@@ -227,7 +232,7 @@ def _train_claimed(study: Study, r: PlannedRun, d: Path, lease: Lease, out: Outc
         if progress is not None:
             progress.end_run(r, None, msg)
     else:
-        summary.update(result)
+        summary.update(result, **({"pruned": True} if result.get("stopped_early") else {}))
         out.trained.append(r)
         out.train_s += result["setup_s"] + result["train_time_s"]
         if progress is not None:

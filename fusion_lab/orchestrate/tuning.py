@@ -2,15 +2,16 @@
 launcher like any runs: the trials (and the shared recipe's runs, ``tune.shared``), then,
 once every trial has settled, the final runs at each row's chosen point.
 
-The trials are planned in advance (``plan.tuning.expand_trials``), so a rerun trains
-nothing that is done and several runners share them through the runs' leases; the final
-runs are planned from the recorded trials, the same way by every runner. What was tried
-and chosen is written to ``results/<study>/tuning.json`` after each phase.
+The QMC trials are planned in advance (``plan.tuning.expand_trials``), so a rerun trains
+nothing that is done and several runners share them through the runs' leases; TPE's are
+asked step by step from a recorded sequence (``tuning_tpe``); a pruner stops trials in
+the process that trains them (``pruning``, from ``trials/pruning.json``). The final runs
+are planned from the recorded trials, the same way by every runner. What was tried and
+chosen is written to ``results/<study>/tuning.json`` after each phase.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +22,11 @@ import click
 from fusion_lab import store
 from fusion_lab.errors import ConfigError
 from fusion_lab.orchestrate.runner import run_dir, write_plan
+from fusion_lab.orchestrate.tuning_record import Phase, settled, trial_result, write_pruning
+from fusion_lab.orchestrate.tuning_tpe import run_sequence, sequence_phase
 from fusion_lab.plan.planning import presets, validate
 from fusion_lab.plan.study import PlannedRun, Study
+from fusion_lab.plan.tune_prune import rungs
 from fusion_lab.plan.tuning import (
     Cell,
     choose,
@@ -37,41 +41,40 @@ TUNING_JSON = "tuning.json"
 POLL_S = 2.0  # how often a runner looks at trials another runner is training
 
 
-@dataclasses.dataclass
-class Phase:
-    title: str
-    study: Study  # the study its runs are under (their folder)
-    runs: list[PlannedRun]
-
-
 def plan_phases(study: Study, shared: list[PlannedRun], results: Path
                 ) -> tuple[list[Cell], list[Phase], list[PlannedRun] | None]:
-    """The cells with their trials, the first phase's runs (validated) and the final runs
-    (None until every trial has settled)."""
-    cells = expand_trials(study, presets())
-    first = [Phase("trials", trials_study(study), trial_runs(cells))]
+    """The cells with their trials (TPE: those asked so far), the first phase's runs
+    (validated) and the final runs (None until every trial has settled)."""
+    problems = pruner_problems(study, shared)
+    if problems:
+        raise ConfigError(problems, source=str(study.path))
+    if study.tune.sampler == "tpe":
+        cells, trials = sequence_phase(study, results, presets())
+    else:
+        cells = expand_trials(study, presets())
+        trials = Phase("trials", trials_study(study), trial_runs(cells))
+    first = [trials]
     if study.tune.shared:
         first.append(Phase("shared recipe", shared_study(study), shared))
-    found = validate([(r.display, r.config) for r in first[0].runs])
+    found = validate([(r.display, r.config) for r in (trials.runs or shared)])
     problems = list(dict.fromkeys(f"{row}: {p}" for row, p in found))
     if problems:
         raise ConfigError(problems, source=str(study.path))
     return cells, first, finals(study, cells, results)
 
 
-def trial_result(study: Study, r: PlannedRun, results: Path) -> dict[str, Any]:
-    """A trial's status, last-epoch validation accuracy, validation size and epochs."""
-    d = run_dir(results, trials_study(study), r)
-    status = store.run_status(d)
-    rows = store.read_jsonl(d / store.METRICS_JSONL) if (d / store.METRICS_JSONL).is_file() else []
-    summary = store.read_json(d / store.SUMMARY_JSON) or {}
-    done = status == store.DONE and rows
-    return {"status": status, "val_acc": rows[-1].get("val_acc") if done else None,
-            "val_size": summary.get("val_size"), "epochs": len(rows)}
-
-
-def settled(status: str) -> bool:
-    return status in (store.DONE, store.FAILED)
+def pruner_problems(study: Study, runs: list[PlannedRun]) -> list[str]:
+    """A pruner needs a rung before the last epoch: tune.min_epochs below every row's
+    train.epochs (``runs``: the study as written)."""
+    spec = study.tune
+    if spec.pruner == "none":
+        return []
+    short = sorted({r.config.train.epochs for r in runs
+                    if not rungs(spec.min_epochs, spec.reduction, r.config.train.epochs)})
+    if not short:
+        return []
+    return [f"tune.min_epochs ({spec.min_epochs}) must be below train.epochs ({short[0]}): "
+            "a trial can be stopped only before its last epoch"]
 
 
 def chosen_points(study: Study, cells: list[Cell], results: Path
@@ -81,7 +84,7 @@ def chosen_points(study: Study, cells: list[Cell], results: Path
     out = {}
     for c in cells:
         res = [(t.number, trial_result(study, t.run, results)) for t in c.trials]
-        if not all(settled(x["status"]) for _, x in res):
+        if len(res) < study.tune.trials or not all(settled(x["status"]) for _, x in res):
             return None
         number = choose([(n, x["val_acc"], x["val_size"]) for n, x in res])
         if number is None:
@@ -103,10 +106,13 @@ def write_tuning(study: Study, cells: list[Cell], shared: list[PlannedRun],
     rows = []
     for c in cells:
         trials = [{"number": t.number, "run_id": t.run.run_id, "params": t.params,
-                   **trial_result(study, t.run, results)} for t in c.trials]
+                   **{k: v for k, v in trial_result(study, t.run, results).items()
+                      if k != "curve"}} for t in c.trials]
         pick = next((t["number"] for t in trials if c.key in chosen
                      and t["params"] == chosen[c.key]), None)
         rows.append({"label": c.label, "grid": c.grid, "trials": trials, "chosen": pick,
+                     "pruned": sum(t["pruned"] for t in trials),
+                     "epochs": sum(t["epochs"] for t in trials),
                      "chosen_params": chosen.get(c.key),
                      "shared_run_ids": [r.run_id for r in shared
                                         if (r.label, r.grid) == (c.label, c.grid)],
@@ -144,6 +150,12 @@ def run_tuned(study: Study, shared: list[PlannedRun], results: Path,
     cells, first, final_runs = plan_phases(study, shared, results)
     write_tuning(study, cells, shared, final_runs, results)
     code = 0
+    if study.tune.sampler == "tpe":  # asked step by step, each step a phase of its own
+        code, cells = run_sequence(study, results, presets(), lambda phase: run_phase(
+            phase, launch, results, waits))
+        first = first[1:]
+    else:
+        write_pruning(results, study, cells)
     for phase in first:
         code = max(code, run_phase(phase, launch, results, waits))
     final_runs = finals(study, cells, results)

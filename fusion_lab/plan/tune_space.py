@@ -8,10 +8,17 @@
       trials: 8          # per variant and grid cell; every row gets the same points
       seed: 100          # the sampler's seed, and the seed every trial trains with
       sampler: qmc       # quasi-random (Optuna's QMCSampler): every point known in advance
+                         # tpe: Optuna's TPESampler, each point asked from the results before
+      # tpe_startup: 4   # tpe only: its first random points (default: trials/3, 2..10)
+      pruner: none       # asha: successive halving on each epoch's validation accuracy
+      # min_epochs: 1    # asha only: the first rung (epochs before a trial can be stopped)
+      # reduction: 3     # asha only: eta, about 1/eta of the trials go on at each rung
       shared: true       # also train the shared recipe (the study as written), for the table
 
 The metric is the last epoch's validation accuracy (the study must hold out a validation
 split, ``dataset.val_fraction > 0``); test accuracy is read only from the final runs.
+TPE's points are asked one step at a time (``plan.tune_tpe``), pruning decisions are
+made by ``plan.tune_prune``.
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ from typing import Any
 from fusion_lab.config import SECTIONS
 from fusion_lab.plan.dotted import deep_merge, get_dotted
 
-TUNE_KEYS = ("space", "trials", "seed", "sampler", "pruner", "metric", "shared")
+TUNE_KEYS = ("space", "trials", "seed", "sampler", "tpe_startup", "pruner", "min_epochs",
+             "reduction", "metric", "shared")
 KINDS = ("uniform", "log_uniform", "int", "choice")
-SAMPLERS = ("qmc",)  # tpe: not implemented yet (its points depend on earlier results)
-PRUNERS = ("none",)
+SAMPLERS = ("qmc", "tpe")
+PRUNERS = ("none", "asha")
 METRICS = ("val_acc",)
+PRUNER_KEY = "train.pruner"  # the trials' config field that names the pruner
 # The tie rule: trials within one validation image of the best count as tied; the
 # earliest (lowest trial number, an order fixed before anything trained) is chosen.
 TIE_RULE = ("best last-epoch validation accuracy; trials within one validation image of "
@@ -59,11 +68,30 @@ class TuneSpec:
     pruner: str = "none"
     metric: str = "val_acc"
     shared: bool = True
+    tpe_startup: int | None = None  # None: startup()'s default
+    min_epochs: int = 1
+    reduction: int = 3
+
+    def startup(self) -> int:
+        """TPE's random first points: tpe_startup, else a third of the trials (2 to 10)."""
+        return self.tpe_startup or min(10, max(2, self.trials // 3))
+
+    def pruner_tag(self) -> str:
+        """The trials' ``train.pruner``: "none", or the pruner with its settings (in the
+        trials' run ids: a trial that may be stopped early is its own run)."""
+        if self.pruner == "none":
+            return "none"
+        return f"{self.pruner}:min_epochs={self.min_epochs},reduction={self.reduction}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"space": {d.key: d.as_dict() for d in self.space}, "trials": self.trials,
-                "seed": self.seed, "sampler": self.sampler, "pruner": self.pruner,
-                "metric": self.metric, "shared": self.shared, "tie_rule": TIE_RULE}
+        out = {"space": {d.key: d.as_dict() for d in self.space}, "trials": self.trials,
+               "seed": self.seed, "sampler": self.sampler, "pruner": self.pruner,
+               "metric": self.metric, "shared": self.shared, "tie_rule": TIE_RULE}
+        if self.sampler == "tpe":
+            out["tpe_startup"] = self.startup()
+        if self.pruner != "none":
+            out.update(min_epochs=self.min_epochs, reduction=self.reduction)
+        return out
 
 
 def parse_tune(raw: Any, problems: list[str]) -> TuneSpec | None:
@@ -91,12 +119,28 @@ def parse_tune(raw: Any, problems: list[str]) -> TuneSpec | None:
     shared = raw.get("shared", True)
     if not isinstance(shared, bool):
         problems.append(f"tune.shared must be true or false, got {shared!r}")
+    _search_options(raw, problems)
     space = _space(raw.get("space"), problems)
     if len(problems) > n0:
         return None
     return TuneSpec(space=space, trials=trials, seed=seed, sampler=raw.get("sampler", "qmc"),
                     pruner=raw.get("pruner", "none"), metric=raw.get("metric", "val_acc"),
-                    shared=shared)
+                    shared=shared, tpe_startup=raw.get("tpe_startup"),
+                    min_epochs=raw.get("min_epochs", 1), reduction=raw.get("reduction", 3))
+
+
+def _search_options(raw: dict, problems: list[str]) -> None:
+    """tpe_startup (sampler tpe), min_epochs and reduction (pruner asha): each an integer
+    in range, and given only with the sampler or pruner it belongs to."""
+    for key, minimum, owner, value in (("tpe_startup", 1, "sampler", "tpe"),
+                                       ("min_epochs", 1, "pruner", "asha"),
+                                       ("reduction", 2, "pruner", "asha")):
+        if key not in raw:
+            continue
+        if raw.get(owner) != value:
+            problems.append(f"tune.{key} applies to {owner}: {value} only")
+        elif not _is_int(raw[key]) or raw[key] < minimum:
+            problems.append(f"tune.{key} must be an integer >= {minimum}, got {raw[key]!r}")
 
 
 def _is_int(v: Any) -> bool:
@@ -127,6 +171,8 @@ def _key_problem(key: str) -> str | None:
     if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
         return ("not a config field (dataset.X, model.X or train.X; "
                 "`fusionlab describe` lists them)")
+    if key == PRUNER_KEY:
+        return "set by tune.pruner, not searched"
     return None
 
 
@@ -163,6 +209,9 @@ def study_problems(spec: TuneSpec, base: dict, variants: list[dict], grid: dict,
         frac = get_dotted(deep_merge(base, patch), "dataset.val_fraction")
         if not isinstance(frac, (int, float)) or frac <= 0:
             no_val.append(label)
+        if get_dotted(deep_merge(base, patch), PRUNER_KEY) is not None:
+            problems.append(f"variant {label!r} sets {PRUNER_KEY}: a tuned study sets it "
+                            "from tune.pruner; remove it")
         for d in spec.space:
             if get_dotted(patch, d.key) is not None:
                 problems.append(f"variant {label!r} sets {d.key}, which tune.space searches: "

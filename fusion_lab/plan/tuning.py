@@ -1,10 +1,12 @@
-"""A tuned study's runs (no torch): its trials, planned in advance from the QMC points,
-and its final runs, planned from the trials' results.
+"""A tuned study's runs (no torch): its trials, planned in advance from the QMC points
+(``expand_trials``) or one step at a time from TPE's recorded sequence
+(``sequence_cells``), and its final runs, planned from the trials' results.
 
-Every (variant, grid cell) is a *cell* with the same ``tune.trials`` points (the same
-space, the same points, the same epochs: one budget for every row). A trial is an
-ordinary run whose config carries its point, trained with ``tune.seed``; its run id is its
-config's, like any run's. Trials live in ``results/<study>/trials/``, the shared recipe's
+Every (variant, grid cell) is a *cell* with ``tune.trials`` trials (the same space, the
+same number of trials, the same epochs: one budget for every row): QMC's points are the
+same for every cell, TPE's follow each cell's own results. A trial is an ordinary run
+whose config carries its point (and ``train.pruner`` when a pruner is set), trained with
+``tune.seed``; its run id is its config's, like any run's. Trials live in ``results/<study>/trials/``, the shared recipe's
 runs (``tune.shared``) in ``results/<study>/shared/``, the final runs (the chosen point,
 the study's seeds) in ``results/<study>/`` where the table reads them.
 """
@@ -18,7 +20,7 @@ from typing import Any
 
 from fusion_lab.plan.dotted import deep_merge, set_dotted
 from fusion_lab.plan.study import PlannedRun, Study, expand
-from fusion_lab.plan.tune_space import points
+from fusion_lab.plan.tune_space import PRUNER_KEY, TuneSpec, points
 from fusion_lab.store import canonical_json
 
 
@@ -64,17 +66,62 @@ def nested(params: dict[str, Any]) -> dict:
     return out
 
 
+def trial_patch(spec: TuneSpec, params: dict[str, Any]) -> dict:
+    """What a trial adds to its variant: its point, and the pruner (``train.pruner``, only
+    when one is set: the trials of a study without one keep their ids)."""
+    tag = spec.pruner_tag()
+    return nested({**params, **({PRUNER_KEY: tag} if tag != "none" else {})})
+
+
 def expand_trials(study: Study, presets: dict[str, dict] | None = None) -> list[Cell]:
     """Every cell with its trials, in study order (variants x grid cells), each with the
-    same points in the same order."""
+    same points in the same order (the QMC sampler's, known in advance)."""
     cells: dict[str, Cell] = {}
     for number, params in enumerate(points(study.tune)):
-        variants = [deep_merge(v, nested(params)) for v in study.variants]
+        variants = [deep_merge(v, trial_patch(study.tune, params)) for v in study.variants]
         runs = expand(dataclasses.replace(trials_study(study), variants=variants), presets)
         for r in runs:
             cell = cells.setdefault(cell_key(r.label, r.grid), Cell(r.label, r.grid))
             cell.trials.append(Trial(number, params, r))
     return list(cells.values())
+
+
+@dataclass
+class SequenceCell:
+    """A cell whose points are asked one at a time (TPE): its one-cell, one-seed trials
+    study, and its trials so far (from the recorded sequence)."""
+
+    cell: Cell
+    study: Study
+
+    def trial(self, number: int, params: dict[str, Any], spec: TuneSpec,
+              presets: dict[str, dict] | None = None) -> Trial:
+        variant = deep_merge(self.study.variants[0], trial_patch(spec, params))
+        run = expand(dataclasses.replace(self.study, variants=[variant]), presets)[0]
+        return Trial(number, params, run)
+
+
+def sequence_cells(study: Study, record: dict[str, list[dict[str, Any]]],
+                   presets: dict[str, dict] | None = None) -> list[SequenceCell]:
+    """Every cell in study order, with the trials of its recorded points (``record``: cell
+    key -> points in trial order; at most ``tune.trials`` of them)."""
+    out = []
+    for variant, grid in _cells(study):
+        one = dataclasses.replace(trials_study(study), variants=[variant], grid=grid)
+        probe = expand(one, presets)[0]
+        seq = SequenceCell(Cell(probe.label, probe.grid), one)
+        for number, params in enumerate(record.get(seq.cell.key, [])[:study.tune.trials]):
+            seq.cell.trials.append(seq.trial(number, params, study.tune, presets))
+        out.append(seq)
+    return out
+
+
+def _cells(study: Study) -> list[tuple[dict, dict[str, list]]]:
+    """(variant, one-cell grid) of every cell, in study order."""
+    axes = list(study.grid)
+    return [(variant, {a: [v] for a, v in zip(axes, values)})
+            for variant in study.variants
+            for values in (itertools.product(*study.grid.values()) if axes else [()])]
 
 
 def trial_runs(cells: list[Cell]) -> list[PlannedRun]:
@@ -104,13 +151,10 @@ def expand_finals(study: Study, chosen: dict[str, dict[str, Any]],
     """The final runs: each cell at its chosen point (``chosen``: cell key -> params), for
     the study's seeds, in study order."""
     runs: list[PlannedRun] = []
-    axes = list(study.grid)
-    for variant in study.variants:
-        for values in itertools.product(*study.grid.values()) if axes else [()]:
-            grid = {a: [v] for a, v in zip(axes, values)}
-            one = dataclasses.replace(study, variants=[variant], grid=grid, tune=None)
-            probe = expand(dataclasses.replace(one, seeds=one.seeds[:1]), presets)[0]
-            params = chosen[cell_key(probe.label, probe.grid)]
-            runs += expand(dataclasses.replace(
-                one, variants=[deep_merge(variant, nested(params))]), presets)
+    for variant, grid in _cells(study):
+        one = dataclasses.replace(study, variants=[variant], grid=grid, tune=None)
+        probe = expand(dataclasses.replace(one, seeds=one.seeds[:1]), presets)[0]
+        params = chosen[cell_key(probe.label, probe.grid)]
+        runs += expand(dataclasses.replace(
+            one, variants=[deep_merge(variant, nested(params))]), presets)
     return runs

@@ -135,7 +135,8 @@ class _Clock:
 
 def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "auto",
               progress: Any = None, stop_after_epochs: int | None = None,
-              before_write: Callable[[], None] | None = None) -> dict[str, Any]:
+              before_write: Callable[[], None] | None = None,
+              should_stop: Callable[[dict], bool] | None = None) -> dict[str, Any]:
     """Train (or resume) one run in ``run_dir``; returns the result part of its summary.
 
     Args:
@@ -148,6 +149,7 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
         stop_after_epochs: stop (as if killed) once this many epochs are done; for tests.
         before_write: called before each epoch's checkpoint and metrics are written; the
             runner's lease check, which raises if another process took the claim over.
+        should_stop: asked with the last metrics line before each epoch but the first: True stops.
 
     Under DDP (``fusion_lab.training.ddp``, ``train.world_size`` processes) every process calls
     this; process 0 alone evaluates and writes, and its ``before_write`` decides for all.
@@ -169,8 +171,10 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
     # optional tracking sinks (train.loggers) beside metrics.jsonl; process 0 writes
     sinks, ok = Sinks(t.loggers if d.main else [], run_dir), False
     try:
-        best = start.best
+        best, stopped = start.best, False
         for epoch in range(start.epoch, t.epochs):
+            if stopped := _asks_stop(should_stop, run_dir, epoch, t.epochs, d):
+                break
             if stop_after_epochs is not None and epoch >= stop_after_epochs:
                 return {"stopped": True}
             best = _epoch(run_dir, cfg, run_id, r, epoch, best, clock, sinks, progress,
@@ -188,7 +192,22 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
     return {**run_summary(rows, best, r.data, dev, r.prec, times),
             "world_size": d.world_size, "batch_per_process": t.batch_size // d.world_size,
             "batch_dependent": bool(getattr(r.model, "batch_dependent", False)),
-            "test_batch_size": t.batch_size}
+            "test_batch_size": t.batch_size, **({"stopped_early": True} if stopped else {})}
+
+
+def _asks_stop(should_stop: Callable[[dict], bool] | None, run_dir: Path, done: int,
+               epochs: int, d: ddp.Dist) -> bool:
+    """Whether ``should_stop`` (a tuning pruner's decision: ``orchestrate.pruning``) ends
+    the run now, asked with the last metrics line once ``done`` of ``epochs`` epochs are
+    written: after each epoch but the last, and on resuming. The run is then finished,
+    with ``stopped_early`` in its result. One process only (not DDP)."""
+    if should_stop is None or not 0 < done < epochs:
+        return False
+    if d.active:
+        raise FusionLabError("a run that a pruner may stop trains on one process "
+                             "(train.world_size 1)")
+    rows = read_jsonl(run_dir / METRICS_JSONL)
+    return bool(rows) and bool(should_stop(rows[-1]))
 
 
 def _set_up(cfg: RunConfig, dev: torch.device, d: ddp.Dist) -> _Parts:
