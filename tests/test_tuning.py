@@ -251,3 +251,29 @@ def test_plot_tuning_draws_a_png_and_refuses_an_untuned_study(tmp_path, capsys, 
     (results / "tuned" / "tuning.json").unlink()
     code, _, err = run_cli(["plot", "tuned", "--results", str(results), "--tuning"], capsys)
     assert code == 2 and "was not tuned" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["qmc", "tpe"])
+def test_a_tuned_study_on_the_slurm_launcher_trains_its_trials_and_final_runs_in_tasks(
+        tmp_path, capsys, sampler):
+    """Each slurm (or ray) task loads the study again and trains one run by its id: for a
+    tuned study that is a trial (under <study>/trials) or a final run, never a run of the
+    study as written; the task must find it (it used to refuse: 'no longer part of study').
+    submitit's local executor runs the same task function as a cluster does."""
+    pytest.importorskip("submitit")
+    extra = f"  shared: false\n  sampler: {sampler}\n"
+    study = write_study(tmp_path, trials=2, epochs=1, extra=extra)
+    results = tmp_path / "results"
+    args = ["run", str(study), "--results", str(results), "--device", "cpu", "--launcher",
+            "slurm", "--launcher-opt", "cluster=local", "--launcher-opt", "gpus=0", "--wait"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "no longer part of study" not in err
+    trials = list(results.glob("tuned/trials/*/summary.json"))
+    finals = list(results.glob("tuned/*/summary.json"))
+    assert len(trials) == 2 * 2 and len(finals) == 2 * 2  # 2 rows x (2 trials | 2 seeds)
+    for p in trials + finals:
+        assert json.loads(p.read_text())["status"] == "done"
+    recs = table_json(results, capsys)
+    assert all(r["trials_done"] == 2 and r["tuned_acc"] is not None for r in recs)

@@ -25,7 +25,7 @@ import click
 
 from fusion_lab import store
 from fusion_lab.errors import FusionLabError
-from fusion_lab.orchestrate import spawn
+from fusion_lab.orchestrate import spawn, tuning
 from fusion_lab.orchestrate.runner import (
     Outcome,
     check_device,
@@ -183,7 +183,7 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
     and the ``FusionLabError`` is raised: the task refuses before training.
     """
     study, runs = prepare(study_file, overrides)
-    run = next((r for r in runs if r.run_id == run_id), None)
+    study, run = find_task_run(study, runs, Path(results), run_id)
     if run is None:
         raise FusionLabError(f"run {run_id} is no longer part of study {study_file} "
                              "(the study file changed after submission)")
@@ -209,6 +209,23 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
     train_one(study, run, Path(results), Outcome(), device=device, retry_failed=retry_failed,
               lease_s=lease_s, plugins=plugins)
     return store.run_status(d)
+
+
+def find_task_run(study: Study, runs: list[PlannedRun], results: Path, run_id: str
+                  ) -> tuple[Study, PlannedRun | None]:
+    """The run ``run_id`` of the study and the study it runs under (its folder). A tuned
+    study's runs are its phases' (``tuning.plan_phases``: trials under ``<study>/trials``,
+    the shared recipe's under ``<study>/shared``, the final runs, planned from the trials'
+    results, under the study), not the study as written: a task planning only those would
+    not find a trial."""
+    if study.tune is None:
+        return study, next((r for r in runs if r.run_id == run_id), None)
+    _, first, final_runs = tuning.plan_phases(study, runs, results)
+    for phase in [*first, tuning.Phase("final", study, final_runs or [])]:
+        run = next((r for r in phase.runs if r.run_id == run_id), None)
+        if run is not None:
+            return phase.study, run
+    return study, None
 
 
 _TASK_RUN: list[Path] = []  # the run folder a task's DDP processes are training
