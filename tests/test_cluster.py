@@ -370,3 +370,36 @@ def test_a_sigterm_to_a_ray_driver_stops_its_tasks_without_a_dump(ray_head, tmp_
 def _one(st: Path):
     study_, runs = prepare(st)
     return study_, runs[0]
+
+
+def _tuned(tmp_path: Path) -> tuple[Path, Path]:
+    from test_tuning import write_study
+
+    return write_study(tmp_path, trials=2, epochs=1, extra="  shared: false\n"), tmp_path / "r"
+
+
+def _assert_tuned_done(results: Path) -> None:
+    trials = list(results.glob("tuned/trials/*/summary.json"))
+    finals = list(results.glob("tuned/*/summary.json"))
+    assert len(trials) == 4 and len(finals) == 4  # 2 rows x (2 trials | 2 seeds)
+    assert all(json.loads(p.read_text())["status"] == "done" for p in trials + finals)
+
+
+def test_a_tuned_study_trains_its_trials_then_final_runs_as_slurm_tasks(
+        slurm, tmp_path, capsys):
+    st, results = _tuned(tmp_path)
+    code, out, err = run_cli(["run", str(st), "--results", str(results), *CPU, "--launcher",
+                              "slurm", "--wait", "--progress", "off"], capsys)
+    assert code == 0, err
+    _assert_tuned_done(results)
+
+
+def test_a_tuned_study_trains_its_trials_then_final_runs_as_ray_tasks(
+        ray_head, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    st, results = _tuned(tmp_path)
+    code, out, err = run_cli(["run", str(st), "--results", str(results), *CPU, "--launcher",
+                              "ray", "--launcher-opt", f"address={ray_head}", "--progress",
+                              "off"], capsys)
+    assert code == 0, err
+    _assert_tuned_done(results)
