@@ -102,6 +102,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the fusion and attention modules (CUDA)
     world_size: int = 1  # processes training one run with DDP (set by fusionlab run --nproc)
     sync_bn: bool = False  # SyncBatchNorm across those processes (CUDA only)
+    # torch's CPU threads in the run's process (None: torch's default, the machine's cores).
+    # On the CPU the result depends on it (bit-identical only at one count), so it is part
+    # of the id; fusionlab run --jobs N (N runs at once on the CPU) needs it set.
+    threads: int | None = _f(None, min=1)
     # Fields below cannot change the result; they are left out of the run id.
     workers: int = _f(4, min=0)
     log_every: int = _f(0, min=0)  # batches between log lines (0: progress bar only)
@@ -131,6 +135,7 @@ ID_NEUTRAL: dict[str, Any] = {
     "dataset.decode": "cpu",  # where JPEGs are decoded; cpu is the pipeline every run used
     "train.world_size": 1,  # DDP processes of one run (1: an ordinary run)
     "train.sync_bn": False,
+    "train.threads": None,  # torch's default thread count, what every run used before
 }
 
 SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "train": TrainConfig}
