@@ -39,6 +39,8 @@ def set_threads(threads: int | None) -> None:
     intra-op threads (and N inter-op threads, where torch still allows it: once per process,
     before any inter-op work), or None for torch's default, the count this process had
     before any run set one (so a run without the key trains as it did before it existed)."""
+    if threads is None and not _DEFAULT_THREADS:
+        return  # no run of this process set a count: torch's default, untouched
     if not _DEFAULT_THREADS:
         _DEFAULT_THREADS.append(torch.get_num_threads())
     torch.set_num_threads(threads or _DEFAULT_THREADS[0])
