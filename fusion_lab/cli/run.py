@@ -30,6 +30,9 @@ from fusion_lab.orchestrate.study_run import RunOptions, run_study
               type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")
 @click.option("--gpus", default=None, metavar="0,1,..",
               help="Train several runs at once, one process per GPU (local launcher).")
+@click.option("--jobs", type=click.IntRange(1), default=None, metavar="N",
+              help="Train N runs at once (local launcher): N worker processes on the CPU, "
+                   "each run with its train.threads (required), or N per GPU with --gpus.")
 @click.option("--launcher", default=None,
               help="Where runs train: local (default), slurm, ray; `fusionlab list launchers`.")
 @click.option("--launcher-opt", "launcher_opts", multiple=True, metavar="KEY=VALUE",
@@ -64,7 +67,8 @@ from fusion_lab.orchestrate.study_run import RunOptions, run_study
                    "done ones too (e.g. after editing a plugin); their old folders move to "
                    "results/<study>/.replaced/.")
 def run(study_file: str, overrides: tuple[str, ...], tag: str | None, results: str,
-        device: str, gpus: str | None, launcher: str | None, launcher_opts: tuple[str, ...],
+        device: str, gpus: str | None, jobs: int | None, launcher: str | None,
+        launcher_opts: tuple[str, ...],
         nproc: int | None, nnodes: int, node_rank: int, rdzv: str | None, wait: bool,
         dry_run: bool, fail_fast: bool, retry_failed: bool, progress_mode: str,
         show_table: bool, lease_s: float, only: tuple[str, ...], rerun: bool) -> None:
@@ -76,7 +80,7 @@ def run(study_file: str, overrides: tuple[str, ...], tag: str | None, results: s
     t_start = time.perf_counter() - _process_age()
     report = run_study(RunOptions(
         study_file=study_file, overrides=list(overrides), results=results, device=device,
-        gpus=gpus, launcher=launcher, launcher_opts=list(launcher_opts), nproc=nproc,
+        gpus=gpus, jobs=jobs, launcher=launcher, launcher_opts=list(launcher_opts), nproc=nproc,
         nnodes=nnodes, node_rank=node_rank, rdzv=rdzv,
         wait=wait, dry_run=dry_run, fail_fast=fail_fast, retry_failed=retry_failed,
         progress=progress_mode, lease_s=lease_s, only=list(only), rerun=rerun, tag=tag,

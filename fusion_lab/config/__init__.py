@@ -105,6 +105,10 @@ class TrainConfig:
     # set by a tune: block's pruner on its trials (e.g. "asha:min_epochs=1,reduction=3"):
     # a trial that may be stopped early is its own run; none: trained to the end
     pruner: str = "none"
+    # torch's CPU threads in the run's process (None: torch's default, the machine's cores).
+    # On the CPU the result depends on it (bit-identical only at one count), so it is part
+    # of the id; fusionlab run --jobs N (N runs at once on the CPU) needs it set.
+    threads: int | None = _f(None, min=1)
     # Fields below cannot change the result; they are left out of the run id.
     workers: int = _f(4, min=0)
     log_every: int = _f(0, min=0)  # batches between log lines (0: progress bar only)
@@ -135,6 +139,7 @@ ID_NEUTRAL: dict[str, Any] = {
     "train.world_size": 1,  # DDP processes of one run (1: an ordinary run)
     "train.sync_bn": False,
     "train.pruner": "none",  # a trial of a tune: block's pruner (none: not stopped early)
+    "train.threads": None,  # torch's default thread count, what every run used before
 }
 
 SECTIONS = {"dataset": DatasetConfig, "model": ModelConfig, "train": TrainConfig}

@@ -1,8 +1,9 @@
-"""The one place that starts processes: ``fusionlab run`` in one worker process per GPU
-(``--gpus``) or on N DDP processes under torchrun (``--nproc``, a cluster task's
-``nproc=N``). Every such command line is built by ``fusionlab_command``; ``run_forwarding``
-starts the commands, passes a SIGTERM on to them while they run and returns their worst
-exit status (a child killed by signal N counts as 128 + N, a failure).
+"""The one place that starts processes: ``fusionlab run`` in worker processes (``--gpus``:
+one per GPU; ``--jobs N``: N at once on the CPU, or N per GPU; ``placement``) or on N DDP
+processes under torchrun (``--nproc``, a cluster task's ``nproc=N``). Every such command
+line is built by ``fusionlab_command``; ``run_forwarding`` starts the commands, passes a
+SIGTERM on to them while they run and returns their worst exit status (a child killed by
+signal N counts as 128 + N, a failure).
 
 Children die with their parent: each is told its parent's pid (``FUSIONLAB_PARENT_PID``)
 and calls ``die_with_parent`` as it starts (torchrun's entry point, and ``fusionlab run``
@@ -118,24 +119,52 @@ def start_torchrun(nproc: int, study_file: str, overrides: list[str], results: A
     return run_forwarding([(cmd, torchrun_env())])  # a SIGTERM reaches torchrun and the run
 
 
-def launch_workers(study_path: str, overrides: list[str], results: Path, gpus: list[str],
-                   fail_fast: bool, retry_failed: bool, lease_s: float = store.LEASE_S,
-                   device: str = "cuda", only: list[str] | None = None) -> int:
-    """One worker process per GPU, each with its own CUDA_VISIBLE_DEVICES (``only``: just
-    these run ids, as ``--only`` selected them).
+def placement(gpus: list[str] | None, jobs: int = 1) -> list[tuple[str | None, int]]:
+    """Where the workers of a pool train: one (GPU, slot) pair per worker, ``jobs`` slots
+    on each GPU, or ``jobs`` workers on the CPU (GPU None) without GPUs. Slot by slot, so
+    that the first runs (the workers start in this order) spread over the GPUs."""
+    return [(gpu, slot) for slot in range(jobs) for gpu in (gpus or [None])]
+
+
+def launch_workers(study_path: str, overrides: list[str], results: Path,
+                   gpus: list[str] | None, fail_fast: bool, retry_failed: bool,
+                   lease_s: float = store.LEASE_S, device: str = "cuda",
+                   only: list[str] | None = None, jobs: int = 1,
+                   limit: int | None = None) -> int:
+    """Worker processes training a study's runs at once (``only``: just these run ids, as
+    ``--only`` selected them): ``jobs`` per GPU, each with its own CUDA_VISIBLE_DEVICES, or
+    ``jobs`` on ``device`` without ``gpus`` (``placement``); at most ``limit`` of them (the
+    runs left to train).
 
     The workers share the results folder; claims keep them off each other's runs. A
     SIGTERM to this process is passed on to the workers, which record their runs as
-    interrupted.
+    interrupted. A worker trains in its own process whatever the study's ``launcher:``
+    section says (``WORKER_ENV``).
     """
     cmds = []
-    for gpu in gpus:
+    where = placement(gpus, jobs)[:limit]
+    for gpu, slot in where:
         cmd = [sys.executable, "-m", "fusion_lab",
                *fusionlab_command(study_path, overrides, results, device, "plain", lease_s,
                                   fail_fast, retry_failed, only=only)]
-        click.echo(f"worker on GPU {gpu}: started", err=True)
-        cmds.append((cmd, {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}))
+        env = {**os.environ, WORKER_ENV: "1"}
+        if gpu is None:
+            click.echo(f"worker {slot + 1} of {len(where)} (device {device}): started",
+                       err=True)
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+            click.echo(f"worker on GPU {gpu}{f' (slot {slot + 1} of {jobs})' if jobs > 1 else ''}"
+                       ": started", err=True)
+        cmds.append((cmd, env))
     return run_forwarding(cmds)
+
+
+WORKER_ENV = "FUSIONLAB_POOL_WORKER"  # set in a worker of launch_workers: it trains itself
+
+
+def in_worker() -> bool:
+    """This process is a worker of ``launch_workers`` (it starts no workers of its own)."""
+    return os.environ.get(WORKER_ENV) == "1"
 
 
 def run_forwarding(cmds: list[tuple[list[str], dict]]) -> int:

@@ -49,6 +49,7 @@ class RunOptions:
     results: str | Path = "results"
     device: str = "auto"  # auto | cpu | cuda
     gpus: str | None = None  # "0,1": one local worker process per GPU
+    jobs: int | None = None  # N: N runs at once here, N workers on the CPU or N per GPU
     launcher: str | None = None  # None: the study's launcher: section, else local
     launcher_opts: list[str] = field(default_factory=list)  # --launcher-opt KEY=VALUE
     nproc: int | None = None  # N > 1: each run on N DDP processes under torchrun, here
@@ -173,6 +174,7 @@ def plan_study(opts: RunOptions) -> Plan:
     problems = ddp.check_runs(runs, opts.device, None if opts.dry_run else world, how)
     if problems:
         raise ConfigError(problems, source=str(opts.study_file))
+    launcher.check_runs(runs, opts.device, world)  # e.g. --jobs without train.threads
     return Plan(study, runs, _selected(runs, opts), overrides, launcher,
                 [note] if note else [])
 
@@ -187,7 +189,12 @@ def pick_launcher(opts: RunOptions) -> tuple[str, Launcher]:
     if opts.gpus and not LAUNCHERS.get(launcher_name(study, opts.launcher)).trains_here:
         raise FusionLabError("--gpus is the local launcher's option; with another launcher "
                              "use --launcher-opt gpus=N (GPUs per run)")
-    pairs = list(opts.launcher_opts) + ([f"gpus={opts.gpus}"] if opts.gpus else [])
+    if (opts.jobs or 1) > 1 and not LAUNCHERS.get(launcher_name(study, opts.launcher)).trains_here:
+        raise FusionLabError("--jobs is the local launcher's option (runs at once on this "
+                             "machine); other launchers train each pending run in its own "
+                             "task: size it with --launcher-opt cpus=N and train.threads")
+    pairs = list(opts.launcher_opts) + ([f"gpus={opts.gpus}"] if opts.gpus else []) \
+        + ([f"jobs={opts.jobs}"] if opts.jobs else [])
     return choose(study, opts.launcher, pairs)
 
 

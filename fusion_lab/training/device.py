@@ -31,6 +31,26 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+_DEFAULT_THREADS: list[int] = []  # torch's thread count before a run of this process set one
+
+
+def set_threads(threads: int | None) -> None:
+    """A run's CPU threads (``train.threads``), set before it does any tensor work: N
+    intra-op threads (and N inter-op threads, where torch still allows it: once per process,
+    before any inter-op work), or None for torch's default, the count this process had
+    before any run set one (so a run without the key trains as it did before it existed)."""
+    if threads is None and not _DEFAULT_THREADS:
+        return  # no run of this process set a count: torch's default, untouched
+    if not _DEFAULT_THREADS:
+        _DEFAULT_THREADS.append(torch.get_num_threads())
+    torch.set_num_threads(threads or _DEFAULT_THREADS[0])
+    if threads is not None:
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:  # already set, or inter-op work has begun: results do not depend on it
+            pass
+
+
 def device_name(dev: torch.device) -> str:
     """How results name a device: ``cuda:0 (NVIDIA H100 ...)`` or ``cpu (N threads)``."""
     if dev.type == "cuda":

@@ -46,6 +46,7 @@ from fusion_lab.training.device import (
     precision,
     prepare_model,
     resolve_device,
+    set_threads,
 )
 from fusion_lab.training.evaluate import evaluate
 from fusion_lab.training.loggers import Sinks
@@ -154,6 +155,7 @@ def train_run(run_dir: str | Path, cfg: RunConfig, run_id: str, device: str = "a
     Under DDP (``fusion_lab.training.ddp``, ``train.world_size`` processes) every process calls
     this; process 0 alone evaluates and writes, and its ``before_write`` decides for all.
     """
+    set_threads(cfg.train.threads)  # first: on the CPU the result depends on the count
     run_dir = Path(run_dir)
     d = ddp.current()
     t, dev = cfg.train, resolve_device(device)

@@ -94,6 +94,11 @@ class Launcher:
     def launch(self, job: LaunchJob) -> int:
         raise NotImplementedError
 
+    def check_runs(self, runs: list[PlannedRun], device: str, world_size: int) -> None:
+        """Refuse runs this launcher cannot train as its options ask (one-line
+        ``FusionLabError``), before anything is written; called once per command with the
+        runs' world size (the local launcher's ``jobs``). Nothing by default."""
+
     @staticmethod
     def ended_jobs(job_ids: list[str]) -> dict[str, str]:
         """Of the jobs this launcher submitted (``queued.json``'s ``job_id``), those that
