@@ -8,6 +8,10 @@ Changed on purpose (issue 10, per-dataset reference recipes): every CUB run (att
 convlstm, pathways, sota's CUB cells) now trains ResNet50's layer4 at lr_new, as the
 released CUB script does; sota's Cars and Aircraft cells take their own batch, resize and
 learning rates. The quickstart's ids did not change.
+
+Changed on purpose (issue 22, the CPU job pool): quickstart and quickstart_tuned set
+train.threads: 1 (one thread per run, two runs at once), so every one of their runs has a
+new id; without that line they have their old ids (tested below).
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ ALL_IDS = {
     "pathways": (9, "762152edbc9a79b155b5d6d612757aebde58fe1470597be9b842818fb4818ee5"),
     "pretrain_synthetic": (1, "8364ab4261b023c8e252222ed42819663f5ac616b7006634246749f8d03b0d42"),
     # issue 9: pretrained `synthetic` weights (by their content's SHA-256), SGD, 3 seeds
-    "quickstart": (12, "c724b589bdb2e1dd6c6c28470e9db0ef9d00f3f624e717539a448fbe829c3beb"),
+    "quickstart": (12, "6596d45d124af9e7fd11828f91cad00393bff8f29a532e6df05fe4f1c8279594"),
     # issue 22: the tuned quickstart's planned runs, pinned when it was added
-    "quickstart_tuned": (12, "3e7093512f020ec9bd8dabeafa8cd1bc6356f357f4e413080fd175cf3344b206"),
+    "quickstart_tuned": (12, "71aa4c22ef47cb3759e8992cc09e70a8e1a83db5f740ad87ea88e5c5a3cea7bb"),
     # the quickstart before issue 9, kept as an example: the same configs, the same ids
     "scratch": (8, "27bf514d6f4dc545e676244636a765405a7f87f629e55aa7258bc923c8e1deea"),
     "sota": (18, "6cf01b883f76ec5a6a698088b72f35dc23ca835768a6a3c05cf0e8642dc9c9a4"),
@@ -71,14 +75,14 @@ PINNED = [
      "a72ae26ce9e3ead972e459ecae7b4947d9f143d171c410018605319e11235df4",
      "f6b5e565d38f03977260f781c48c7212beaf9db70a86d155af0a14bbbaf97acc"),
     ("quickstart", "Baseline", {}, 0,
-     "e2195b8260788d4b0913f6f0f089cbef9ba146ffc71a62285523280ef60f1bcc",
-     "e72e6676b1884ee8916526d7409d0432e2416948ff231dfdbc4ecfc06883fbf8"),
+     "68cce8e5b257913f36c0ad7d0b24fd8d902f761302aa25ed227d4e13ac471860",
+     "cdf4d21cafd14ea21dad4da23727796c6f67e5b5db62b0f1b30bdfc5ad4edc7f"),
     ("quickstart", "HL+LH", {}, 1,
-     "849dba68b15517a52834e1a98dea5b4a9eeb45f9db61a83f4b68c8b89895d53e",
-     "374c6fd72ac099e27782ed6b1bc379fb8538726bdb48bbf078f06bc44c9d7bd5"),
+     "d12e95f0df25e7a53416241cb135a47c972213e7c6d170e900af1120fbbd491d",
+     "9fea5a2191a1613b0452e8343673423c6df88a523d2a1e04bd841e68c7e7473f"),
     ("quickstart", "CN-CNN", {}, 2,
-     "48d20b9e07eb7d332d92d7161847f12530ccf29c88c998439301c9eebdf8cd39",
-     "16c4d1bb50a9a1706e975c13232b1bac1135834a5e19d30b0ff8053d2a14be5f"),
+     "b42c15d235201489070142702986b6caed227761803e8cdd8d255e26f77ccef4",
+     "326d02c682610c865f7fe3acea58750d1c857097d420b5d29c5ac794e4a8f33e"),
     ("scratch", "Baseline", {}, 0,
      "e3e32bdd5fc7c8cdd6f5631c4c54454c5bf9ab80817941c77b2c018af2845722",
      "0b1595d4b4f0197ae890a573a46898c707563e9343dadf357dca01977c098c82"),
@@ -150,3 +154,17 @@ def test_gpu_decoding_is_in_the_run_id_and_cpu_decoding_is_not():
     cfg.dataset.decode = "gpu"
     gpu = config.result_dict(cfg)
     assert gpu["dataset"]["decode"] == "gpu" and run_ids(gpu) != run_ids(cpu)
+
+
+def test_the_quickstart_without_its_thread_count_has_its_old_ids(tmp_path):
+    """train.threads: null (torch's default) is left out of the id: the quickstart as it
+    was before issue 22 set one thread per run keeps the ids its results were stored under."""
+    text = (STUDIES / "quickstart.yaml").read_text()
+    assert "    threads: 1 " in text
+    old = tmp_path / "quickstart.yaml"
+    old.write_text(text.replace("    threads: 1 ", "    # threads "))
+    load_builtin()
+    presets = {name: PRESETS.get(name) for name in PRESETS.list()}
+    runs = expand(load_study(old), presets)
+    assert digest([[r.run_id, r.group_id] for r in runs]) == (
+        "c724b589bdb2e1dd6c6c28470e9db0ef9d00f3f624e717539a448fbe829c3beb")

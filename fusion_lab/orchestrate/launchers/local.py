@@ -11,7 +11,7 @@ import click
 from fusion_lab.errors import FusionLabError
 from fusion_lab.orchestrate import spawn
 from fusion_lab.orchestrate.launchers import Launcher, LaunchJob
-from fusion_lab.orchestrate.runner import train_runs
+from fusion_lab.orchestrate.runner import check_device, train_runs
 from fusion_lab.plan.study import PlannedRun
 from fusion_lab.registries import LAUNCHERS
 from fusion_lab.training.progress import Progress
@@ -67,6 +67,8 @@ class LocalLauncher(Launcher):
 
     def launch(self, job: LaunchJob) -> int:
         if self.gpus is not None or self.jobs > 1:
+            if self.gpus is None:  # the workers train on this device: one refusal, here
+                check_device(job.runs, job.device)
             return spawn.launch_workers(
                 str(job.study_file), job.overrides, job.results, self.gpu_list(),
                 job.fail_fast, job.retry_failed, lease_s=job.lease_s,
