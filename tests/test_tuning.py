@@ -277,3 +277,29 @@ def test_a_tuned_study_on_the_slurm_launcher_trains_its_trials_and_final_runs_in
         assert json.loads(p.read_text())["status"] == "done"
     recs = table_json(results, capsys)
     assert all(r["trials_done"] == 2 and r["tuned_acc"] is not None for r in recs)
+
+
+@pytest.mark.slow
+def test_a_tuned_study_with_nproc_2_trains_its_trials_and_final_runs_with_ddp(
+        tmp_path, capsys):
+    """--nproc N: each phase (trials, then final runs) on N DDP processes under torchrun;
+    every run is a DDP run (train.world_size in its config, so its own id). A pruner
+    stops trials on one process only: refused with --nproc, one line."""
+    study = write_study(tmp_path, trials=2, epochs=1, extra="  shared: false\n")
+    results = tmp_path / "results"
+    code, out, err = run_cli(["run", str(study), "--results", str(results), "--device", "cpu",
+                              "--nproc", "2", "--progress", "off"], capsys)
+    assert code == 0, err
+    trials = [json.loads(p.read_text()) for p in results.glob("tuned/trials/*/summary.json")]
+    finals = [json.loads(p.read_text()) for p in results.glob("tuned/*/summary.json")]
+    assert len(trials) == 4 and len(finals) == 4  # 2 rows x (2 trials | 2 seeds)
+    assert all(s["status"] == "done" and s["world_size"] == 2 for s in trials + finals)
+    assert not (results / "tuned" / "trials" / "study.json").exists()
+    assert all(r["trials_done"] == 2 and r["tuned_acc"] is not None
+               for r in table_json(results, capsys))
+    (tmp_path / "p").mkdir()
+    pruned = write_study(tmp_path / "p", trials=2, epochs=2, extra="  pruner: asha\n")
+    code, out, err = run_cli(["run", str(pruned), "--results", str(tmp_path / "r2"),
+                              "--device", "cpu", "--nproc", "2"], capsys)
+    assert code == 2 and "leave out --nproc or tune.pruner" in err and err.count("\n") == 1
+    assert not (tmp_path / "r2").exists()

@@ -21,7 +21,13 @@ import click
 from fusion_lab import store
 from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.orchestrate import spawn
-from fusion_lab.orchestrate.launchers import Launcher, LaunchJob, choose, launcher_name
+from fusion_lab.orchestrate.launchers import (
+    Launcher,
+    LaunchJob,
+    choose,
+    find_task_run,
+    launcher_name,
+)
 from fusion_lab.orchestrate.runner import run_dir, write_plan
 from fusion_lab.orchestrate.selection import select, set_aside
 from fusion_lab.orchestrate.spawn import Nodes, die_with_parent
@@ -114,11 +120,11 @@ def run_study(opts: RunOptions) -> Report:
                                  "trials/ or run folders aside by hand")
         for line in set_aside(results, plan.study, plan.selected):
             click.echo(line, err=True)
-    if plan.study.tune is not None:  # trials, then final runs (orchestrate.tuning)
-
-        return tuned_report(opts, plan, report, lambda study, runs: plan.launcher.launch(
-            _job(opts, Plan(study, runs, runs, plan.overrides, plan.launcher), results, True,
-                 t_start)))
+    tuned_phase = plan.study.tune is not None and ddp.env_world_size() > 1
+    if tuned_phase:  # a torchrun process of one phase of a tuned study (its parent plans)
+        plan = _tuned_phase(plan, results, opts.only)
+    elif plan.study.tune is not None:  # trials, then final runs (orchestrate.tuning)
+        return tuned_report(opts, plan, report, _tuned_launch(opts, plan, results, t_start))
     if opts.dry_run:
         return report
     if (opts.nproc or 1) * opts.nnodes > 1:  # torchrun's processes run this again
@@ -133,7 +139,7 @@ def run_study(opts: RunOptions) -> Report:
     group = ddp.init(opts.device) if ddp.env_world_size() > 1 else ddp.current()
     report.main = group.main
     job = _job(opts, plan, results, group.main, t_start)
-    if group.main:
+    if group.main and not tuned_phase:  # a tuned study's parent writes its plan
         write_plan(results, plan.study, plan.runs)
     if group.active:
         code = _launch_ddp(plan.launcher, job)
@@ -175,7 +181,7 @@ def plan_study(opts: RunOptions) -> Plan:
     if problems:
         raise ConfigError(problems, source=str(opts.study_file))
     launcher.check_runs(runs, opts.device, world)  # e.g. --jobs without train.threads
-    return Plan(study, runs, _selected(runs, opts), overrides, launcher,
+    return Plan(study, runs, _selected(runs, opts, study), overrides, launcher,
                 [note] if note else [])
 
 
@@ -240,8 +246,35 @@ def failed_runs(study: Study, runs: list[PlannedRun],
     return out
 
 
-def _selected(runs: list[PlannedRun], opts: RunOptions) -> list[PlannedRun]:
+def _selected(runs: list[PlannedRun], opts: RunOptions, study: Study) -> list[PlannedRun]:
+    if study.tune is not None and ddp.env_world_size() > 1:
+        return runs  # a tuned phase's torchrun process: --only names its runs (_tuned_phase)
     return select(runs, list(opts.only), opts.study_file)
+
+
+def _tuned_launch(opts: RunOptions, plan: Plan, results: Path, t_start: float):
+    """How a tuned study's phase is launched: through the study's launcher, or with
+    ``--nproc N`` on N DDP processes under torchrun (``--only`` the phase's runs)."""
+    if (opts.nproc or 1) > 1:
+        return lambda study, runs: spawn.start_torchrun(
+            opts.nproc, str(opts.study_file), plan.overrides, results, opts.device,
+            opts.fail_fast, opts.retry_failed, opts.progress, opts.lease_s,
+            only=[r.run_id for r in runs])
+    return lambda study, runs: plan.launcher.launch(
+        _job(opts, Plan(study, runs, runs, plan.overrides, plan.launcher), results, True,
+             t_start))
+
+
+def _tuned_phase(plan: Plan, results: Path, ids: list[str]) -> Plan:
+    """A torchrun process of a tuned study's phase: the runs ``ids`` (the parent's
+    ``--only``) under the folder of the phase they belong to (trials, shared, final)."""
+    found = [find_task_run(plan.study, plan.runs, results, i) for i in ids]
+    missing = [i for i, (_, r) in zip(ids, found) if r is None]
+    if not ids or missing:
+        raise FusionLabError(f"runs {', '.join(missing) or '(none given)'} are not part of "
+                             f"tuned study {plan.study.name} (the study changed?)")
+    runs = [r for _, r in found]
+    return Plan(found[0][0], runs, runs, plan.overrides, plan.launcher)
 
 
 def _finish(report: Report, results: Path, code: int) -> Report:

@@ -174,8 +174,11 @@ def tuned_report(opts: Any, plan: Any, report: Any,
                  launch: Callable[[Study, list[PlannedRun]], int]) -> Any:
     """``run_study`` for a tuned study: ``report`` (a ``study_run.Report``) filled in; a
     dry run only lists the phases."""
-    if (opts.nproc or 1) > 1:
-        raise ConfigError("a tuned study trains each run on one process: leave out --nproc",
+    if (opts.nproc or 1) > 1 and plan.study.tune.pruner != "none":
+        raise ConfigError("a trial that a pruner may stop trains on one process: leave out "
+                          "--nproc or tune.pruner", source=str(opts.study_file))
+    if opts.nnodes > 1:
+        raise ConfigError("a tuned study trains on one node: leave out --nnodes",
                           source=str(opts.study_file))
     results = Path(opts.results)
     study = plan.study
