@@ -303,3 +303,36 @@ def test_a_tuned_study_with_nproc_2_trains_its_trials_and_final_runs_with_ddp(
                               "--device", "cpu", "--nproc", "2"], capsys)
     assert code == 2 and "leave out --nproc or tune.pruner" in err and err.count("\n") == 1
     assert not (tmp_path / "r2").exists()
+
+
+def test_the_tuning_table_gives_each_delta_its_paired_interval_and_marks_noise(tmp_path):
+    """Known answer by hand: tuned HL - Baseline by seed = 4, 1, 7: mean 4, sd 3, se
+    3/sqrt(3); t(0.975, df 2) = 4.3027 -> 4 ± 7.452 = [-3.45, +11.45], contains 0 (≈).
+    CN-CNN - Baseline = -10, -11, -9: mean -10, sd 1 -> -10 ± 2.484 = [-12.48, -7.52]."""
+    from fusion_lab.analysis.tuning import tuning_records, tuning_table
+
+    study = tmp_path / "tuned"
+    accs = {"Baseline": [50.0, 60.0, 55.0], "HL": [54.0, 61.0, 62.0],
+            "CN-CNN": [40.0, 49.0, 46.0]}
+    rows = []
+    for label, values in accs.items():
+        ids = []
+        for seed, acc in enumerate(values):
+            rid = f"{label}-{seed}"
+            store.write_json(study / rid / "summary.json",
+                             {"status": "done", "seed": seed, "test_size": 500,
+                              "final": {"acc": acc}})
+            ids.append(rid)
+        rows.append({"label": label, "grid": {}, "trials": [], "final_run_ids": ids,
+                     "shared_run_ids": []})
+    store.write_json(study / "tuning.json", {"name": "tuned", "baseline": "Baseline",
+                                             "tune": {"pruner": "none"}, "rows": rows})
+    recs = {r["label"]: r for r in tuning_records(study)}
+    low, high, basis = recs["HL"]["delta_tuned_ci"]
+    assert basis == "paired" and recs["HL"]["delta_tuned"] == pytest.approx(4.0)
+    assert (low, high) == (pytest.approx(-3.452, abs=2e-3), pytest.approx(11.452, abs=2e-3))
+    low, high, _ = recs["CN-CNN"]["delta_tuned_ci"]
+    assert (low, high) == (pytest.approx(-12.484, abs=2e-3), pytest.approx(-7.516, abs=2e-3))
+    assert recs["Baseline"]["delta_tuned_ci"] is None and recs["HL"]["delta_shared_ci"] is None
+    text = tuning_table(study)
+    assert "+4.00 ≈ [-3.5, +11.5]" in text and "-10.00 [-12.5, -7.5]" in text

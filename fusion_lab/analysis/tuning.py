@@ -7,12 +7,14 @@ accuracy against the number of trials (Dodge et al., EMNLP 2019: ``expected_max`
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fusion_lab.analysis.stats import Interval, difference_interval
 from fusion_lab.analysis.table_formats import latex_table, tabulate_text
 from fusion_lab.store import DONE, SUMMARY_JSON, read_json, run_status
 
@@ -38,14 +40,24 @@ def read_tuning(study_dir: Path) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _accs(folder: Path, run_ids: list[str]) -> list[float]:
-    out = []
+def _by_seed(folder: Path, run_ids: list[str]) -> tuple[dict[int, float], float]:
+    """The finished runs' test accuracy by seed, and their test set's size."""
+    out, size = {}, math.nan
     for rid in run_ids:
         d = folder / rid
         s = read_json(d / SUMMARY_JSON) or {}
         if run_status(d) == DONE and (s.get("final") or {}).get("acc") is not None:
-            out.append(float(s["final"]["acc"]))
-    return out
+            out[int(s.get("seed", len(out)))] = float(s["final"]["acc"])
+            size = float(s.get("test_size") or math.nan)
+    return out, size
+
+
+def _interval(r: dict, b: dict | None, key: str) -> Interval | None:
+    """The Δ's 95% interval against the baseline row (``stats.difference_interval``:
+    paired t over the seeds both ran, else Welch, else binomial)."""
+    if b is None or not r[key] or not b[key]:
+        return None
+    return difference_interval(r[key], b[key], r[f"{key}_size"], b[f"{key}_size"])
 
 
 def _mean_sd(accs: list[float]) -> str:
@@ -61,13 +73,14 @@ def tuning_records(study_dir: Path) -> list[dict[str, Any]]:
     doc = read_tuning(study_dir) or {}
     recs = []
     for row in doc.get("rows") or []:
-        shared = _accs(study_dir / "shared", row.get("shared_run_ids") or [])
-        tuned = _accs(study_dir, row.get("final_run_ids") or [])
+        shared, shared_size = _by_seed(study_dir / "shared", row.get("shared_run_ids") or [])
+        tuned, tuned_size = _by_seed(study_dir, row.get("final_run_ids") or [])
         trials = row.get("trials") or []
         recs.append({"label": row["label"], "grid": row.get("grid") or {},
-                     "shared": shared, "tuned": tuned,
-                     "shared_acc": float(np.mean(shared)) if shared else None,
-                     "tuned_acc": float(np.mean(tuned)) if tuned else None,
+                     "shared": shared, "tuned": tuned, "shared_size": shared_size,
+                     "tuned_size": tuned_size,
+                     "shared_acc": float(np.mean(list(shared.values()))) if shared else None,
+                     "tuned_acc": float(np.mean(list(tuned.values()))) if tuned else None,
                      "chosen": row.get("chosen_params"), "trial": row.get("chosen"),
                      "trials_done": sum(t.get("status") == DONE for t in trials),
                      "trials": len(trials), "epochs": sum(t.get("epochs") or 0 for t in trials),
@@ -76,14 +89,22 @@ def tuning_records(study_dir: Path) -> list[dict[str, Any]]:
     base = doc.get("baseline")
     for r in recs:
         b = next((x for x in recs if x["label"] == base and x["grid"] == r["grid"]), None)
-        for key in ("shared_acc", "tuned_acc"):
-            ok = b is not None and r[key] is not None and b[key] is not None
-            r[f"delta_{key[:-4]}"] = r[key] - b[key] if ok else None
+        for key in ("shared", "tuned"):
+            ok = b is not None and r[f"{key}_acc"] is not None and b[f"{key}_acc"] is not None
+            r[f"delta_{key}"] = r[f"{key}_acc"] - b[f"{key}_acc"] if ok else None
+            iv = _interval(r, b, key) if ok and b is not r else None
+            r[f"delta_{key}_ci"] = [iv.low, iv.high, iv.basis] if iv else None
     return recs
 
 
-def _fmt_delta(v: float | None, base: bool) -> str:
-    return "(base)" if base else ("-" if v is None else f"{v:+.2f}")
+def _fmt_delta(v: float | None, base: bool, ci: list | None = None) -> str:
+    """``+4.07 ≈ [-14.5, +22.7]``: ≈ when the 95% interval contains 0."""
+    if base or v is None:
+        return "(base)" if base else "-"
+    if not ci:
+        return f"{v:+.2f}"
+    near = " ≈" if ci[0] <= 0.0 <= ci[1] else ""
+    return f"{v:+.2f}{near} [{ci[0]:+.1f}, {ci[1]:+.1f}]"
 
 
 def tuning_table(study_dir: Path, fmt: str = "plain") -> str:
@@ -92,8 +113,9 @@ def tuning_table(study_dir: Path, fmt: str = "plain") -> str:
     doc = read_tuning(study_dir) or {}
     recs = tuning_records(study_dir)
     if fmt == "json":
-        return json.dumps([{k: v for k, v in r.items() if k not in ("shared", "tuned")}
-                           for r in recs], indent=2)
+        drop = ("shared", "tuned", "shared_size", "tuned_size")
+        return json.dumps([{k: v for k, v in r.items() if k not in drop} for r in recs],
+                          indent=2)
     pruner = (doc.get("tune") or {}).get("pruner", "none") != "none"
     rows = []
     for r in recs:
@@ -102,10 +124,10 @@ def tuning_table(study_dir: Path, fmt: str = "plain") -> str:
         chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in (r["chosen"] or {}).items()) or "-"
         rows.append({"Row": f"{r['label']} [{cell}]" if cell else r["label"],
-                     "Shared recipe": _mean_sd(r["shared"]),
-                     "Δ shared": _fmt_delta(r["delta_shared"], base),
-                     "Tuned": _mean_sd(r["tuned"]),
-                     "Δ tuned": _fmt_delta(r["delta_tuned"], base),
+                     "Shared recipe": _mean_sd(list(r["shared"].values())),
+                     "Δ shared": _fmt_delta(r["delta_shared"], base, r["delta_shared_ci"]),
+                     "Tuned": _mean_sd(list(r["tuned"].values())),
+                     "Δ tuned": _fmt_delta(r["delta_tuned"], base, r["delta_tuned_ci"]),
                      "Chosen": chosen, "Trials": f"{r['trials_done']}/{r['trials']}",
                      **({"Pruned": str(r["trials_pruned"])} if pruner else {}),
                      "Epochs": str(r["epochs"])})
@@ -121,4 +143,6 @@ def tuning_table(study_dir: Path, fmt: str = "plain") -> str:
                f"{pruning}; choice: {tune.get('tie_rule')}")
     if fmt == "latex":
         return latex_table(body, heading, [])
-    return heading + "\n" + tabulate_text(body, fmt) if len(body) else heading
+    note = ("Δ: against the baseline row, with its 95% interval (paired t over the seeds "
+            "both rows ran, else Welch, else binomial); ≈ within noise: it contains 0.")
+    return heading + "\n" + tabulate_text(body, fmt) + "\n" + note if len(body) else heading

@@ -143,9 +143,9 @@ def run_study(opts: RunOptions) -> Report:
         write_plan(results, plan.study, plan.runs)
     if group.active:
         code = _launch_ddp(plan.launcher, job)
-        if not group.main:
-            report.code = code
-            return report  # process 0 reports
+        if not group.main or tuned_phase:
+            report.code, report.main = code, False
+            return report  # process 0 reports (a tuned study's phase: its parent does)
     else:
         code = plan.launcher.launch(job)
     if plan.launcher.waits or opts.wait:  # launch returned once the runs had finished
@@ -260,9 +260,13 @@ def _tuned_launch(opts: RunOptions, plan: Plan, results: Path, t_start: float):
             opts.nproc, str(opts.study_file), plan.overrides, results, opts.device,
             opts.fail_fast, opts.retry_failed, opts.progress, opts.lease_s,
             only=[r.run_id for r in runs])
-    return lambda study, runs: plan.launcher.launch(
-        _job(opts, Plan(study, runs, runs, plan.overrides, plan.launcher), results, True,
-             t_start))
+    started = [t_start]  # the first phase from the command's start, later ones from theirs
+
+    def launch(study: Study, runs: list[PlannedRun]) -> int:
+        job = _job(opts, Plan(study, runs, runs, plan.overrides, plan.launcher), results,
+                   True, started.pop() if started else time.perf_counter())
+        return plan.launcher.launch(job)
+    return launch
 
 
 def _tuned_phase(plan: Plan, results: Path, ids: list[str]) -> Plan:
