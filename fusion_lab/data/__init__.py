@@ -23,7 +23,13 @@ from torch import Generator
 from torch.utils.data import DataLoader, Sampler
 
 from fusion_lab.data.device import DeviceLoader, on_device
-from fusion_lab.data.loading import SkipLog, SkippingLoader, SplitDataset, ignore_stop_signals
+from fusion_lab.data.loading import (
+    SkipLog,
+    SkippingLoader,
+    SplitDataset,
+    ignore_stop_signals,
+    quiet_fd_sharer,
+)
 from fusion_lab.data.sampling import EpochSampler, ShardedBatches, stratified_split
 from fusion_lab.data.source import ImageSource
 from fusion_lab.data.transforms import FGVCTransform
@@ -170,6 +176,7 @@ def loader_options(batch_size: int, workers: int, seed: int, device: str) -> dic
     if workers > 0:
         options["prefetch_factor"] = 4
         options["worker_init_fn"] = ignore_stop_signals
+        quiet_fd_sharer()  # Ctrl-C in mid-transfer: no traceback from the fd sharer thread
     return options
 
 

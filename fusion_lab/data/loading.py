@@ -25,6 +25,7 @@ exceed ``max_unreadable`` (a fraction of that split), iteration raises ``Dataset
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -176,3 +177,37 @@ def ignore_stop_signals(worker_id: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def quiet_fd_sharer() -> None:
+    """Leave out the traceback that multiprocessing's descriptor sharer prints when Ctrl-C
+    stops a run while a loader worker is receiving a batch's file descriptor.
+
+    torch sends tensors between processes by passing file descriptors through
+    ``multiprocessing.resource_sharer``, whose server thread in the main process reports
+    any error of a connection through ``sys.excepthook`` unless Python is already exiting.
+    A worker stopped in mid-transfer (the run was interrupted and its workers shut down)
+    drops its connection, and the user saw a page of traceback under the one line saying
+    the run was recorded as interrupted. Only connection errors raised inside that module
+    are left out; every other exception reaches the hook installed before. Idempotent.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "quiet_fd_sharer", False):
+        return
+
+    def hook(etype: type[BaseException], value: BaseException, tb: Any) -> None:
+        if issubclass(etype, (OSError, EOFError)) and _through_resource_sharer(tb):
+            return
+        previous(etype, value, tb)
+
+    hook.quiet_fd_sharer = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+def _through_resource_sharer(tb: Any) -> bool:
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if name.endswith("multiprocessing/resource_sharer.py"):
+            return True
+        tb = tb.tb_next
+    return False
