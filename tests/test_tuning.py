@@ -336,3 +336,32 @@ def test_the_tuning_table_gives_each_delta_its_paired_interval_and_marks_noise(t
     assert recs["Baseline"]["delta_tuned_ci"] is None and recs["HL"]["delta_shared_ci"] is None
     text = tuning_table(study)
     assert "+4.00 ≈ [-3.5, +11.5]" in text and "-10.00 [-12.5, -7.5]" in text
+
+
+@pytest.mark.parametrize("sampler", ["qmc", "tpe"])
+def test_rerun_only_a_row_of_a_tuned_study_tunes_that_row_again_from_scratch(
+        tmp_path, fake_training, capsys, sampler):
+    """--rerun --only HL: HL's trials, shared-recipe and final runs move to .replaced/
+    and train again (a TPE row's recorded sequence is asked again); the Baseline's stay.
+    A rerun-only that names no row is one line, exit 2, and moves nothing."""
+    study = write_study(tmp_path, trials=3, extra=f"  sampler: {sampler}\n")
+    results = tmp_path / "results"
+    args = ["run", str(study), "--results", str(results), "--device", "cpu",
+            "--progress", "off", "--no-table"]
+    assert run_cli(args, capsys)[0] == 0
+    first = list(fake_training)
+    assert len(first) == 6 + 4 + 4
+    before = json.loads((results / "tuned" / "tuning.json").read_text())
+    code, _, err = run_cli(args + ["--rerun", "--only", "HL"], capsys)
+    assert code == 0, err
+    again = fake_training[len(first):]
+    assert len(again) == 3 + 2 + 2 and set(again) <= set(first)  # HL's runs, same ids
+    replaced = {p.name[:64] for p in results.glob("tuned/**/.replaced/*")}
+    assert replaced == set(again)
+    after = json.loads((results / "tuned" / "tuning.json").read_text())
+    assert [r["chosen_params"] for r in after["rows"]] == [
+        r["chosen_params"] for r in before["rows"]]  # same points, same choice
+    n = len(fake_training)
+    code, _, err = run_cli(args + ["--rerun", "--only", "HL:0"], capsys)
+    assert code == 2 and "give row labels (Baseline, HL)" in err and err.count("\n") == 1
+    assert len(fake_training) == n

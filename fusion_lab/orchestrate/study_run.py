@@ -31,7 +31,7 @@ from fusion_lab.orchestrate.launchers import (
 from fusion_lab.orchestrate.runner import run_dir, write_plan
 from fusion_lab.orchestrate.selection import select, set_aside
 from fusion_lab.orchestrate.spawn import Nodes, die_with_parent
-from fusion_lab.orchestrate.tuning import tuned_report
+from fusion_lab.orchestrate.tuning import set_aside_tuned, tuned_report
 from fusion_lab.plan.planning import prepare
 from fusion_lab.plan.study import PlannedRun, Study, parse_study
 from fusion_lab.plan.tags import (
@@ -115,10 +115,10 @@ def run_study(opts: RunOptions) -> Report:
                     notes=plan.notes)
     results = Path(opts.results)
     if opts.rerun and not opts.dry_run and opts.node_rank == 0:
-        if plan.study.tune is not None:
-            raise FusionLabError("--rerun does not apply to a tuned study yet: move its "
-                                 "trials/ or run folders aside by hand")
-        for line in set_aside(results, plan.study, plan.selected):
+        lines = (set_aside_tuned(plan.study, plan.runs, results, opts.only)
+                 if plan.study.tune is not None
+                 else set_aside(results, plan.study, plan.selected))
+        for line in lines:
             click.echo(line, err=True)
     tuned_phase = plan.study.tune is not None and ddp.env_world_size() > 1
     if tuned_phase:  # a torchrun process of one phase of a tuned study (its parent plans)

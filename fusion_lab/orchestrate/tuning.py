@@ -20,9 +20,16 @@ from typing import Any
 import click
 
 from fusion_lab import store
-from fusion_lab.errors import ConfigError
+from fusion_lab.errors import ConfigError, FusionLabError
 from fusion_lab.orchestrate.runner import run_dir, write_plan
-from fusion_lab.orchestrate.tuning_record import Phase, settled, trial_result, write_pruning
+from fusion_lab.orchestrate.selection import set_aside
+from fusion_lab.orchestrate.tuning_record import (
+    Phase,
+    drop_sequences,
+    settled,
+    trial_result,
+    write_pruning,
+)
 from fusion_lab.orchestrate.tuning_tpe import run_sequence, sequence_phase
 from fusion_lab.plan.planning import presets, validate
 from fusion_lab.plan.study import PlannedRun, Study
@@ -168,6 +175,27 @@ def run_tuned(study: Study, shared: list[PlannedRun], results: Path,
     code = max(code, run_phase(Phase("final", study, final_runs), launch, results, waits))
     write_tuning(study, cells, shared, final_runs, results)
     return code, final_runs
+
+
+def set_aside_tuned(study: Study, shared: list[PlannedRun], results: Path,
+                    only: list[str]) -> list[str]:
+    """``--rerun`` on a tuned study: the rows ``only`` names (labels; every row without
+    it) are tuned again from scratch: their trials, shared-recipe runs and final runs (which
+    the trials chose) move to ``.replaced/`` as ``selection.set_aside`` does, and a TPE
+    row's recorded sequence is forgotten. One line per run moved."""
+    labels = {r.label for r in shared}
+    unknown = [x for x in only if x not in labels]
+    if unknown:
+        raise FusionLabError(f"--only {', '.join(map(repr, unknown))} with --rerun on a tuned "
+                             f"study: give row labels ({', '.join(sorted(labels))})")
+    keep = set(only) or labels
+    cells, first, final_runs = plan_phases(study, shared, results)
+    lines = []
+    for phase in [*first, Phase("final", study, final_runs or [])]:
+        lines += set_aside(results, phase.study, [r for r in phase.runs if r.label in keep])
+    if study.tune.sampler == "tpe":
+        drop_sequences(results, study, [c.key for c in cells if c.label in keep])
+    return lines
 
 
 def tuned_report(opts: Any, plan: Any, report: Any,

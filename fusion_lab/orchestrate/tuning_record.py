@@ -101,6 +101,20 @@ def append_point(results: Path, study: Study, key: str, params: dict[str, Any]) 
     store.write_json(path, doc)
 
 
+def drop_sequences(results: Path, study: Study, keys: list[str]) -> None:
+    """Forget the recorded points of cells ``keys`` (``--rerun``: their TPE sequence
+    starts again); under ``sequence_lock``."""
+    path = _folder(results, study) / SEQUENCE_JSON
+    with sequence_lock(results, study):
+        doc = store.read_json(path)
+        seq = ((doc or {}).get("sequences") or {}).get(store.digest(signature(study))[:16])
+        if not isinstance(seq, dict) or not any(k in (seq.get("cells") or {}) for k in keys):
+            return
+        seq["cells"] = {k: v for k, v in seq["cells"].items() if k not in keys}
+        seq["updated"] = store.now()
+        store.write_json(path, doc)
+
+
 @contextlib.contextmanager
 def sequence_lock(results: Path, study: Study, poll_s: float = 0.05) -> Iterator[None]:
     """Held while a runner reads the record, asks a point and appends it: a claim (lease)
