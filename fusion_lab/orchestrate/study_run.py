@@ -25,8 +25,8 @@ from fusion_lab.orchestrate.launchers import (
     Launcher,
     LaunchJob,
     choose,
-    find_task_run,
     launcher_name,
+    task_runs,
 )
 from fusion_lab.orchestrate.runner import run_dir, write_plan
 from fusion_lab.orchestrate.selection import select, set_aside
@@ -272,13 +272,13 @@ def _tuned_launch(opts: RunOptions, plan: Plan, results: Path, t_start: float):
 def _tuned_phase(plan: Plan, results: Path, ids: list[str]) -> Plan:
     """A torchrun process of a tuned study's phase: the runs ``ids`` (the parent's
     ``--only``) under the folder of the phase they belong to (trials, shared, final)."""
-    found = [find_task_run(plan.study, plan.runs, results, i) for i in ids]
-    missing = [i for i, (_, r) in zip(ids, found) if r is None]
+    known = task_runs(plan.study, plan.runs, results)  # the phases, planned once
+    missing = [i for i in ids if i not in known]
     if not ids or missing:
         raise FusionLabError(f"runs {', '.join(missing) or '(none given)'} are not part of "
                              f"tuned study {plan.study.name} (the study changed?)")
-    runs = [r for _, r in found]
-    return Plan(found[0][0], runs, runs, plan.overrides, plan.launcher)
+    runs = [known[i][1] for i in ids]
+    return Plan(known[ids[0]][0], runs, runs, plan.overrides, plan.launcher)
 
 
 def _finish(report: Report, results: Path, code: int) -> Report:

@@ -218,19 +218,25 @@ def train_task(study_file: str, overrides: list[str], results: str, run_id: str,
 
 def find_task_run(study: Study, runs: list[PlannedRun], results: Path, run_id: str
                   ) -> tuple[Study, PlannedRun | None]:
-    """The run ``run_id`` of the study and the study it runs under (its folder). A tuned
-    study's runs are its phases' (``tuning.plan_phases``: trials under ``<study>/trials``,
-    the shared recipe's under ``<study>/shared``, the final runs, planned from the trials'
-    results, under the study), not the study as written: a task planning only those would
-    not find a trial."""
+    """The run ``run_id`` of the study and the study it runs under (``task_runs``)."""
+    return task_runs(study, runs, results).get(run_id, (study, None))
+
+
+def task_runs(study: Study, runs: list[PlannedRun], results: Path
+              ) -> dict[str, tuple[Study, PlannedRun]]:
+    """Every run a task may be given, by id, with the study it runs under (its folder). A
+    tuned study's runs are its phases' (``tuning.plan_phases``: trials under
+    ``<study>/trials``, the shared recipe's under ``<study>/shared``, the final runs,
+    planned from the trials' results, under the study), not the study as written: a task
+    planning only those would not find a trial. The phases are planned once."""
     if study.tune is None:
-        return study, next((r for r in runs if r.run_id == run_id), None)
+        return {r.run_id: (study, r) for r in runs}
     _, first, final_runs = tuning.plan_phases(study, runs, results)
+    found: dict[str, tuple[Study, PlannedRun]] = {}
     for phase in [*first, tuning.Phase("final", study, final_runs or [])]:
-        run = next((r for r in phase.runs if r.run_id == run_id), None)
-        if run is not None:
-            return phase.study, run
-    return study, None
+        for r in phase.runs:
+            found.setdefault(r.run_id, (phase.study, r))
+    return found
 
 
 _TASK_RUN: list[Path] = []  # the run folder a task's DDP processes are training
